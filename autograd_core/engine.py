@@ -1,0 +1,218 @@
+"""The reverse sweep: one pass over the recorded graph in reverse creation order.
+
+Gradients are accumulated in a dict keyed by node during the sweep; `.grad` is written only on
+leaves (and on tensors that asked for `retain_grad()`). The walk is iterative, so graphs of any
+depth (a 100,000-step unroll) work without touching Python's recursion limit.
+"""
+import operator
+
+import numpy as np
+
+from .backmath import ArrayMath, TensorMath
+from .grad_mode import set_grad_enabled
+from .tensor import Tensor, _make
+
+_by_creation = operator.attrgetter("_seq")
+
+
+def _collect(roots):
+    """Nodes reachable from `roots` (newest first) and the leaves that require grad."""
+    seen = set()
+    nodes, leaves = [], []
+    stack = list(roots)
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if t._op is None:
+            leaves.append(t)
+            continue
+        if t._inputs is None:
+            raise RuntimeError(_freed_message(t))
+        nodes.append(t)
+        for i in t._inputs:
+            if i.requires_grad and id(i) not in seen:
+                stack.append(i)
+    nodes.sort(key=_by_creation, reverse=True)
+    return nodes, leaves
+
+
+def _freed_message(t):
+    label = f"'{t.name}'" if t.name else f"of shape {t.shape}"
+    return (f"backward: the graph behind the tensor {label} (made by {t._op.name}) was already "
+            f"freed by an earlier backward. Call backward(retain_graph=True) the first time if "
+            f"you need to go through the same graph twice; if this tensor is a hidden state "
+            f"carried over from an earlier batch, cut it with h = h.detach().")
+
+
+def _describe(t):
+    return f"'{t.name}'" if t.name else f"of shape {t.shape} ({t.dtype})"
+
+
+def _check_versions(t):
+    """Raise if a value the rule of `t` reads was changed in place after `t` was recorded."""
+    op = t._op
+    if op.uses_output and t._version > t._seq:
+        raise RuntimeError(f"backward: the output {_describe(t)} of {op.name} was modified in "
+                           f"place after it was computed, and {op.name}'s derivative needs it")
+    if op.uses_inputs:
+        for i in t._inputs:
+            base = i
+            while True:
+                if base._version > t._seq:
+                    raise RuntimeError(
+                        f"backward: the tensor {_describe(base)} needed by the derivative of "
+                        f"{op.name} was modified in place after it was used (an optimizer step "
+                        f"or an in-place op between forward and backward?). Recompute the "
+                        f"forward, or modify a copy.")
+                if base._op is None or not base._op.is_view or base._inputs is None:
+                    break
+                base = base._inputs[0]
+
+
+def _apply_hooks(t, g, xp):
+    for hook in list(t._hooks):
+        result = hook(g if xp is TensorMath else _make(g))
+        if result is not None:
+            result = result if isinstance(result, Tensor) else Tensor(result)
+            if result.shape != t.shape:
+                raise RuntimeError(f"hook: a hook returned a gradient of shape {result.shape} "
+                                   f"for a tensor of shape {t.shape}")
+            g = result if xp is TensorMath else result._data
+    return g
+
+
+def _as_grad_tensor(g, like, create_graph):
+    """The value stored in `.grad` or returned by `grad()`: a tensor of `like`'s dtype,
+    owning its data (so later in-place changes touch nothing else)."""
+    if create_graph:
+        return g if g.dtype == like.dtype else g.astype(like.dtype)
+    return _make(np.array(g, dtype=like.dtype, copy=True))
+
+
+def _accumulate_grad(t, g, create_graph):
+    if t.grad is None:
+        t.grad = _as_grad_tensor(g, t, create_graph)
+    elif create_graph:
+        t.grad = t.grad + g
+    else:
+        t.grad._data = t.grad._data + g.astype(t.grad.dtype, copy=False)
+
+
+def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
+    """Run the reverse sweep. With `wanted` (tensors), return their gradients instead of
+    writing `.grad` anywhere."""
+    xp = TensorMath if create_graph else ArrayMath
+    nodes, leaves = _collect(roots)
+    acc = {}
+    for r, g in zip(roots, root_grads):
+        prev = acc.get(id(r))
+        acc[id(r)] = g if prev is None else prev + g
+    want = None if wanted is None else {id(w) for w in wanted}
+    captured = {}
+    with set_grad_enabled(create_graph):
+        for t in nodes:
+            g = acc.pop(id(t), None)
+            if g is None:
+                continue
+            if t._hooks:
+                g = _apply_hooks(t, g, xp)
+            if want is not None:
+                if id(t) in want:
+                    captured[id(t)] = g
+            elif t._retain:
+                _accumulate_grad(t, g, create_graph)
+            _check_versions(t)
+            grads = t._op.backward(g, t, xp)
+            for inp, gi in zip(t._inputs, grads):
+                if gi is None or not inp.requires_grad:
+                    continue
+                if gi.shape != inp.shape:
+                    gi = xp.sum_to(gi, inp.shape)
+                k = id(inp)
+                prev = acc.get(k)
+                acc[k] = gi if prev is None else prev + gi
+            if not retain_graph:
+                t._inputs = None
+                t._saved = None
+        for leaf in leaves:
+            g = acc.pop(id(leaf), None)
+            if g is None:
+                continue
+            if leaf._hooks:
+                g = _apply_hooks(leaf, g, xp)
+            if want is not None:
+                if id(leaf) in want:
+                    captured[id(leaf)] = g
+            else:
+                _accumulate_grad(leaf, g, create_graph)
+    return captured
+
+
+def _root_gradient(op, t, gradient, create_graph):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: expected a Tensor, got {type(t).__name__}")
+    if not t.requires_grad:
+        raise RuntimeError(f"{op}: the tensor {_describe(t)} does not require grad and has no "
+                           f"grad_fn (was it made under no_grad, or only from tensors with "
+                           f"requires_grad=False?)")
+    if gradient is None:
+        if t.size != 1:
+            raise RuntimeError(f"{op}: the gradient can be implied only for a one-element "
+                               f"output; the output has shape {t.shape}, so pass gradient= "
+                               f"(or grad_outputs=) of that shape")
+        g = np.ones(t.shape, dtype=t.dtype)
+    else:
+        g = gradient._data if isinstance(gradient, Tensor) else np.asarray(gradient, t.dtype)
+        if g.shape != t.shape:
+            raise ValueError(f"{op}: the gradient has shape {g.shape} but the output has "
+                             f"shape {t.shape}")
+    if create_graph:
+        return gradient if isinstance(gradient, Tensor) else _make(g)
+    return g
+
+
+def backward(tensor, gradient=None, retain_graph=None, create_graph=False):
+    """Accumulate the gradient of `tensor` into `.grad` of every leaf that requires grad.
+
+    `gradient` is d(loss)/d(tensor); it may be omitted for a one-element tensor. Without
+    `retain_graph` the graph's saved values are released. With `create_graph` the sweep
+    itself is recorded, so the gradients can be differentiated again.
+    """
+    if retain_graph is None:
+        retain_graph = create_graph
+    g = _root_gradient("backward", tensor, gradient, create_graph)
+    _sweep((tensor,), (g,), retain_graph, create_graph)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=False):
+    """Gradients of `outputs` with respect to `inputs`, returned as a tuple (nothing is
+    written to `.grad`). As `torch.autograd.grad`."""
+    single_output = isinstance(outputs, Tensor)
+    outputs = (outputs,) if single_output else tuple(outputs)
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, (Tensor, np.ndarray)):
+        grad_outputs = (grad_outputs,) * len(outputs) if grad_outputs is None else (grad_outputs,)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad: got {len(grad_outputs)} grad_outputs for {len(outputs)} "
+                         f"outputs")
+    for k, t in enumerate(inputs):
+        if not isinstance(t, Tensor) or not t.requires_grad:
+            raise RuntimeError(f"grad: input {k} does not require grad")
+    if retain_graph is None:
+        retain_graph = create_graph
+    roots = [_root_gradient("grad", o, g, create_graph) for o, g in zip(outputs, grad_outputs)]
+    captured = _sweep(outputs, roots, retain_graph, create_graph, wanted=inputs)
+    result = []
+    for k, t in enumerate(inputs):
+        g = captured.get(id(t))
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(f"grad: input {k} ({_describe(t)}) was not used to compute "
+                                   f"the outputs; pass allow_unused=True to get None for it")
+            result.append(None)
+        else:
+            result.append(_as_grad_tensor(g, t, create_graph))
+    return tuple(result)

@@ -1,0 +1,69 @@
+"""How an operation records itself in the graph.
+
+A tensor produced by a differentiable op *is* the graph node: it keeps the op (a class holding
+the derivative rule), its input tensors and the few extra values the rule needs. Nothing points
+back from an input to its output, so the graph holds no reference cycles and is freed by plain
+reference counting once the last output is dropped or a backward releases it.
+"""
+import itertools
+
+from .grad_mode import _state
+from .tensor import Tensor, _make
+
+# One clock for creation order and in-place writes. An output is always stamped after its
+# inputs, so sorting by stamp is a topological order; an input whose `_version` is newer than
+# the output's stamp was modified in place after it was used.
+clock = itertools.count(1)
+
+REGISTRY = {}
+
+
+class Op:
+    """A differentiable operation. Subclasses set `name` and write `backward`.
+
+    `backward(g, out, xp)` returns one gradient per input (None where an input gets none).
+    `out` is the output tensor: its `_inputs` and `_saved` are what the forward kept. Rules are
+    written once for two array types: `xp` is `ArrayMath` (numpy arrays, the fast path) or
+    `TensorMath` (tensors, recorded, for `create_graph=True`); `xp.val(t)` gives the value of
+    a tensor in the current kind. Gradients may come back in a broadcast shape: the engine
+    sums them back to each input's shape.
+    """
+
+    name = None
+    uses_inputs = True  # the rule reads input values: they must not be modified in place
+    uses_output = False  # the rule reads the output value
+    is_view = False  # the output may share memory with the first input (reshape, transpose...)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name is not None:
+            if cls.name in REGISTRY:
+                raise RuntimeError(f"op {cls.name!r} registered twice")
+            REGISTRY[cls.name] = cls
+
+    def __repr__(self):
+        return f"<{type(self).__name__}Backward>"
+
+    @staticmethod
+    def backward(g, out, xp):
+        raise NotImplementedError
+
+
+def record(op, data, inputs, saved=None):
+    """Wrap `data` as the output of `op`; link it to `inputs` when a gradient can flow."""
+    out = _make(data)
+    if _state.enabled:
+        for t in inputs:
+            if t.requires_grad:
+                out.requires_grad = True
+                out._op = op
+                out._inputs = inputs
+                out._saved = saved
+                out._seq = next(clock)
+                break
+    return out
+
+
+def as_tensor(value):
+    """A tensor for `value`; tensors pass through unchanged (no copy)."""
+    return value if isinstance(value, Tensor) else Tensor(value)

@@ -1,0 +1,57 @@
+"""Grad mode: whether new operations are recorded. Per thread, like PyTorch's."""
+import functools
+import threading
+
+class _ThreadState(threading.local):
+    enabled = True  # class default: every new thread starts with grad mode on
+
+
+_state = _ThreadState()
+
+
+def is_grad_enabled():
+    """True when operations on tensors that require grad are recorded (the default)."""
+    return _state.enabled
+
+
+def _set_enabled(value):
+    _state.enabled = bool(value)
+
+
+class set_grad_enabled:
+    """Context manager (and decorator) that sets grad mode for the current thread."""
+
+    def __init__(self, mode=True):
+        self.mode = bool(mode)
+        self._prev = []
+
+    def __enter__(self):
+        self._prev.append(is_grad_enabled())
+        _set_enabled(self.mode)
+        return self
+
+    def __exit__(self, *exc):
+        _set_enabled(self._prev.pop())
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with set_grad_enabled(self.mode):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class no_grad(set_grad_enabled):
+    """`with no_grad():` (or `@no_grad()`) records nothing: results never require grad."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """Turns recording back on inside a `no_grad` block."""
+
+    def __init__(self):
+        super().__init__(True)

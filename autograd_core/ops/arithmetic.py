@@ -1,0 +1,283 @@
+"""Binary arithmetic (+ - * / **, maximum, minimum, where) and negation.
+
+A Python number operand uses a "scalar" variant of the op that keeps the number in `_saved`
+instead of wrapping it in a tensor: cheaper, and numpy keeps the tensor's dtype.
+"""
+import math
+
+import numpy as np
+
+from ..function import Op, as_tensor, record
+from ..tensor import Tensor
+from ._checks import SCALARS, broadcast_error
+
+
+def _binary(op, name, fn, a, b):
+    a, b = as_tensor(a), as_tensor(b)
+    try:
+        data = fn(a._data, b._data)
+    except ValueError:
+        raise broadcast_error(name, a, b) from None
+    return record(op, data, (a, b))
+
+
+class Add(Op):
+    name = "add"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return g, g
+
+
+class AddScalar(Op):
+    name = "add_scalar"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g,)
+
+
+def add(a, b):
+    """a + b with numpy broadcasting."""
+    if type(b) in SCALARS and isinstance(a, Tensor):
+        return record(AddScalar, a._data + b, (a,), b)
+    if type(a) in SCALARS and isinstance(b, Tensor):
+        return record(AddScalar, a + b._data, (b,), a)
+    return _binary(Add, "add", np.add, a, b)
+
+
+class Sub(Op):
+    name = "sub"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return g, -g
+
+
+class RSubScalar(Op):
+    """c - x."""
+    name = "rsub_scalar"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (-g,)
+
+
+def sub(a, b):
+    """a - b with numpy broadcasting."""
+    if type(b) in SCALARS and isinstance(a, Tensor):
+        return record(AddScalar, a._data - b, (a,), -b)
+    if type(a) in SCALARS and isinstance(b, Tensor):
+        return record(RSubScalar, a - b._data, (b,), a)
+    return _binary(Sub, "sub", np.subtract, a, b)
+
+
+class Neg(Op):
+    name = "neg"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (-g,)
+
+
+def neg(x):
+    """-x."""
+    x = as_tensor(x)
+    return record(Neg, -x._data, (x,))
+
+
+class Mul(Op):
+    name = "mul"
+
+    @staticmethod
+    def backward(g, out, xp):
+        a, b = out._inputs
+        return (g * xp.val(b) if a.requires_grad else None,
+                g * xp.val(a) if b.requires_grad else None)
+
+
+class MulScalar(Op):
+    name = "mul_scalar"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g * out._saved,)
+
+
+def mul(a, b):
+    """a * b (elementwise) with numpy broadcasting."""
+    if type(b) in SCALARS and isinstance(a, Tensor):
+        return record(MulScalar, a._data * b, (a,), b)
+    if type(a) in SCALARS and isinstance(b, Tensor):
+        return record(MulScalar, a * b._data, (b,), a)
+    return _binary(Mul, "mul", np.multiply, a, b)
+
+
+class Div(Op):
+    name = "div"
+
+    @staticmethod
+    def backward(g, out, xp):
+        a, b = out._inputs
+        bv = xp.val(b)
+        ga = g / bv if a.requires_grad else None
+        gb = -g * xp.val(a) / (bv * bv) if b.requires_grad else None
+        return ga, gb
+
+
+class DivScalar(Op):
+    """x / c."""
+    name = "div_scalar"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g / out._saved,)
+
+
+class RDivScalar(Op):
+    """c / x: d/dx = -c / x^2."""
+    name = "rdiv_scalar"
+
+    @staticmethod
+    def backward(g, out, xp):
+        x = xp.val(out._inputs[0])
+        return (-g * out._saved / (x * x),)
+
+
+def div(a, b):
+    """a / b (true division) with numpy broadcasting."""
+    if type(b) in SCALARS and isinstance(a, Tensor):
+        return record(DivScalar, a._data / b, (a,), b)
+    if type(a) in SCALARS and isinstance(b, Tensor):
+        return record(RDivScalar, a / b._data, (b,), a)
+    return _binary(Div, "div", np.divide, a, b)
+
+
+def _log_where_positive(xp, x, raw):
+    # log(x) where x > 0 and 0 elsewhere: d(b^p)/dp = b^p log b, taken as 0 where b <= 0
+    # (the value there is 0 or undefined, as PyTorch does).
+    return xp.log(xp.where(raw > 0, x, 1.0))
+
+
+class Pow(Op):
+    """a ** b with a tensor exponent: d/da = b a^(b-1), d/db = a^b log a."""
+    name = "pow"
+
+    @staticmethod
+    def backward(g, out, xp):
+        a, b = out._inputs
+        av, bv = xp.val(a), xp.val(b)
+        ga = g * bv * av ** (bv - 1) if a.requires_grad else None
+        gb = g * xp.val(out) * _log_where_positive(xp, av, a._data) if b.requires_grad else None
+        return ga, gb
+
+
+class PowScalar(Op):
+    """x ** c: d/dx = c x^(c-1)."""
+    name = "pow_scalar"
+
+    @staticmethod
+    def backward(g, out, xp):
+        c = out._saved
+        x = xp.val(out._inputs[0])
+        if c == 2:
+            return (g * 2 * x,)
+        return (g * c * x ** (c - 1),)
+
+
+class RPowScalar(Op):
+    """c ** x: d/dx = c^x log c."""
+    name = "rpow_scalar"
+    uses_inputs = False
+    uses_output = True
+
+    @staticmethod
+    def backward(g, out, xp):
+        c = out._saved
+        return (g * xp.val(out) * (math.log(c) if c > 0 else 0.0),)
+
+
+def pow(a, b):
+    """a ** b; either side may be a tensor."""
+    if type(b) in SCALARS and isinstance(a, Tensor):
+        return record(PowScalar, a._data ** b, (a,), b)
+    if type(a) in SCALARS and isinstance(b, Tensor):
+        return record(RPowScalar, a ** b._data, (b,), a)
+    return _binary(Pow, "pow", np.power, a, b)
+
+
+def _split_mask(first, second, dtype):
+    # Gradient share of `first`: 1 where it wins, 1/2 on ties (as PyTorch's maximum).
+    share = (first > second).astype(dtype)
+    share[first == second] = 0.5
+    return share
+
+
+class Maximum(Op):
+    name = "maximum"
+
+    @staticmethod
+    def backward(g, out, xp):
+        a, b = out._inputs
+        share = _split_mask(a._data, b._data, out._data.dtype)
+        return g * share, g * (1.0 - share)
+
+
+def maximum(a, b):
+    """Elementwise maximum; on ties the gradient is split equally."""
+    return _binary(Maximum, "maximum", np.maximum, a, b)
+
+
+class Minimum(Op):
+    name = "minimum"
+
+    @staticmethod
+    def backward(g, out, xp):
+        a, b = out._inputs
+        share = _split_mask(b._data, a._data, out._data.dtype)
+        return g * share, g * (1.0 - share)
+
+
+def minimum(a, b):
+    """Elementwise minimum; on ties the gradient is split equally."""
+    return _binary(Minimum, "minimum", np.minimum, a, b)
+
+
+class Where(Op):
+    name = "where"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        cond = out._saved
+        return xp.where(cond, g, 0.0), xp.where(cond, 0.0, g)
+
+
+def where(condition, a, b):
+    """Elementwise `a if condition else b`; the condition is not differentiated."""
+    cond = condition._data if isinstance(condition, Tensor) else np.asarray(condition)
+    if cond.dtype != np.bool_:
+        cond = cond.astype(bool)
+    a, b = _where_operands(a, b)
+    try:
+        data = np.where(cond, a._data, b._data)
+    except ValueError:
+        raise ValueError(f"where: condition, a and b could not be broadcast together: shapes "
+                         f"{cond.shape}, {a.shape} and {b.shape}") from None
+    return record(Where, data, (a, b), cond)
+
+
+def _where_operands(a, b):
+    # A Python number takes the dtype of the tensor beside it, as numpy's weak scalars do.
+    if type(a) in SCALARS and isinstance(b, Tensor):
+        return Tensor(np.asarray(a, dtype=np.result_type(b._data, a))), b
+    if type(b) in SCALARS and isinstance(a, Tensor):
+        return a, Tensor(np.asarray(b, dtype=np.result_type(a._data, b)))
+    return as_tensor(a), as_tensor(b)

@@ -1,0 +1,65 @@
+"""Indexing (ints, slices, None, ..., boolean masks, integer arrays) and its adjoint."""
+import numpy as np
+
+from ..function import Op, as_tensor, record
+from ..tensor import _index_arrays
+
+_BASIC = (int, np.integer, slice, type(None), type(Ellipsis))
+
+
+def _is_basic(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, _BASIC) and not isinstance(p, bool) for p in parts)
+
+
+def scatter_array(g, shape, index, basic):
+    """Zeros of `shape` with `g` added at `index`; repeated indices accumulate."""
+    out = np.zeros(shape, dtype=g.dtype)
+    if basic:
+        out[index] = g
+    else:
+        np.add.at(out, index, g)
+    return out
+
+
+class GetItem(Op):
+    name = "getitem"
+    uses_inputs = False
+    is_view = True
+
+    @staticmethod
+    def backward(g, out, xp):
+        index, basic = out._saved
+        return (xp.scatter(g, out._inputs[0].shape, index, basic),)
+
+
+def getitem(x, index):
+    """x[index] with numpy semantics."""
+    x = as_tensor(x)
+    index = _index_arrays(index)
+    try:
+        data = x._data[index]
+    except (IndexError, TypeError, ValueError) as e:
+        raise IndexError(f"getitem: {e} (tensor of shape {x.shape})") from None
+    return record(GetItem, np.asarray(data), (x,), (index, _is_basic(index)))
+
+
+class Scatter(Op):
+    """The adjoint of indexing: its gradient is indexing again (needed for create_graph)."""
+    name = "scatter"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        index, _ = out._saved
+        return (g[index],)
+
+
+def scatter(g, shape, index, basic=None):
+    """Zeros of `shape` with `g` added at `index` (repeated indices accumulate)."""
+    g = as_tensor(g)
+    index = _index_arrays(index)
+    if basic is None:
+        basic = _is_basic(index)
+    return record(Scatter, scatter_array(g._data, tuple(shape), index, basic), (g,),
+                  (index, basic))

@@ -1,0 +1,157 @@
+"""Reductions along axes (sum mean max min logsumexp) and softmax / log_softmax."""
+import numpy as np
+
+from ..function import Op, as_tensor, record
+from ._checks import kept_shape, normalize_axes, normalize_axis
+
+
+def _spread(g, x, axes, xp):
+    """The gradient of a reduction, put back in the input's shape (keepdims, then broadcast)."""
+    return xp.broadcast_to(g.reshape(kept_shape(x.shape, axes)), x.shape)
+
+
+class Sum(Op):
+    name = "sum"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        x = out._inputs[0]
+        return (_spread(g, x, out._saved, xp),)
+
+
+def sum(x, axis=None, keepdims=False):
+    """Sum over `axis` (None: all, an int or a tuple), as np.sum."""
+    x = as_tensor(x)
+    axes = normalize_axes("sum", axis, x.ndim)
+    return record(Sum, np.sum(x._data, axis=axes, keepdims=keepdims), (x,), axes)
+
+
+class Mean(Op):
+    name = "mean"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        x = out._inputs[0]
+        axes = out._saved
+        count = int(np.prod([x.shape[a] for a in axes]))
+        return (_spread(g, x, axes, xp) / count,)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Mean over `axis`, as np.mean."""
+    x = as_tensor(x)
+    axes = normalize_axes("mean", axis, x.ndim)
+    if x.size == 0:
+        raise ValueError(f"mean: cannot take the mean of an empty tensor (shape {x.shape})")
+    return record(Mean, np.mean(x._data, axis=axes, keepdims=keepdims), (x,), axes)
+
+
+class _Extremum(Op):
+    """max / min: the gradient goes to the elements equal to the result; on ties it is split
+    equally among them (the derivative is not defined there; this keeps it symmetric)."""
+
+    @staticmethod
+    def backward(g, out, xp):
+        x = out._inputs[0]._data
+        axes = out._saved
+        best = out._data.reshape(kept_shape(x.shape, axes))
+        hit = (x == best).astype(out._data.dtype)
+        hit /= hit.sum(axis=axes, keepdims=True)
+        return (_spread(g, x, axes, xp) * hit,)
+
+
+class Max(_Extremum):
+    name = "max"
+
+
+class Min(_Extremum):
+    name = "min"
+
+
+def _extremum(op, fn, x, axis, keepdims):
+    x = as_tensor(x)
+    axes = normalize_axes(op.name, axis, x.ndim)
+    if any(x.shape[a] == 0 for a in axes):
+        raise ValueError(f"{op.name}: zero-size reduction axis in a tensor of shape {x.shape}")
+    return record(op, fn(x._data, axis=axes, keepdims=keepdims), (x,), axes)
+
+
+def max(x, axis=None, keepdims=False):
+    """Maximum over `axis`, as np.max."""
+    return _extremum(Max, np.max, x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims=False):
+    """Minimum over `axis`, as np.min."""
+    return _extremum(Min, np.min, x, axis, keepdims)
+
+
+def _stable_logsumexp(data, axes):
+    """log(sum(exp(data))) over axes, keepdims shape, without overflow."""
+    peak = np.max(data, axis=axes, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0)
+    return np.log(np.sum(np.exp(data - peak), axis=axes, keepdims=True)) + peak
+
+
+class LogSumExp(Op):
+    """d logsumexp(x) = softmax(x) along the reduced axes."""
+    name = "logsumexp"
+    uses_output = True
+
+    @staticmethod
+    def backward(g, out, xp):
+        x = out._inputs[0]
+        axes = out._saved
+        lse = xp.val(out).reshape(kept_shape(x.shape, axes))
+        return (_spread(g, x, axes, xp) * xp.exp(xp.val(x) - lse),)
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x))) over `axis`, stable for large inputs."""
+    x = as_tensor(x)
+    axes = normalize_axes("logsumexp", axis, x.ndim)
+    data = _stable_logsumexp(x._data, axes)
+    if not keepdims:
+        data = data.reshape([s for i, s in enumerate(data.shape) if i not in axes])
+    return record(LogSumExp, data, (x,), axes)
+
+
+class Softmax(Op):
+    """d softmax: y * (g - sum(g * y)) along the axis."""
+    name = "softmax"
+    uses_inputs = False
+    uses_output = True
+
+    @staticmethod
+    def backward(g, out, xp):
+        y = xp.val(out)
+        return (y * (g - (g * y).sum(axis=out._saved, keepdims=True)),)
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along `axis`, computed after subtracting the maximum."""
+    x = as_tensor(x)
+    axis = normalize_axis("softmax", axis, x.ndim)
+    e = np.exp(x._data - np.max(x._data, axis=axis, keepdims=True))
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return record(Softmax, e, (x,), axis)
+
+
+class LogSoftmax(Op):
+    """d log_softmax: g - softmax(x) * sum(g) along the axis."""
+    name = "log_softmax"
+    uses_inputs = False
+    uses_output = True
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g - xp.exp(xp.val(out)) * g.sum(axis=out._saved, keepdims=True),)
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x) along `axis`: the stable way to take log(softmax(x))."""
+    x = as_tensor(x)
+    axis = normalize_axis("log_softmax", axis, x.ndim)
+    return record(LogSoftmax, x._data - _stable_logsumexp(x._data, (axis,)), (x,), axis)

@@ -1,0 +1,148 @@
+"""Shape operations: reshape transpose swapaxes expand_dims squeeze broadcast_to sum_to astype.
+Their gradients only move numbers around, so each rule is the inverse shape operation."""
+import numpy as np
+
+from ..function import Op, as_tensor, record
+from ._checks import normalize_axis, shape_error
+
+
+class Reshape(Op):
+    is_view = True
+    name = "reshape"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g.reshape(out._inputs[0].shape),)
+
+
+def reshape(x, shape):
+    """A tensor with the same data in a new shape (one entry may be -1), as np.reshape."""
+    x = as_tensor(x)
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        data = x._data.reshape(shape)
+    except (ValueError, TypeError) as e:
+        raise shape_error("reshape", f"cannot reshape a tensor of shape {x.shape} into shape "
+                                     f"{tuple(shape)} ({e})") from None
+    return record(Reshape, data, (x,))
+
+
+def expand_dims(x, axis):
+    """Insert a size-1 axis at `axis`, as np.expand_dims."""
+    x = as_tensor(x)
+    axis = normalize_axis("expand_dims", axis, x.ndim + 1)
+    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
+
+
+def squeeze(x, axis=None):
+    """Remove size-1 axes (all of them, or those in `axis`), as np.squeeze."""
+    x = as_tensor(x)
+    try:
+        shape = np.squeeze(x._data, axis=axis).shape
+    except ValueError as e:
+        raise shape_error("squeeze", f"{e} (tensor of shape {x.shape}, axis={axis!r})") from None
+    return reshape(x, shape)
+
+
+class Transpose(Op):
+    is_view = True
+    name = "transpose"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g.transpose(np.argsort(out._saved)),)
+
+
+def transpose(x, axes=None):
+    """Permute the axes (reverse them when `axes` is None), as np.transpose."""
+    x = as_tensor(x)
+    if axes is None:
+        axes = tuple(range(x.ndim - 1, -1, -1))
+    else:
+        axes = tuple(int(a) % x.ndim if -x.ndim <= a < x.ndim else a for a in axes)
+        if sorted(axes) != list(range(x.ndim)):
+            raise shape_error("transpose", f"axes {axes} are not a permutation of the "
+                                           f"{x.ndim} axes of a tensor of shape {x.shape}")
+    return record(Transpose, x._data.transpose(axes), (x,), axes)
+
+
+def swapaxes(x, axis1, axis2):
+    """Exchange two axes, as np.swapaxes."""
+    x = as_tensor(x)
+    a = normalize_axis("swapaxes", axis1, x.ndim)
+    b = normalize_axis("swapaxes", axis2, x.ndim)
+    axes = list(range(x.ndim))
+    axes[a], axes[b] = b, a
+    return transpose(x, axes)
+
+
+class BroadcastTo(Op):
+    is_view = True
+    name = "broadcast_to"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (xp.sum_to(g, out._inputs[0].shape),)
+
+
+def broadcast_to(x, shape):
+    """A read-only view of `x` broadcast to `shape`, as np.broadcast_to."""
+    x = as_tensor(x)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    try:
+        data = np.broadcast_to(x._data, shape)
+    except ValueError:
+        raise shape_error("broadcast_to", f"cannot broadcast a tensor of shape {x.shape} to "
+                                          f"shape {shape}") from None
+    return record(BroadcastTo, data, (x,))
+
+
+def sum_array_to(g, shape):
+    """Sum an array over the axes numpy broadcasting added or stretched, down to `shape`."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
+    return np.sum(g, axis=axes, keepdims=True).reshape(shape)
+
+
+class SumTo(Op):
+    name = "sum_to"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (xp.broadcast_to(g, out._inputs[0].shape),)
+
+
+def sum_to(x, shape):
+    """Sum `x` down to `shape`, undoing a broadcast (the adjoint of broadcast_to)."""
+    x = as_tensor(x)
+    shape = tuple(shape)
+    try:
+        np.broadcast_shapes(shape, x.shape)
+        if len(shape) > x.ndim:
+            raise ValueError
+    except ValueError:
+        raise shape_error("sum_to", f"shape {x.shape} does not broadcast from {shape}") from None
+    return record(SumTo, sum_array_to(x._data, shape), (x,))
+
+
+class AsType(Op):
+    name = "astype"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g.astype(out._inputs[0].dtype),)
+
+
+def astype(x, dtype):
+    """A copy converted to `dtype`; the gradient is converted back."""
+    x = as_tensor(x)
+    return record(AsType, x._data.astype(dtype), (x,))

@@ -1,0 +1,141 @@
+"""Elementwise functions of one tensor: exp log sqrt abs tanh sigmoid relu clip."""
+import numpy as np
+
+from ..function import Op, as_tensor, record
+
+
+class Exp(Op):
+    name = "exp"
+    uses_inputs = False
+    uses_output = True
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g * xp.val(out),)
+
+
+def exp(x):
+    x = as_tensor(x)
+    return record(Exp, np.exp(x._data), (x,))
+
+
+class Log(Op):
+    name = "log"
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g / xp.val(out._inputs[0]),)
+
+
+def log(x):
+    """Natural logarithm."""
+    x = as_tensor(x)
+    return record(Log, np.log(x._data), (x,))
+
+
+class Sqrt(Op):
+    """d sqrt(x) = 1 / (2 sqrt(x)); infinite at 0, as in numpy and PyTorch."""
+    name = "sqrt"
+    uses_inputs = False
+    uses_output = True
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g / (2 * xp.val(out)),)
+
+
+def sqrt(x):
+    x = as_tensor(x)
+    return record(Sqrt, np.sqrt(x._data), (x,))
+
+
+class Abs(Op):
+    """d|x| = sign(x); the subgradient 0 is used at x = 0 (as PyTorch does)."""
+    name = "abs"
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g * np.sign(out._inputs[0]._data),)
+
+
+def abs(x):
+    x = as_tensor(x)
+    return record(Abs, np.abs(x._data), (x,))
+
+
+class Tanh(Op):
+    """d tanh = 1 - tanh^2, computed from the output."""
+    name = "tanh"
+    uses_inputs = False
+    uses_output = True
+
+    @staticmethod
+    def backward(g, out, xp):
+        y = xp.val(out)
+        return (g * (1 - y * y),)
+
+
+def tanh(x):
+    x = as_tensor(x)
+    return record(Tanh, np.tanh(x._data), (x,))
+
+
+class Sigmoid(Op):
+    """d sigmoid = s (1 - s), computed from the output."""
+    name = "sigmoid"
+    uses_inputs = False
+    uses_output = True
+
+    @staticmethod
+    def backward(g, out, xp):
+        s = xp.val(out)
+        return (g * (s * (1 - s)),)
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2: no overflow for any x."""
+    x = as_tensor(x)
+    data = np.tanh(x._data * 0.5)
+    data += 1
+    data *= 0.5
+    return record(Sigmoid, data, (x,))
+
+
+class Relu(Op):
+    """d relu = 1 where x > 0, else 0 (0 at x = 0, as PyTorch)."""
+    name = "relu"
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (g * (out._inputs[0]._data > 0),)
+
+
+def relu(x):
+    x = as_tensor(x)
+    return record(Relu, np.maximum(x._data, 0), (x,))
+
+
+class Clip(Op):
+    """Gradient 1 where lo <= x <= hi (bounds included, as PyTorch's clamp), else 0."""
+    name = "clip"
+
+    @staticmethod
+    def backward(g, out, xp):
+        x = out._inputs[0]._data
+        lo, hi = out._saved
+        inside = np.ones(x.shape, dtype=bool)
+        if lo is not None:
+            inside &= x >= lo
+        if hi is not None:
+            inside &= x <= hi
+        return (g * inside,)
+
+
+def clip(x, min=None, max=None):
+    """Limit values to [min, max] (either may be None), like np.clip."""
+    x = as_tensor(x)
+    if min is None and max is None:
+        raise ValueError("clip: give at least one of min and max")
+    lo = min._data if hasattr(min, "_data") else min
+    hi = max._data if hasattr(max, "_data") else max
+    return record(Clip, np.clip(x._data, lo, hi), (x,), (lo, hi))

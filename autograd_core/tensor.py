@@ -1,0 +1,467 @@
+"""The Tensor: a numpy array that can remember how it was computed.
+
+Operators and methods delegate to the op functions in `ops/`; each op's derivative rule sits
+beside its forward there. A tensor made by an op while grad mode is on and some input requires
+grad is a node of the graph (see `function.py`): it keeps its op, its inputs and saved values.
+"""
+import numbers
+
+import numpy as np
+
+from .grad_mode import _state, no_grad
+
+_FLOAT_DEFAULT = np.float32
+
+
+def _to_array(data, dtype):
+    """numpy array for `data`: ndarrays keep their dtype, Python floats and lists of floats
+    become float32, Python ints int64 and bools bool (as `torch.tensor` does)."""
+    if isinstance(data, Tensor):
+        data = data._data
+    if isinstance(data, np.ndarray) or isinstance(data, np.generic):
+        arr = np.asarray(data)
+    else:
+        arr = np.asarray(data)
+        if arr.dtype == np.float64:
+            arr = arr.astype(_FLOAT_DEFAULT)
+        elif arr.dtype.kind == "O":
+            raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__} "
+                            f"(object array); give numbers, nested lists or an ndarray")
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"Tensor: unsupported dtype {arr.dtype}; use a bool, integer or float dtype")
+    return arr
+
+
+def _check_can_require_grad(arr, where="Tensor"):
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{where}: only floating-point tensors can require grad, got dtype "
+                        f"{arr.dtype}; convert first, e.g. Tensor(x, dtype=np.float32)")
+
+
+class _HookHandle:
+    __slots__ = ("_hooks", "_fn")
+
+    def __init__(self, hooks, fn):
+        self._hooks, self._fn = hooks, fn
+
+    def remove(self):
+        if self._fn in self._hooks:
+            self._hooks.remove(self._fn)
+
+
+class Tensor:
+    """An n-dimensional array with reverse-mode automatic differentiation.
+
+    Tensor(data, requires_grad=False, dtype=None, name=None). `data` may be a Python number,
+    a nested list or an ndarray (used without a copy, as `np.asarray` does).
+    """
+
+    __slots__ = ("_data", "requires_grad", "grad", "_op", "_inputs", "_saved", "_seq",
+                 "_version", "name", "_hooks", "_retain", "__weakref__")
+
+    # numpy defers to our reflected operators (ndarray + Tensor -> Tensor.__radd__) and routes
+    # its ufuncs (np.exp(t)) through __array_ufunc__.
+    __array_priority__ = 1000
+
+    def __init__(self, data, requires_grad=False, dtype=None, name=None):
+        arr = _to_array(data, dtype)
+        if requires_grad:
+            _check_can_require_grad(arr)
+        self._data = arr
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self._op = None
+        self._inputs = ()
+        self._saved = None
+        self._seq = 0
+        self._version = 0
+        self.name = name
+        self._hooks = None
+        self._retain = False
+
+    # ---- the array ---------------------------------------------------------------------
+    @property
+    def data(self):
+        """The underlying ndarray. Assigning to it counts as an in-place change."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        arr = value._data if isinstance(value, Tensor) else np.asarray(value)
+        self._data = arr
+        self._bump_version()
+
+    shape = property(lambda self: self._data.shape, doc="Shape tuple, as ndarray.shape.")
+    ndim = property(lambda self: self._data.ndim, doc="Number of dimensions.")
+    size = property(lambda self: self._data.size, doc="Number of elements.")
+    dtype = property(lambda self: self._data.dtype, doc="numpy dtype of the data.")
+
+    @property
+    def is_leaf(self):
+        """True for tensors made by the user (not by a recorded op)."""
+        return self._op is None
+
+    @property
+    def grad_fn(self):
+        """The op that produced this tensor, or None for leaves and constants."""
+        return None if self._op is None else self._op()
+
+    def numpy(self):
+        """The data as an ndarray (shared, not copied)."""
+        return self._data
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        if self._data.size != 1:
+            raise ValueError(f"item: only one-element tensors can be converted to a Python "
+                             f"number, got shape {self.shape}")
+        return self._data.item()
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        if copy:
+            return np.array(self._data, dtype=dtype, copy=True)
+        return self._data if dtype is None else self._data.astype(dtype, copy=False)
+
+    def __len__(self):
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return len(self._data)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self):
+        return bool(self._data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    __hash__ = object.__hash__  # defining __eq__ would remove it; tensors hash by identity
+
+    def __repr__(self):
+        body = np.array2string(self._data, separator=", ", prefix="Tensor(", threshold=200)
+        extra = []
+        if self._data.dtype != np.float32:
+            extra.append(f"dtype={self._data.dtype}")
+        if self._op is not None:
+            extra.append(f"grad_fn={self.grad_fn!r}")
+        elif self.requires_grad:
+            extra.append("requires_grad=True")
+        if self.name:
+            extra.append(f"name={self.name!r}")
+        return f"Tensor({body}{''.join(', ' + e for e in extra)})"
+
+    # ---- autograd ----------------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (see `engine.backward`)."""
+        from .engine import backward
+        backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph)
+
+    def detach(self):
+        """A new leaf sharing this data, cut from the graph."""
+        out = _make(self._data)
+        out.name = self.name
+        return out
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad:
+            _check_can_require_grad(self._data, "requires_grad_")
+        if not requires_grad and self._op is not None:
+            raise RuntimeError("requires_grad_: cannot turn off requires_grad of a non-leaf "
+                               "tensor; use detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self):
+        """Keep this non-leaf tensor's gradient in `.grad` after backward."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: the tensor does not require grad")
+        self._retain = True
+
+    def register_hook(self, fn):
+        """Call fn(grad) when this tensor's gradient is computed; a returned value replaces
+        the gradient. Returns a handle with `.remove()`."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: cannot register a hook on a tensor that does "
+                               "not require grad")
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(fn)
+        return _HookHandle(self._hooks, fn)
+
+    def zero_grad(self):
+        """Forget the accumulated gradient (same as `t.grad = None`)."""
+        self.grad = None
+
+    # ---- in-place changes (never recorded; bump the version counter) ------------------
+    def _bump_version(self):
+        from .function import clock
+        self._version = next(clock)
+
+    def _check_inplace(self, what):
+        if self.requires_grad and _state.enabled:
+            kind = "a leaf tensor that requires grad" if self._op is None else \
+                "a tensor recorded in the graph"
+            raise RuntimeError(f"{what}: in-place change of {kind} (shape {self.shape}); "
+                               f"do it under `with no_grad():` or use the out-of-place form")
+
+    def _inplace(self, what, fn, other=None):
+        self._check_inplace(what)
+        value = other._data if isinstance(other, Tensor) else other
+        fn(self._data, value)
+        self._bump_version()
+        return self
+
+    def add_(self, other):
+        return self._inplace("add_", lambda a, b: np.add(a, b, out=a, casting="same_kind"), other)
+
+    def sub_(self, other):
+        return self._inplace("sub_", lambda a, b: np.subtract(a, b, out=a, casting="same_kind"),
+                             other)
+
+    def mul_(self, other):
+        return self._inplace("mul_", lambda a, b: np.multiply(a, b, out=a, casting="same_kind"),
+                             other)
+
+    def div_(self, other):
+        return self._inplace("div_", lambda a, b: np.divide(a, b, out=a, casting="same_kind"),
+                             other)
+
+    def copy_(self, other):
+        return self._inplace("copy_", lambda a, b: np.copyto(a, b, casting="same_kind"), other)
+
+    def fill_(self, value):
+        return self._inplace("fill_", lambda a, b: a.fill(b), value)
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def __setitem__(self, index, value):
+        index = _index_arrays(index)
+        self._inplace("__setitem__", lambda a, b: a.__setitem__(index, b), value)
+
+    def _inplace_or_fallback(self, fn, other):
+        # `x += y` works in place on tensors outside the graph; on a tensor that requires
+        # grad (in grad mode) it falls back to `x = x + y`, which records normally.
+        if self.requires_grad and _state.enabled:
+            return NotImplemented
+        return fn(other)
+
+    def __iadd__(self, other):
+        return self._inplace_or_fallback(self.add_, other)
+
+    def __isub__(self, other):
+        return self._inplace_or_fallback(self.sub_, other)
+
+    def __imul__(self, other):
+        return self._inplace_or_fallback(self.mul_, other)
+
+    def __itruediv__(self, other):
+        return self._inplace_or_fallback(self.div_, other)
+
+    # ---- operators ---------------------------------------------------------------------
+    def __add__(self, other):
+        return _ar.add(self, other)
+
+    def __radd__(self, other):
+        return _ar.add(other, self)
+
+    def __sub__(self, other):
+        return _ar.sub(self, other)
+
+    def __rsub__(self, other):
+        return _ar.sub(other, self)
+
+    def __mul__(self, other):
+        return _ar.mul(self, other)
+
+    def __rmul__(self, other):
+        return _ar.mul(other, self)
+
+    def __truediv__(self, other):
+        return _ar.div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ar.div(other, self)
+
+    def __pow__(self, other):
+        return _ar.pow(self, other)
+
+    def __rpow__(self, other):
+        return _ar.pow(other, self)
+
+    def __matmul__(self, other):
+        return _la.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _la.matmul(other, self)
+
+    def __neg__(self):
+        return _ar.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _un.abs(self)
+
+    def _compare(self, other, fn):
+        value = other._data if isinstance(other, Tensor) else other
+        return _make(fn(self._data, value))
+
+    def __lt__(self, other):
+        return self._compare(other, np.less)
+
+    def __le__(self, other):
+        return self._compare(other, np.less_equal)
+
+    def __gt__(self, other):
+        return self._compare(other, np.greater)
+
+    def __ge__(self, other):
+        return self._compare(other, np.greater_equal)
+
+    def __eq__(self, other):
+        return self._compare(other, np.equal)
+
+    def __ne__(self, other):
+        return self._compare(other, np.not_equal)
+
+    def __getitem__(self, index):
+        return _ix.getitem(self, index)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        fn = _UFUNCS.get(ufunc) if method == "__call__" and not kwargs else None
+        if fn is None:
+            return NotImplemented
+        return fn(*inputs)
+
+    # ---- numpy-style methods -------------------------------------------------------------
+    def exp(self):
+        return _un.exp(self)
+
+    def log(self):
+        return _un.log(self)
+
+    def sqrt(self):
+        return _un.sqrt(self)
+
+    def abs(self):
+        return _un.abs(self)
+
+    def tanh(self):
+        return _un.tanh(self)
+
+    def sigmoid(self):
+        return _un.sigmoid(self)
+
+    def relu(self):
+        return _un.relu(self)
+
+    def clip(self, min=None, max=None):
+        return _un.clip(self, min, max)
+
+    def sum(self, axis=None, keepdims=False):
+        return _rd.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _rd.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _rd.max(self, axis, keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return _rd.min(self, axis, keepdims)
+
+    def logsumexp(self, axis=None, keepdims=False):
+        return _rd.logsumexp(self, axis, keepdims)
+
+    def softmax(self, axis=-1):
+        return _rd.softmax(self, axis)
+
+    def log_softmax(self, axis=-1):
+        return _rd.log_softmax(self, axis)
+
+    def argmax(self, axis=None, keepdims=False):
+        return _make(np.argmax(self._data, axis=axis, keepdims=keepdims))
+
+    def argmin(self, axis=None, keepdims=False):
+        return _make(np.argmin(self._data, axis=axis, keepdims=keepdims))
+
+    def reshape(self, *shape):
+        return _sh.reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def flatten(self):
+        return _sh.reshape(self, (-1,))
+
+    def transpose(self, *axes):
+        return _sh.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+
+    @property
+    def T(self):
+        return _sh.transpose(self, None)
+
+    def swapaxes(self, axis1, axis2):
+        return _sh.swapaxes(self, axis1, axis2)
+
+    def squeeze(self, axis=None):
+        return _sh.squeeze(self, axis)
+
+    def astype(self, dtype):
+        return _sh.astype(self, dtype)
+
+    def matmul(self, other):
+        return _la.matmul(self, other)
+
+
+_new = object.__new__
+
+
+def _make(data):
+    """A tensor around an existing ndarray, without any checks (the ops' fast path)."""
+    t = _new(Tensor)
+    t._data = data
+    t.requires_grad = False
+    t.grad = None
+    t._op = None
+    t._inputs = ()
+    t._saved = None
+    t._seq = 0
+    t._version = 0
+    t.name = None
+    t._hooks = None
+    t._retain = False
+    return t
+
+
+def _index_arrays(index):
+    """Replace tensors inside an index by their arrays."""
+    if isinstance(index, Tensor):
+        return index._data
+    if isinstance(index, tuple):
+        return tuple(i._data if isinstance(i, Tensor) else i for i in index)
+    return index
+
+
+# The op modules import Tensor, so they are imported after the class exists.
+from .ops import arithmetic as _ar  # noqa: E402
+from .ops import indexing as _ix  # noqa: E402
+from .ops import linalg as _la  # noqa: E402
+from .ops import reductions as _rd  # noqa: E402
+from .ops import shape as _sh  # noqa: E402
+from .ops import unary as _un  # noqa: E402
+
+_UFUNCS = {
+    np.add: _ar.add, np.subtract: _ar.sub, np.multiply: _ar.mul, np.divide: _ar.div,
+    np.power: _ar.pow, np.negative: _ar.neg, np.maximum: _ar.maximum, np.minimum: _ar.minimum,
+    np.matmul: _la.matmul, np.exp: _un.exp, np.log: _un.log, np.sqrt: _un.sqrt,
+    np.abs: _un.abs, np.tanh: _un.tanh,
+}
