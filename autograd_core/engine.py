@@ -71,6 +71,24 @@ def _check_versions(t):
                 base = base._inputs[0]
 
 
+def _add_into_buffer(op, g, t, acc, owned):
+    """For ops whose input gradient is sparse (indexing): add into one zero-initialised buffer
+    per input instead of materialising a full-size array at every use (x[t] in a loop over t
+    would otherwise cost O(T^2))."""
+    inp = t._inputs[0]
+    if not inp.requires_grad:
+        return
+    k = id(inp)
+    buf = acc.get(k)
+    if buf is None or id(buf) not in owned:
+        fresh = np.zeros(inp.shape, dtype=np.result_type(g, inp._data))
+        if buf is not None:
+            fresh += buf
+        buf = acc[k] = fresh
+        owned.add(id(buf))
+    op.backward_into(g, t, buf)
+
+
 def _apply_hooks(t, g, xp):
     for hook in list(t._hooks):
         result = hook(g if xp is TensorMath else _make(g))
@@ -111,11 +129,15 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
         acc[id(r)] = g if prev is None else prev + g
     want = None if wanted is None else {id(w) for w in wanted}
     captured = {}
+    # Arrays the sweep allocated itself: only these may be accumulated into in place (a
+    # gradient handed over by a rule may be shared, e.g. add gives the same array to both).
+    owned = set()
     with set_grad_enabled(create_graph):
         for t in nodes:
             g = acc.pop(id(t), None)
             if g is None:
                 continue
+            owned.discard(id(g))
             if t._hooks:
                 g = _apply_hooks(t, g, xp)
             if want is not None:
@@ -124,18 +146,30 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
             elif t._retain:
                 _accumulate_grad(t, g, create_graph)
             _check_versions(t)
-            grads = t._op.backward(g, t, xp)
-            for inp, gi in zip(t._inputs, grads):
-                if gi is None or not inp.requires_grad:
-                    continue
-                if gi.shape != inp.shape:
-                    gi = xp.sum_to(gi, inp.shape)
-                k = id(inp)
-                prev = acc.get(k)
-                acc[k] = gi if prev is None else prev + gi
+            op = t._op
+            if op.backward_into is not None and not create_graph:
+                _add_into_buffer(op, g, t, acc, owned)
+            else:
+                grads = op.backward(g, t, xp)
+                for inp, gi in zip(t._inputs, grads):
+                    if gi is None or not inp.requires_grad:
+                        continue
+                    if gi.shape != inp.shape:
+                        gi = xp.sum_to(gi, inp.shape)
+                    k = id(inp)
+                    prev = acc.get(k)
+                    if prev is None:
+                        acc[k] = gi
+                    elif id(prev) in owned:
+                        prev += gi
+                    else:
+                        prev = acc[k] = prev + gi
+                        if type(prev) is np.ndarray:  # 0-d results are immutable scalars
+                            owned.add(id(prev))
             if not retain_graph:
                 t._inputs = None
                 t._saved = None
+        owned.clear()
         for leaf in leaves:
             g = acc.pop(id(leaf), None)
             if g is None:

@@ -7,6 +7,8 @@ reference counting once the last output is dropped or a backward releases it.
 """
 import itertools
 
+from numpy import asarray, ndarray
+
 from .grad_mode import _state
 from .tensor import Tensor, _make
 
@@ -33,6 +35,9 @@ class Op:
     uses_inputs = True  # the rule reads input values: they must not be modified in place
     uses_output = False  # the rule reads the output value
     is_view = False  # the output may share memory with the first input (reshape, transpose...)
+    # Optional fast path for ops with one input and a sparse gradient: backward_into(g, out,
+    # buf) adds the input's gradient into `buf` (zeros or earlier gradient) in place.
+    backward_into = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -51,6 +56,8 @@ class Op:
 
 def record(op, data, inputs, saved=None):
     """Wrap `data` as the output of `op`; link it to `inputs` when a gradient can flow."""
+    if type(data) is not ndarray:  # numpy gives 0-d results as scalars
+        data = asarray(data)
     out = _make(data)
     if _state.enabled:
         for t in inputs:

@@ -4,11 +4,9 @@ Operators and methods delegate to the op functions in `ops/`; each op's derivati
 beside its forward there. A tensor made by an op while grad mode is on and some input requires
 grad is a node of the graph (see `function.py`): it keeps its op, its inputs and saved values.
 """
-import numbers
-
 import numpy as np
 
-from .grad_mode import _state, no_grad
+from .grad_mode import _state
 
 _FLOAT_DEFAULT = np.float32
 
@@ -315,7 +313,7 @@ class Tensor:
 
     def _compare(self, other, fn):
         value = other._data if isinstance(other, Tensor) else other
-        return _make(fn(self._data, value))
+        return _make(np.asarray(fn(self._data, value)))
 
     def __lt__(self, other):
         return self._compare(other, np.less)
@@ -391,10 +389,10 @@ class Tensor:
         return _rd.log_softmax(self, axis)
 
     def argmax(self, axis=None, keepdims=False):
-        return _make(np.argmax(self._data, axis=axis, keepdims=keepdims))
+        return _make(np.asarray(np.argmax(self._data, axis=axis, keepdims=keepdims)))
 
     def argmin(self, axis=None, keepdims=False):
-        return _make(np.argmin(self._data, axis=axis, keepdims=keepdims))
+        return _make(np.asarray(np.argmin(self._data, axis=axis, keepdims=keepdims)))
 
     def reshape(self, *shape):
         return _sh.reshape(self, shape[0] if len(shape) == 1 else shape)

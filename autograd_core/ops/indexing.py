@@ -12,13 +12,18 @@ def _is_basic(index):
     return all(isinstance(p, _BASIC) and not isinstance(p, bool) for p in parts)
 
 
+def add_at(buf, index, g, basic):
+    """buf[index] += g, where repeated indices accumulate."""
+    if basic:
+        buf[index] += g
+    else:
+        np.add.at(buf, index, g)
+
+
 def scatter_array(g, shape, index, basic):
     """Zeros of `shape` with `g` added at `index`; repeated indices accumulate."""
     out = np.zeros(shape, dtype=g.dtype)
-    if basic:
-        out[index] = g
-    else:
-        np.add.at(out, index, g)
+    add_at(out, index, g, basic)
     return out
 
 
@@ -31,6 +36,11 @@ class GetItem(Op):
     def backward(g, out, xp):
         index, basic = out._saved
         return (xp.scatter(g, out._inputs[0].shape, index, basic),)
+
+    @staticmethod
+    def backward_into(g, out, buf):
+        index, basic = out._saved
+        add_at(buf, index, g, basic)
 
 
 def getitem(x, index):
