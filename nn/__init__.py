@@ -1,0 +1,15 @@
+"""nn: layers and models as plain forward code on autograd_core (no backward code here)."""
+from .init import manual_seed
+from .layers import MLP, Embedding, Linear, ReLU, Sigmoid, Tanh
+from .losses import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
+                     sequence_cross_entropy)
+from .models import RecurrentClassifier
+from .module import Module, ModuleList, Parameter, Sequential
+from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+
+__all__ = [
+    "Module", "Parameter", "Sequential", "ModuleList", "Linear", "Embedding", "Tanh",
+    "Sigmoid", "ReLU", "MLP", "RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell",
+    "RecurrentClassifier", "cross_entropy", "nll_loss", "mse_loss",
+    "binary_cross_entropy_with_logits", "sequence_cross_entropy", "manual_seed",
+]

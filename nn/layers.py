@@ -1,0 +1,112 @@
+"""Feed-forward layers: Linear, Embedding, activations, MLP."""
+import math
+
+import numpy as np
+
+import autograd_core as ag
+
+from .init import get_rng, uniform
+from .module import Module, ModuleList, Parameter
+
+
+class Linear(Module):
+    """y = x W^T + b, with W of shape (out_features, in_features) as torch.nn.Linear."""
+
+    def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
+        super().__init__()
+        _check_sizes("Linear", in_features=in_features, out_features=out_features)
+        rng = get_rng(rng)
+        bound = 1 / math.sqrt(in_features)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(uniform((out_features, in_features), bound, rng, dtype))
+        self.bias = Parameter(uniform((out_features,), bound, rng, dtype)) if bias else None
+
+    def forward(self, x):
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear: expected input with last dimension {self.in_features}, "
+                             f"got shape {tuple(x.shape)}")
+        y = x @ self.weight.T
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Embedding(Module):
+    """A lookup table: integer indices -> rows of `weight` (num_embeddings, embedding_dim),
+    initialised N(0, 1) as torch.nn.Embedding."""
+
+    def __init__(self, num_embeddings, embedding_dim, rng=None, dtype=np.float32):
+        super().__init__()
+        _check_sizes("Embedding", num_embeddings=num_embeddings, embedding_dim=embedding_dim)
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        weights = get_rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dtype)
+        self.weight = Parameter(weights)
+
+    def forward(self, indices):
+        idx = np.asarray(indices)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"Embedding: indices must be integers, got dtype {idx.dtype}")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):
+            raise IndexError(f"Embedding: index out of range [0, {self.num_embeddings}) "
+                             f"(min {idx.min()}, max {idx.max()})")
+        return self.weight[idx]
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return ag.tanh(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return ag.sigmoid(x)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return ag.relu(x)
+
+
+ACTIVATIONS = {"tanh": ag.tanh, "sigmoid": ag.sigmoid, "relu": ag.relu}
+
+
+class MLP(Module):
+    """The notes' multilayer perceptron: `sizes = [n0, n1, ..., nL]`, activation f after every
+    layer but the last (the output is linear: apply a loss to it). Parameters
+    `layers.{i}.weight` and `layers.{i}.bias`, as the hand-derived reference expects."""
+
+    def __init__(self, sizes, activation="tanh", rng=None, dtype=np.float32):
+        super().__init__()
+        if len(sizes) < 2:
+            raise ValueError(f"MLP: sizes needs at least an input and an output size, got "
+                             f"{list(sizes)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"MLP: unknown activation {activation!r}; choose one of "
+                             f"{', '.join(ACTIVATIONS)}")
+        rng = get_rng(rng)
+        self.sizes, self.activation = list(sizes), activation
+        self.layers = ModuleList(Linear(a, b, rng=rng, dtype=dtype)
+                                 for a, b in zip(sizes, sizes[1:]))
+
+    def forward(self, x):
+        f = ACTIVATIONS[self.activation]
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = f(x)
+        return x
+
+    def extra_repr(self):
+        return f"sizes={self.sizes}, activation={self.activation!r}"
+
+
+def _check_sizes(where, **sizes):
+    for name, value in sizes.items():
+        if not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")

@@ -1,0 +1,120 @@
+"""Losses, computed through log_softmax (stable) where probabilities are involved."""
+import numpy as np
+
+import autograd_core as ag
+from autograd_core.function import as_tensor
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(loss, reduction, where, denominator=None):
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean() if denominator is None else loss.sum() / denominator
+    raise ValueError(f"{where}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _class_targets(where, target, scores, axis):
+    """Integer class indices as a one-hot array shaped like `scores` (classes on `axis`)."""
+    target = np.asarray(target._data if isinstance(target, ag.Tensor) else target)
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{where}: class targets must be integers, got dtype {target.dtype}")
+    classes = scores.shape[axis]
+    expected = scores.shape[:axis] + scores.shape[axis + 1:]
+    if target.shape != expected:
+        raise ValueError(f"{where}: target shape {target.shape} does not match input shape "
+                         f"{scores.shape} without its class axis {axis} ({expected})")
+    if target.size and (target.min() < 0 or target.max() >= classes):
+        raise IndexError(f"{where}: target class out of range [0, {classes}) (min "
+                         f"{target.min()}, max {target.max()})")
+    onehot = np.moveaxis(np.eye(classes, dtype=scores.dtype)[target], -1, axis)
+    return target, onehot
+
+
+def nll_loss(log_probs, target, reduction="mean", weight=None, axis=-1):
+    """Negative log-likelihood of integer class `target` under `log_probs` (classes on `axis`,
+    the last by default). `weight` (C,) weights each class; the mean is then the weighted mean,
+    as torch.nn.functional.nll_loss."""
+    log_probs = as_tensor(log_probs)
+    axis = axis % log_probs.ndim
+    target, onehot = _class_targets("nll_loss", target, log_probs, axis)
+    if weight is None:
+        return _reduce(-(log_probs * onehot).sum(axis=axis), reduction, "nll_loss")
+    w = np.asarray(weight, dtype=log_probs.dtype)
+    if w.shape != (log_probs.shape[axis],):
+        raise ValueError(f"nll_loss: weight must have shape ({log_probs.shape[axis]},), got "
+                         f"{w.shape}")
+    picked = w[target]
+    loss = -(log_probs * onehot).sum(axis=axis) * picked
+    return _reduce(loss, reduction, "nll_loss", denominator=float(picked.sum()))
+
+
+def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
+    """Softmax cross-entropy of `logits` (classes on `axis`, the last by default).
+
+    `target` holds integer class indices (shape of logits without the class axis) or class
+    probabilities (shape of logits). Computed as -log_softmax, so logits of any size are safe.
+    """
+    logits = as_tensor(logits)
+    if logits.ndim == 0:
+        raise ValueError("cross_entropy: logits need a class axis, got a 0-d tensor")
+    axis = axis % logits.ndim
+    log_probs = ag.log_softmax(logits, axis=axis)
+    target_arr = target._data if isinstance(target, ag.Tensor) else np.asarray(target)
+    if target_arr.dtype.kind == "f":
+        if target_arr.shape != logits.shape:
+            raise ValueError(f"cross_entropy: probability targets must have the logits' shape "
+                             f"{logits.shape}, got {target_arr.shape}")
+        terms = log_probs * target
+        if weight is not None:
+            terms = terms * np.expand_dims(np.asarray(weight, dtype=logits.dtype),
+                                           tuple(range(1, logits.ndim - axis)))
+        return _reduce(-terms.sum(axis=axis), reduction, "cross_entropy")
+    return nll_loss(log_probs, target_arr, reduction, weight, axis)
+
+
+def sequence_cross_entropy(logits, targets, step_weights=None):
+    """L = sum_t w_t L_t for logits (T, B, C) and integer targets (T, B), with L_t the
+    batch-mean cross-entropy at step t. `step_weights` (T,) defaults to all ones; note 000's
+    question is `step_weights=(0.1, 0.1, 0.8)`. One call, one graph."""
+    logits = as_tensor(logits)
+    if logits.ndim != 3:
+        raise ValueError(f"sequence_cross_entropy: logits must be (T, B, C), got "
+                         f"{tuple(logits.shape)}")
+    per_step = cross_entropy(logits, targets, reduction="none").mean(axis=1)
+    if step_weights is None:
+        return per_step.sum()
+    w = np.asarray(step_weights, dtype=logits.dtype)
+    if w.shape != (logits.shape[0],):
+        raise ValueError(f"sequence_cross_entropy: step_weights must have shape "
+                         f"({logits.shape[0]},) (one per time step), got {w.shape}")
+    return (per_step * w).sum()
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error, as torch.nn.functional.mse_loss."""
+    input, target = as_tensor(input), as_tensor(target)
+    if input.shape != target.shape:
+        raise ValueError(f"mse_loss: input shape {input.shape} and target shape "
+                         f"{target.shape} differ")
+    diff = input - target
+    return _reduce(diff * diff, reduction, "mse_loss")
+
+
+def binary_cross_entropy_with_logits(logits, target, reduction="mean", pos_weight=None):
+    """-[y log σ(x) + (1 - y) log(1 - σ(x))], computed as max(x, 0) - x y + log(1 + e^-|x|)
+    (never overflows). `pos_weight` multiplies the positive term, as in torch."""
+    logits, target = as_tensor(logits), as_tensor(target)
+    if logits.shape != target.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: logits shape {logits.shape} and "
+                         f"target shape {target.shape} differ")
+    softplus_neg = ag.relu(-logits) + ag.log(1 + ag.exp(-ag.abs(logits)))  # -log σ(x)
+    if pos_weight is None:
+        loss = (1 - target) * logits + softplus_neg
+    else:
+        pw = as_tensor(np.asarray(pos_weight, dtype=logits.dtype))
+        loss = (1 - target) * logits + (1 + (pw - 1) * target) * softplus_neg
+    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")

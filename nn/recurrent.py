@@ -1,0 +1,302 @@
+"""Recurrent layers as plain forward code: the engine does backprop-through-time.
+
+RNN (the notes' vanilla RNN), GRU (note 001's form by default, `variant="torch"` for
+torch.nn.GRU's) and LSTM, with torch.nn's parameter names, shapes and gate stacking:
+`weight_ih_l{k}` (G*H, I), `weight_hh_l{k}` (G*H, H), `bias_ih_l{k}`, `bias_hh_l{k}`, gates
+stacked (r, z, n) for GRU (n is the notes' h~) and (i, f, g, o) for LSTM. Where the notes have
+one bias per gate it is `bias_ih + bias_hh`.
+
+The input projections of all time steps are one matmul before the loop over time; only the
+hidden-to-hidden products run per step.
+"""
+import math
+
+import numpy as np
+
+import autograd_core as ag
+from autograd_core.function import as_tensor
+
+from .init import get_rng, uniform
+from .layers import _check_sizes
+from .module import Module, Parameter
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+GRU_VARIANTS = ("notes", "torch")
+
+
+# ---- one time step of each cell ------------------------------------------------------------
+def rnn_step(p, h, w_hh_t, act):
+    """S_t = f(U x_t + W S_{t-1} + b)   (notes 000, 002); `p` holds U x_t + b."""
+    return act(p + h @ w_hh_t)
+
+
+def gru_step_notes(p_rz, p_n, h, w_rz_t, w_n_t, hidden):
+    """Note 001:  r = σ(W_hr h + W_xr x + b_r),  z = σ(W_hz h + W_xz x + b_z),
+    h~ = tanh(W_hh (r * h) + W_xh x + b_h),  h_t = (1 - z) * h_{t-1} + z * h~."""
+    rz = ag.sigmoid(p_rz + h @ w_rz_t)
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    h_tilde = ag.tanh(p_n + (r * h) @ w_n_t)
+    return (1 - z) * h + z * h_tilde
+
+
+def gru_step_torch(p_rz, p_n, h, w_hh_t, b_hh, hidden):
+    """torch.nn.GRU:  r, z = σ(W_i x + b_i + W_h h + b_h),  n = tanh(W_in x + b_in +
+    r * (W_hn h + b_hn)),  h_t = (1 - z) * n + z * h_{t-1}."""
+    gh = h @ w_hh_t
+    if b_hh is not None:
+        gh = gh + b_hh
+    rz = ag.sigmoid(p_rz + gh[:, :2 * hidden])
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    n = ag.tanh(p_n + r * gh[:, 2 * hidden:])
+    return (1 - z) * n + z * h
+
+
+def lstm_step(p, h, c, w_hh_t, hidden):
+    """i, f, o = σ(.), g = tanh(.), c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)."""
+    gates = p + h @ w_hh_t
+    s = ag.sigmoid(gates)
+    i, f, o = s[:, :hidden], s[:, hidden:2 * hidden], s[:, 3 * hidden:]
+    g = ag.tanh(gates[:, 2 * hidden:3 * hidden])
+    c = f * c + i * g
+    return o * ag.tanh(c), c
+
+
+class _Recurrent(Module):
+    """Shared set-up: parameters, the activation, the input-side projection."""
+
+    def _make_params(self, suffix, in_size, rng, dtype):
+        g, hsize = GATES[self.mode], self.hidden_size
+        bound = 1 / math.sqrt(hsize)
+        setattr(self, "weight_ih" + suffix, Parameter(uniform((g * hsize, in_size), bound, rng,
+                                                              dtype)))
+        setattr(self, "weight_hh" + suffix, Parameter(uniform((g * hsize, hsize), bound, rng,
+                                                              dtype)))
+        if self.bias:
+            setattr(self, "bias_ih" + suffix, Parameter(uniform((g * hsize,), bound, rng, dtype)))
+            setattr(self, "bias_hh" + suffix, Parameter(uniform((g * hsize,), bound, rng, dtype)))
+        else:
+            self.__dict__["bias_ih" + suffix] = self.__dict__["bias_hh" + suffix] = None
+
+    def _setup(self, mode, input_size, hidden_size, bias, nonlinearity, variant):
+        _check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
+        if mode == "rnn" and nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"{type(self).__name__}: nonlinearity must be 'tanh' or 'relu', "
+                             f"got {nonlinearity!r}")
+        if mode == "gru" and variant not in GRU_VARIANTS:
+            raise ValueError(f"{type(self).__name__}: variant must be one of {GRU_VARIANTS}, "
+                             f"got {variant!r}")
+        self.mode, self.input_size, self.hidden_size = mode, input_size, hidden_size
+        self.bias, self.nonlinearity, self.variant = bool(bias), nonlinearity, variant
+
+    def _input_bias(self, b_ih, b_hh):
+        """The bias added to the input projection: both biases, except torch's GRU keeps
+        b_hn inside r * (W_hn h + b_hn)."""
+        if b_ih is None:
+            return None
+        if self.mode == "gru" and self.variant == "torch":
+            return b_ih
+        return b_ih + b_hh
+
+    def _run(self, proj, h, c, w_hh, b_hh):
+        """Loop over time on projected inputs proj (T, B, G*H); returns ([h_t], h_T, c_T)."""
+        hsize, steps = self.hidden_size, proj.shape[0]
+        w_hh_t = w_hh.T
+        outs = []
+        if self.mode == "rnn":
+            act = ag.tanh if self.nonlinearity == "tanh" else ag.relu
+            for t in range(steps):
+                h = rnn_step(proj[t], h, w_hh_t, act)
+                outs.append(h)
+        elif self.mode == "lstm":
+            for t in range(steps):
+                h, c = lstm_step(proj[t], h, c, w_hh_t, hsize)
+                outs.append(h)
+        else:
+            p_rz, p_n = proj[:, :, :2 * hsize], proj[:, :, 2 * hsize:]
+            if self.variant == "notes":
+                w_rz_t, w_n_t = w_hh[:2 * hsize].T, w_hh[2 * hsize:].T
+                for t in range(steps):
+                    h = gru_step_notes(p_rz[t], p_n[t], h, w_rz_t, w_n_t, hsize)
+                    outs.append(h)
+            else:
+                for t in range(steps):
+                    h = gru_step_torch(p_rz[t], p_n[t], h, w_hh_t, b_hh, hsize)
+                    outs.append(h)
+        return outs, h, c
+
+
+def _project(x, w_ih, bias):
+    """x (T, B, I) @ W_ih^T + bias for all steps at once, as one 2-D matmul."""
+    steps, batch, size = x.shape
+    proj = (x.reshape(steps * batch, size) @ w_ih.T).reshape(steps, batch, w_ih.shape[0])
+    return proj if bias is None else proj + bias
+
+
+class _Layer(_Recurrent):
+    """RNN / GRU / LSTM over whole sequences, `num_layers` stacked."""
+
+    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,
+                 batch_first=False, nonlinearity="tanh", variant="notes", rng=None,
+                 dtype=np.float32):
+        super().__init__()
+        self._setup(mode, input_size, hidden_size, bias, nonlinearity, variant)
+        _check_sizes(type(self).__name__, num_layers=num_layers)
+        self.num_layers, self.batch_first = num_layers, bool(batch_first)
+        rng = get_rng(rng)
+        for k in range(num_layers):
+            self._make_params(f"_l{k}", input_size if k == 0 else hidden_size, rng, dtype)
+
+    def _layer_params(self, k):
+        return [getattr(self, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih",
+                                                     "bias_hh")]
+
+    def _initial_state(self, state, batch, unbatched, dtype):
+        name, shape = type(self).__name__, (self.num_layers, batch, self.hidden_size)
+        if state is None:
+            return ag.Tensor(np.zeros(shape, dtype=dtype))
+        state = as_tensor(state)
+        if unbatched and state.ndim == 2:
+            state = state[:, None]
+        if state.shape != shape:
+            want = (self.num_layers, self.hidden_size) if unbatched else shape
+            raise ValueError(f"{name}: initial state must have shape {want}, got "
+                             f"{tuple(state.shape)}")
+        return state
+
+    def forward(self, x, hx=None):
+        """x: (T, B, input_size) ((B, T, input_size) with batch_first; (T, input_size)
+        unbatched). hx: initial state (num_layers, B, H); for LSTM a pair (h0, c0). Returns
+        (output, h_n), output (T, B, H) from the last layer; LSTM returns (output, (h_n, c_n))."""
+        name = type(self).__name__
+        x = as_tensor(x)
+        if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
+            raise ValueError(f"{name}: expected input of shape (T, B, {self.input_size}) (or "
+                             f"(T, {self.input_size}) unbatched), got {tuple(x.shape)}")
+        unbatched = x.ndim == 2
+        if unbatched:
+            x = x[:, None]
+        elif self.batch_first:
+            x = x.swapaxes(0, 1)
+        batch = x.shape[1]
+        if self.mode == "lstm":
+            h0, c0 = (None, None) if hx is None else hx
+            h0 = self._initial_state(h0, batch, unbatched, x.dtype)
+            c0 = self._initial_state(c0, batch, unbatched, x.dtype)
+        else:
+            h0, c0 = self._initial_state(hx, batch, unbatched, x.dtype), None
+        layer_in, h_finals, c_finals = x, [], []
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self._layer_params(k)
+            proj = _project(layer_in, w_ih, self._input_bias(b_ih, b_hh))
+            outs, h, c = self._run(proj, h0[k], None if c0 is None else c0[k], w_hh, b_hh)
+            layer_in = ag.stack(outs, axis=0)
+            h_finals.append(h)
+            c_finals.append(c)
+        output, h_n = layer_in, ag.stack(h_finals, axis=0)
+        c_n = ag.stack(c_finals, axis=0) if self.mode == "lstm" else None
+        if unbatched:
+            output, h_n = output[:, 0], h_n[:, 0]
+            c_n = None if c_n is None else c_n[:, 0]
+        elif self.batch_first:
+            output = output.swapaxes(0, 1)
+        return (output, (h_n, c_n)) if self.mode == "lstm" else (output, h_n)
+
+    def extra_repr(self):
+        extra = f", num_layers={self.num_layers}" if self.num_layers != 1 else ""
+        if self.mode == "rnn" and self.nonlinearity != "tanh":
+            extra += f", nonlinearity={self.nonlinearity!r}"
+        if self.mode == "gru":
+            extra += f", variant={self.variant!r}"
+        if self.batch_first:
+            extra += ", batch_first=True"
+        return f"{self.input_size}, {self.hidden_size}{extra}"
+
+
+class RNN(_Layer):
+    """The notes' vanilla RNN: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, rng=None, dtype=np.float32):
+        super().__init__("rnn", input_size, hidden_size, num_layers, bias, batch_first,
+                         nonlinearity=nonlinearity, rng=rng, dtype=dtype)
+
+
+class GRU(_Layer):
+    """GRU in note 001's form (variant="notes", the default) or torch.nn.GRU's
+    (variant="torch"); same parameter names and shapes either way."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 variant="notes", rng=None, dtype=np.float32):
+        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first,
+                         variant=variant, rng=rng, dtype=dtype)
+
+
+class LSTM(_Layer):
+    """LSTM as torch.nn.LSTM; returns (output, (h_n, c_n))."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 rng=None, dtype=np.float32):
+        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
+                         rng=rng, dtype=dtype)
+
+
+class _Cell(_Recurrent):
+    """One time step; parameters `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`."""
+
+    def __init__(self, mode, input_size, hidden_size, bias=True, nonlinearity="tanh",
+                 variant="notes", rng=None, dtype=np.float32):
+        super().__init__()
+        self._setup(mode, input_size, hidden_size, bias, nonlinearity, variant)
+        self._make_params("", input_size, get_rng(rng), dtype)
+
+    def _step(self, x, h, c):
+        name = type(self).__name__
+        x = as_tensor(x)
+        unbatched = x.ndim == 1
+        if unbatched:
+            x = x[None]
+        if x.ndim != 2 or x.shape[-1] != self.input_size:
+            raise ValueError(f"{name}: expected input of shape (B, {self.input_size}), got "
+                             f"{tuple(x.shape)}")
+        shape = (x.shape[0], self.hidden_size)
+        states = []
+        for s in (h, c):
+            s = ag.Tensor(np.zeros(shape, dtype=x.dtype)) if s is None else as_tensor(s)
+            s = s[None] if unbatched and s.ndim == 1 else s
+            if s.shape != shape:
+                raise ValueError(f"{name}: state must have shape {shape}, got {tuple(s.shape)}")
+            states.append(s)
+        proj = _project(x[None], self.weight_ih, self._input_bias(self.bias_ih, self.bias_hh))
+        outs, h, c = self._run(proj, states[0], states[1], self.weight_hh, self.bias_hh)
+        if unbatched:
+            h, c = h[0], c[0]
+        return h, c
+
+
+class RNNCell(_Cell):
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", rng=None,
+                 dtype=np.float32):
+        super().__init__("rnn", input_size, hidden_size, bias, nonlinearity=nonlinearity,
+                         rng=rng, dtype=dtype)
+
+    def forward(self, x, h=None):
+        return self._step(x, h, None)[0]
+
+
+class GRUCell(_Cell):
+    def __init__(self, input_size, hidden_size, bias=True, variant="notes", rng=None,
+                 dtype=np.float32):
+        super().__init__("gru", input_size, hidden_size, bias, variant=variant, rng=rng,
+                         dtype=dtype)
+
+    def forward(self, x, h=None):
+        return self._step(x, h, None)[0]
+
+
+class LSTMCell(_Cell):
+    def __init__(self, input_size, hidden_size, bias=True, rng=None, dtype=np.float32):
+        super().__init__("lstm", input_size, hidden_size, bias, rng=rng, dtype=dtype)
+
+    def forward(self, x, state=None):
+        h, c = (None, None) if state is None else state
+        return self._step(x, h, c)
