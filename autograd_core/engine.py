@@ -8,31 +8,35 @@ import operator
 
 import numpy as np
 
+from . import function
 from .backmath import ArrayMath, TensorMath
 from .grad_mode import set_grad_enabled
-from .tensor import Tensor, _make
+from .tensor import Tensor, _make, version_of
 
 _by_creation = operator.attrgetter("_seq")
 
 
 def _collect(roots):
-    """Nodes reachable from `roots` (newest first) and the leaves that require grad."""
+    """Nodes reachable from `roots` (newest first) and the leaves that require grad.
+    Every check that can fail happens here, before the sweep changes anything."""
     seen = set()
     nodes, leaves = [], []
     stack = list(roots)
     while stack:
         t = stack.pop()
-        if id(t) in seen:
+        if t in seen:
             continue
-        seen.add(id(t))
+        seen.add(t)
         if t._op is None:
             leaves.append(t)
             continue
         if t._inputs is None:
             raise RuntimeError(_freed_message(t))
+        if function.last_inplace > t._seq:  # something was modified in place since t
+            _check_versions(t)
         nodes.append(t)
         for i in t._inputs:
-            if i.requires_grad and id(i) not in seen:
+            if i.requires_grad and i not in seen:
                 stack.append(i)
     nodes.sort(key=_by_creation, reverse=True)
     return nodes, leaves
@@ -46,29 +50,37 @@ def _freed_message(t):
             f"carried over from an earlier batch, cut it with h = h.detach().")
 
 
+_VIEW_OPS = ("transpose", "reshape", "getitem", "broadcast_to")
+
+
 def _describe(t):
-    return f"'{t.name}'" if t.name else f"of shape {t.shape} ({t.dtype})"
+    """A tensor's name, or the name of the tensor it is a view of, or its shape."""
+    if t.name:
+        return f"'{t.name}'"
+    base, path = t, []
+    while base._op is not None and base._op.name in _VIEW_OPS and base._inputs:
+        path.append(base._op.name)
+        base = base._inputs[0]
+        if base.name:
+            return f"'{base.name}' (through {' of '.join(path)})"
+    return f"of shape {t.shape} ({t.dtype})"
 
 
 def _check_versions(t):
-    """Raise if a value the rule of `t` reads was changed in place after `t` was recorded."""
+    """Raise if a value the rule of `t` reads was changed in place after `t` was recorded
+    (through the tensor itself, a view of it or an alias: they share one counter)."""
     op = t._op
-    if op.uses_output and t._version > t._seq:
+    if op.uses_output and version_of(t) > t._seq:
         raise RuntimeError(f"backward: the output {_describe(t)} of {op.name} was modified in "
                            f"place after it was computed, and {op.name}'s derivative needs it")
     if op.uses_inputs:
         for i in t._inputs:
-            base = i
-            while True:
-                if base._version > t._seq:
-                    raise RuntimeError(
-                        f"backward: the tensor {_describe(base)} needed by the derivative of "
-                        f"{op.name} was modified in place after it was used (an optimizer step "
-                        f"or an in-place op between forward and backward?). Recompute the "
-                        f"forward, or modify a copy.")
-                if base._op is None or not base._op.is_view or base._inputs is None:
-                    break
-                base = base._inputs[0]
+            if version_of(i) > t._seq:
+                raise RuntimeError(
+                    f"backward: the tensor {_describe(i)} needed by the derivative of "
+                    f"{op.name} was modified in place after it was used (an optimizer step "
+                    f"or an in-place op between forward and backward?). Recompute the "
+                    f"forward, or modify a copy.")
 
 
 def _add_into_buffer(op, g, t, acc, owned):
@@ -78,13 +90,12 @@ def _add_into_buffer(op, g, t, acc, owned):
     inp = t._inputs[0]
     if not inp.requires_grad:
         return
-    k = id(inp)
-    buf = acc.get(k)
+    buf = acc.get(inp)
     if buf is None or id(buf) not in owned:
         fresh = np.zeros(inp.shape, dtype=np.result_type(g, inp._data))
         if buf is not None:
             fresh += buf
-        buf = acc[k] = fresh
+        buf = acc[inp] = fresh
         owned.add(id(buf))
     op.backward_into(g, t, buf)
 
@@ -120,50 +131,47 @@ def _accumulate_grad(t, g, create_graph):
 
 def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
     """Run the reverse sweep. With `wanted` (tensors), return their gradients instead of
-    writing `.grad` anywhere."""
+    writing `.grad` anywhere. Dicts are keyed by the tensors themselves (hashed by identity)."""
     xp = TensorMath if create_graph else ArrayMath
     nodes, leaves = _collect(roots)
     acc = {}
     for r, g in zip(roots, root_grads):
-        prev = acc.get(id(r))
-        acc[id(r)] = g if prev is None else prev + g
-    want = None if wanted is None else {id(w) for w in wanted}
+        prev = acc.get(r)
+        acc[r] = g if prev is None else prev + g
+    want = None if wanted is None else set(wanted)
     captured = {}
     # Arrays the sweep allocated itself: only these may be accumulated into in place (a
     # gradient handed over by a rule may be shared, e.g. add gives the same array to both).
     owned = set()
     with set_grad_enabled(create_graph):
         for t in nodes:
-            g = acc.pop(id(t), None)
+            g = acc.pop(t, None)
             if g is None:
                 continue
             owned.discard(id(g))
             if t._hooks:
                 g = _apply_hooks(t, g, xp)
             if want is not None:
-                if id(t) in want:
-                    captured[id(t)] = g
+                if t in want:
+                    captured[t] = g
             elif t._retain:
                 _accumulate_grad(t, g, create_graph)
-            _check_versions(t)
             op = t._op
             if op.backward_into is not None and not create_graph:
                 _add_into_buffer(op, g, t, acc, owned)
             else:
-                grads = op.backward(g, t, xp)
-                for inp, gi in zip(t._inputs, grads):
+                for inp, gi in zip(t._inputs, op.backward(g, t, xp)):
                     if gi is None or not inp.requires_grad:
                         continue
-                    if gi.shape != inp.shape:
-                        gi = xp.sum_to(gi, inp.shape)
-                    k = id(inp)
-                    prev = acc.get(k)
+                    if gi.shape != inp._data.shape:
+                        gi = xp.sum_to(gi, inp._data.shape)
+                    prev = acc.get(inp)
                     if prev is None:
-                        acc[k] = gi
+                        acc[inp] = gi
                     elif id(prev) in owned:
                         prev += gi
                     else:
-                        prev = acc[k] = prev + gi
+                        prev = acc[inp] = prev + gi
                         if type(prev) is np.ndarray:  # 0-d results are immutable scalars
                             owned.add(id(prev))
             if not retain_graph:
@@ -171,14 +179,14 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
                 t._saved = None
         owned.clear()
         for leaf in leaves:
-            g = acc.pop(id(leaf), None)
+            g = acc.pop(leaf, None)
             if g is None:
                 continue
             if leaf._hooks:
                 g = _apply_hooks(leaf, g, xp)
             if want is not None:
-                if id(leaf) in want:
-                    captured[id(leaf)] = g
+                if leaf in want:
+                    captured[leaf] = g
             else:
                 _accumulate_grad(leaf, g, create_graph)
     return captured
@@ -241,7 +249,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     captured = _sweep(outputs, roots, retain_graph, create_graph, wanted=inputs)
     result = []
     for k, t in enumerate(inputs):
-        g = captured.get(id(t))
+        g = captured.get(t)
         if g is None:
             if not allow_unused:
                 raise RuntimeError(f"grad: input {k} ({_describe(t)}) was not used to compute "

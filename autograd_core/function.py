@@ -16,6 +16,16 @@ from .tensor import Tensor, _make
 # inputs, so sorting by stamp is a topological order; an input whose `_version` is newer than
 # the output's stamp was modified in place after it was used.
 clock = itertools.count(1)
+# The stamp of the latest in-place change anywhere: a backward skips the per-input version
+# checks of every node recorded after it.
+last_inplace = 0
+
+
+def stamp_inplace():
+    """A new version stamp for a tensor modified in place."""
+    global last_inplace
+    last_inplace = next(clock)
+    return last_inplace
 
 REGISTRY = {}
 
@@ -34,7 +44,6 @@ class Op:
     name = None
     uses_inputs = True  # the rule reads input values: they must not be modified in place
     uses_output = False  # the rule reads the output value
-    is_view = False  # the output may share memory with the first input (reshape, transpose...)
     # Optional fast path for ops with one input and a sparse gradient: backward_into(g, out,
     # buf) adds the input's gradient into `buf` (zeros or earlier gradient) in place.
     backward_into = None

@@ -2,7 +2,6 @@
 import numpy as np
 
 from .engine import grad
-from .grad_mode import no_grad
 from .tensor import Tensor
 
 
@@ -30,6 +29,8 @@ def _float64_inputs(inputs):
 
 def _outputs(fn, inputs):
     outs = _as_tuple(fn(*inputs))
+    if not outs:
+        raise ValueError("gradcheck: fn returned no outputs")
     for k, o in enumerate(outs):
         if not isinstance(o, Tensor):
             raise TypeError(f"gradcheck: output {k} of fn is a {type(o).__name__}, not a Tensor")
@@ -55,20 +56,20 @@ def _analytical(fn, inputs, wrt):
 
 
 def _numerical(fn, inputs, wrt, eps):
-    with no_grad():
-        outs = _outputs(fn, inputs)
-        jac = [[np.zeros((o.size, x.size)) for x in wrt] for o in outs]
-        for xi, x in enumerate(wrt):
-            flat = x._data.reshape(-1)  # a view: writing it perturbs the input
-            for k in range(flat.size):
-                orig = flat[k]
-                flat[k] = orig + eps
-                plus = [o._data.astype(np.float64).reshape(-1) for o in _outputs(fn, inputs)]
-                flat[k] = orig - eps
-                minus = [o._data.astype(np.float64).reshape(-1) for o in _outputs(fn, inputs)]
-                flat[k] = orig
-                for oi in range(len(outs)):
-                    jac[oi][xi][:, k] = (plus[oi] - minus[oi]) / (2 * eps)
+    # Not under no_grad: fn may itself differentiate (gradgradcheck's first derivatives).
+    outs = _outputs(fn, inputs)
+    jac = [[np.zeros((o.size, x.size)) for x in wrt] for o in outs]
+    for xi, x in enumerate(wrt):
+        flat = x._data.reshape(-1)  # a view: writing it perturbs the input
+        for k in range(flat.size):
+            orig = flat[k]
+            flat[k] = orig + eps
+            plus = [o._data.astype(np.float64).reshape(-1) for o in _outputs(fn, inputs)]
+            flat[k] = orig - eps
+            minus = [o._data.astype(np.float64).reshape(-1) for o in _outputs(fn, inputs)]
+            flat[k] = orig
+            for oi in range(len(outs)):
+                jac[oi][xi][:, k] = (plus[oi] - minus[oi]) / (2 * eps)
     return jac
 
 
@@ -89,7 +90,8 @@ def _compare(analytical, numerical, wrt, atol, rtol, what):
     return None
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
+              _what="gradcheck"):
     """Compare the engine's gradients of `fn(*inputs)` with central finite differences.
 
     Inputs are converted to float64 (floating ones that require grad are checked; ndarrays
@@ -102,7 +104,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
     if not wrt:
         raise ValueError("gradcheck: no input requires grad, so there is nothing to check")
     message = _compare(_analytical(fn, inputs, wrt), _numerical(fn, inputs, wrt, eps), wrt,
-                       atol, rtol, "gradcheck")
+                       atol, rtol, _what)
     if message and raise_exception:
         raise GradcheckError(message)
     return message is None
@@ -131,4 +133,4 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
         return tuple(g for g in gs if g is not None)
 
     return gradcheck(first_derivatives, list(inputs) + list(vs), eps=eps, atol=atol,
-                     rtol=rtol, raise_exception=raise_exception)
+                     rtol=rtol, raise_exception=raise_exception, _what="gradgradcheck")

@@ -67,6 +67,9 @@ class Tensor:
         arr = _to_array(data, dtype)
         if requires_grad:
             _check_can_require_grad(arr)
+        self._version = 0
+        if isinstance(data, Tensor) and arr is data._data:
+            share_version(self, data)
         self._data = arr
         self.requires_grad = bool(requires_grad)
         self.grad = None
@@ -74,7 +77,6 @@ class Tensor:
         self._inputs = ()
         self._saved = None
         self._seq = 0
-        self._version = 0
         self.name = name
         self._hooks = None
         self._retain = False
@@ -164,9 +166,10 @@ class Tensor:
         backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph)
 
     def detach(self):
-        """A new leaf sharing this data, cut from the graph."""
+        """A new leaf sharing this data (and its version counter), cut from the graph."""
         out = _make(self._data)
         out.name = self.name
+        share_version(out, self)
         return out
 
     def requires_grad_(self, requires_grad=True):
@@ -201,8 +204,11 @@ class Tensor:
 
     # ---- in-place changes (never recorded; bump the version counter) ------------------
     def _bump_version(self):
-        from .function import clock
-        self._version = next(clock)
+        from .function import stamp_inplace
+        if type(self._version) is int:
+            self._version = stamp_inplace()
+        else:  # shared with views and aliases of the same memory
+            self._version.value = stamp_inplace()
 
     def _check_inplace(self, what):
         if self.requires_grad and _state.enabled:
@@ -214,7 +220,10 @@ class Tensor:
     def _inplace(self, what, fn, other=None):
         self._check_inplace(what)
         value = other._data if isinstance(other, Tensor) else other
-        fn(self._data, value)
+        try:
+            fn(self._data, value)
+        except (ValueError, IndexError, TypeError) as e:
+            raise type(e)(f"{what}: {e} (tensor of shape {self.shape})") from None
         self._bump_version()
         return self
 
@@ -401,7 +410,9 @@ class Tensor:
         return _sh.reshape(self, (-1,))
 
     def transpose(self, *axes):
-        return _sh.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+        if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
+            axes = axes[0]  # t.transpose((1, 0)) as well as t.transpose(1, 0)
+        return _sh.transpose(self, axes if len(axes) else None)
 
     @property
     def T(self):
@@ -440,6 +451,29 @@ def _make(data):
     return t
 
 
+class _SharedVersion:
+    """The version counter of a tensor and its views / aliases (they share memory, so an
+    in-place change through any of them changes them all)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def version_of(t):
+    v = t._version
+    return v if type(v) is int else v.value
+
+
+def share_version(view, base):
+    """Make `view` (which shares `base`'s memory) share its version counter."""
+    v = base._version
+    if type(v) is int:
+        v = base._version = _SharedVersion(v)
+    view._version = v
+
+
 def _index_arrays(index):
     """Replace tensors inside an index by their arrays."""
     if isinstance(index, Tensor):
@@ -463,3 +497,13 @@ _UFUNCS = {
     np.matmul: _la.matmul, np.exp: _un.exp, np.log: _un.log, np.sqrt: _un.sqrt,
     np.abs: _un.abs, np.tanh: _un.tanh,
 }
+
+
+def _comparison(fn):
+    def compare(a, b):
+        return _make(np.asarray(fn(np.asarray(a), np.asarray(b))))
+    return compare
+
+
+_UFUNCS.update({fn: _comparison(fn) for fn in (np.less, np.less_equal, np.greater,
+                                               np.greater_equal, np.equal, np.not_equal)})

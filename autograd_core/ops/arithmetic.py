@@ -13,7 +13,7 @@ from ._checks import SCALARS, broadcast_error
 
 
 def _binary(op, name, fn, a, b):
-    a, b = as_tensor(a), as_tensor(b)
+    a, b = _operands(a, b)
     try:
         data = fn(a._data, b._data)
     except ValueError:
@@ -215,9 +215,7 @@ def pow(a, b):
 
 def _split_mask(first, second, dtype):
     # Gradient share of `first`: 1 where it wins, 1/2 on ties (as PyTorch's maximum).
-    share = (first > second).astype(dtype)
-    share[first == second] = 0.5
-    return share
+    return np.where(first > second, 1.0, np.where(first == second, 0.5, 0.0)).astype(dtype)
 
 
 class Maximum(Op):
@@ -265,7 +263,7 @@ def where(condition, a, b):
     cond = condition._data if isinstance(condition, Tensor) else np.asarray(condition)
     if cond.dtype != np.bool_:
         cond = cond.astype(bool)
-    a, b = _where_operands(a, b)
+    a, b = _operands(a, b)
     try:
         data = np.where(cond, a._data, b._data)
     except ValueError:
@@ -274,8 +272,9 @@ def where(condition, a, b):
     return record(Where, data, (a, b), cond)
 
 
-def _where_operands(a, b):
-    # A Python number takes the dtype of the tensor beside it, as numpy's weak scalars do.
+def _operands(a, b):
+    """Both operands as tensors; a Python number takes the dtype numpy's weak-scalar rules
+    give it beside the other operand (float32 tensor and 2 -> float32)."""
     if type(a) in SCALARS and isinstance(b, Tensor):
         return Tensor(np.asarray(a, dtype=np.result_type(b._data, a))), b
     if type(b) in SCALARS and isinstance(a, Tensor):

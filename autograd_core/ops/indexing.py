@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..function import Op, as_tensor, record
-from ..tensor import _index_arrays
+from ..tensor import _index_arrays, share_version
 
 _BASIC = (int, np.integer, slice, type(None), type(Ellipsis))
 
@@ -30,7 +30,6 @@ def scatter_array(g, shape, index, basic):
 class GetItem(Op):
     name = "getitem"
     uses_inputs = False
-    is_view = True
 
     @staticmethod
     def backward(g, out, xp):
@@ -51,7 +50,11 @@ def getitem(x, index):
         data = x._data[index]
     except (IndexError, TypeError, ValueError) as e:
         raise IndexError(f"getitem: {e} (tensor of shape {x.shape})") from None
-    return record(GetItem, np.asarray(data), (x,), (index, _is_basic(index)))
+    basic = _is_basic(index)
+    out = record(GetItem, np.asarray(data), (x,), (index, basic))
+    if basic:  # a view of x's memory
+        share_version(out, x)
+    return out
 
 
 class Scatter(Op):

@@ -3,11 +3,11 @@ Their gradients only move numbers around, so each rule is the inverse shape oper
 import numpy as np
 
 from ..function import Op, as_tensor, record
+from ..tensor import share_version
 from ._checks import normalize_axis, shape_error
 
 
 class Reshape(Op):
-    is_view = True
     name = "reshape"
     uses_inputs = False
 
@@ -26,7 +26,10 @@ def reshape(x, shape):
     except (ValueError, TypeError) as e:
         raise shape_error("reshape", f"cannot reshape a tensor of shape {x.shape} into shape "
                                      f"{tuple(shape)} ({e})") from None
-    return record(Reshape, data, (x,))
+    out = record(Reshape, data, (x,))
+    if np.may_share_memory(data, x._data):
+        share_version(out, x)
+    return out
 
 
 def expand_dims(x, axis):
@@ -47,13 +50,12 @@ def squeeze(x, axis=None):
 
 
 class Transpose(Op):
-    is_view = True
     name = "transpose"
     uses_inputs = False
 
     @staticmethod
     def backward(g, out, xp):
-        return (g.transpose(np.argsort(out._saved)),)
+        return (g.transpose(tuple(np.argsort(out._saved).tolist())),)
 
 
 def transpose(x, axes=None):
@@ -66,7 +68,9 @@ def transpose(x, axes=None):
         if sorted(axes) != list(range(x.ndim)):
             raise shape_error("transpose", f"axes {axes} are not a permutation of the "
                                            f"{x.ndim} axes of a tensor of shape {x.shape}")
-    return record(Transpose, x._data.transpose(axes), (x,), axes)
+    out = record(Transpose, x._data.transpose(axes), (x,), axes)
+    share_version(out, x)
+    return out
 
 
 def swapaxes(x, axis1, axis2):
@@ -80,7 +84,6 @@ def swapaxes(x, axis1, axis2):
 
 
 class BroadcastTo(Op):
-    is_view = True
     name = "broadcast_to"
     uses_inputs = False
 
@@ -98,7 +101,9 @@ def broadcast_to(x, shape):
     except ValueError:
         raise shape_error("broadcast_to", f"cannot broadcast a tensor of shape {x.shape} to "
                                           f"shape {shape}") from None
-    return record(BroadcastTo, data, (x,))
+    out = record(BroadcastTo, data, (x,))
+    share_version(out, x)
+    return out
 
 
 def sum_array_to(g, shape):
