@@ -17,12 +17,13 @@ def _float64_inputs(inputs):
     out = []
     for x in _as_tuple(inputs):
         if isinstance(x, Tensor):
-            x64 = Tensor(np.array(x._data, dtype=np.float64), requires_grad=x.requires_grad,
-                         name=x.name) if x.dtype.kind == "f" else x
+            x64 = Tensor(np.array(x._data, dtype=np.float64, order="C"),
+                         requires_grad=x.requires_grad, name=x.name) if x.dtype.kind == "f" else x
         else:
             arr = np.asarray(x)
-            x64 = Tensor(arr.astype(np.float64), requires_grad=True) if arr.dtype.kind == "f" \
-                else Tensor(arr)
+            # A C-ordered copy: the finite differences perturb it through a flat view.
+            x64 = Tensor(np.array(arr, dtype=np.float64, order="C"), requires_grad=True) \
+                if arr.dtype.kind == "f" else Tensor(arr)
         out.append(x64)
     return out
 

@@ -1,4 +1,7 @@
 """nn: layers and models as plain forward code on autograd_core (no backward code here)."""
+from . import checkpoint, optim
+from .checkpoint import load, save
+from .clip import clip_grad_norm_, clip_grad_value_
 from .init import manual_seed
 from .layers import MLP, Embedding, Linear, ReLU, Sigmoid, Tanh
 from .losses import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
@@ -11,5 +14,6 @@ __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "Linear", "Embedding", "Tanh",
     "Sigmoid", "ReLU", "MLP", "RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell",
     "RecurrentClassifier", "cross_entropy", "nll_loss", "mse_loss",
-    "binary_cross_entropy_with_logits", "sequence_cross_entropy", "manual_seed",
+    "binary_cross_entropy_with_logits", "sequence_cross_entropy", "manual_seed", "optim", "checkpoint", "save", "load",
+    "clip_grad_norm_", "clip_grad_value_",
 ]
