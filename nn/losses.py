@@ -39,17 +39,26 @@ def nll_loss(log_probs, target, reduction="mean", weight=None, axis=-1):
     the last by default). `weight` (C,) weights each class; the mean is then the weighted mean,
     as torch.nn.functional.nll_loss."""
     log_probs = as_tensor(log_probs)
-    axis = axis % log_probs.ndim
-    target, onehot = _class_targets("nll_loss", target, log_probs, axis)
+    return _nll("nll_loss", log_probs, target, reduction, weight, axis % max(log_probs.ndim, 1))
+
+
+def _check_reduction(where, reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{where}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _nll(where, log_probs, target, reduction, weight, axis):
+    _check_reduction(where, reduction)
+    target, onehot = _class_targets(where, target, log_probs, axis)
     if weight is None:
-        return _reduce(-(log_probs * onehot).sum(axis=axis), reduction, "nll_loss")
+        return _reduce(-(log_probs * onehot).sum(axis=axis), reduction, where)
     w = np.asarray(weight, dtype=log_probs.dtype)
     if w.shape != (log_probs.shape[axis],):
-        raise ValueError(f"nll_loss: weight must have shape ({log_probs.shape[axis]},), got "
+        raise ValueError(f"{where}: weight must have shape ({log_probs.shape[axis]},), got "
                          f"{w.shape}")
     picked = w[target]
     loss = -(log_probs * onehot).sum(axis=axis) * picked
-    return _reduce(loss, reduction, "nll_loss", denominator=float(picked.sum()))
+    return _reduce(loss, reduction, where, denominator=float(picked.sum()))
 
 
 def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
@@ -62,6 +71,7 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
     if logits.ndim == 0:
         raise ValueError("cross_entropy: logits need a class axis, got a 0-d tensor")
     axis = axis % logits.ndim
+    _check_reduction("cross_entropy", reduction)
     log_probs = ag.log_softmax(logits, axis=axis)
     target_arr = target._data if isinstance(target, ag.Tensor) else np.asarray(target)
     if target_arr.dtype.kind == "f":
@@ -73,7 +83,7 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
             terms = terms * np.expand_dims(np.asarray(weight, dtype=logits.dtype),
                                            tuple(range(1, logits.ndim - axis)))
         return _reduce(-terms.sum(axis=axis), reduction, "cross_entropy")
-    return nll_loss(log_probs, target_arr, reduction, weight, axis)
+    return _nll("cross_entropy", log_probs, target_arr, reduction, weight, axis)
 
 
 def sequence_cross_entropy(logits, targets, step_weights=None):

@@ -1,10 +1,13 @@
 """Module and Parameter, as in torch.nn: parameters are registered by attribute assignment."""
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
 from autograd_core import Tensor
 from autograd_core.grad_mode import no_grad
+from autograd_core.tensor import _to_array
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", "missing_keys unexpected_keys")
 
 
 class Parameter(Tensor):
@@ -13,9 +16,7 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data, requires_grad=True, name=None):
-        if isinstance(data, Tensor):
-            data = data.numpy()
-        arr = np.asarray(data)
+        arr = _to_array(data, None)  # Python floats and lists -> float32, as Tensor
         if arr.dtype.kind != "f":
             arr = arr.astype(np.float32)
         super().__init__(arr, requires_grad=requires_grad, name=name)
@@ -158,7 +159,7 @@ class Module:
             for name, arr in staged.items():
                 p = params[name]
                 p.data = np.array(arr, dtype=p.dtype, copy=True)
-        return {"missing_keys": missing, "unexpected_keys": unexpected}
+        return IncompatibleKeys(missing, unexpected)
 
     # ---- calling ---------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -171,9 +172,10 @@ class Module:
         return ""
 
     def __repr__(self):
-        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        extra = self.extra_repr()
         if not self._modules:
-            return lines[0] + ")"
+            return f"{type(self).__name__}({extra})"
+        lines = [f"{type(self).__name__}("] + ([f"  {extra}"] if extra else [])
         for name, child in self._modules.items():
             child_repr = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {child_repr}")
@@ -189,6 +191,8 @@ class Sequential(Module):
             setattr(self, str(i), m)
 
     def __getitem__(self, i):
+        if isinstance(i, slice):
+            return type(self)(*list(self._modules.values())[i])
         return list(self._modules.values())[i]
 
     def __len__(self):
@@ -216,6 +220,8 @@ class ModuleList(Module):
         return self
 
     def __getitem__(self, i):
+        if isinstance(i, slice):
+            return type(self)(list(self._modules.values())[i])
         return list(self._modules.values())[i]
 
     def __len__(self):

@@ -179,7 +179,7 @@ class _Layer(_Recurrent):
             x = x.swapaxes(0, 1)
         batch = x.shape[1]
         if self.mode == "lstm":
-            h0, c0 = (None, None) if hx is None else hx
+            h0, c0 = _state_pair(name, hx)
             h0 = self._initial_state(h0, batch, unbatched, x.dtype)
             c0 = self._initial_state(c0, batch, unbatched, x.dtype)
         else:
@@ -298,5 +298,15 @@ class LSTMCell(_Cell):
         super().__init__("lstm", input_size, hidden_size, bias, rng=rng, dtype=dtype)
 
     def forward(self, x, state=None):
-        h, c = (None, None) if state is None else state
+        h, c = _state_pair(type(self).__name__, state)
         return self._step(x, h, c)
+
+
+def _state_pair(name, state):
+    """An LSTM state: None or a pair (h, c)."""
+    if state is None:
+        return None, None
+    if not isinstance(state, (tuple, list)) or len(state) != 2:
+        raise TypeError(f"{name}: the state must be a pair (h0, c0), got "
+                        f"{type(state).__name__}")
+    return state
