@@ -97,10 +97,12 @@ class _Recurrent(Module):
             return b_ih
         return b_ih + b_hh
 
-    def _run(self, proj, h, c, w_hh, b_hh):
-        """Loop over time on projected inputs proj (T, B, G*H); returns ([h_t], h_T, c_T)."""
-        hsize, steps = self.hidden_size, proj.shape[0]
+    def _run(self, x, h, c, w_ih, w_hh, b_in, b_hh):
+        """Loop over the time steps of x (T, B, I); returns ([h_t], h_T, c_T)."""
+        hsize, steps = self.hidden_size, x.shape[0]
         w_hh_t = w_hh.T
+        if self.mode != "gru":
+            proj = _project(x, w_ih, b_in)
         outs = []
         if self.mode == "rnn":
             act = ag.tanh if self.nonlinearity == "tanh" else ag.relu
@@ -112,7 +114,11 @@ class _Recurrent(Module):
                 h, c = lstm_step(proj[t], h, c, w_hh_t, hsize)
                 outs.append(h)
         else:
-            p_rz, p_n = proj[:, :, :2 * hsize], proj[:, :, 2 * hsize:]
+            # Two projections rather than slices of one: slicing a (T, B, 3H) array costs a
+            # copy forward and a scatter backward.
+            cut = 2 * hsize
+            p_rz = _project(x, w_ih[:cut], None if b_in is None else b_in[:cut])
+            p_n = _project(x, w_ih[cut:], None if b_in is None else b_in[cut:])
             if self.variant == "notes":
                 w_rz_t, w_n_t = w_hh[:2 * hsize].T, w_hh[2 * hsize:].T
                 for t in range(steps):
@@ -187,8 +193,8 @@ class _Layer(_Recurrent):
         layer_in, h_finals, c_finals = x, [], []
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = self._layer_params(k)
-            proj = _project(layer_in, w_ih, self._input_bias(b_ih, b_hh))
-            outs, h, c = self._run(proj, h0[k], None if c0 is None else c0[k], w_hh, b_hh)
+            outs, h, c = self._run(layer_in, h0[k], None if c0 is None else c0[k], w_ih, w_hh,
+                                   self._input_bias(b_ih, b_hh), b_hh)
             layer_in = ag.stack(outs, axis=0)
             h_finals.append(h)
             c_finals.append(c)
@@ -266,8 +272,8 @@ class _Cell(_Recurrent):
             if s.shape != shape:
                 raise ValueError(f"{name}: state must have shape {shape}, got {tuple(s.shape)}")
             states.append(s)
-        proj = _project(x[None], self.weight_ih, self._input_bias(self.bias_ih, self.bias_hh))
-        outs, h, c = self._run(proj, states[0], states[1], self.weight_hh, self.bias_hh)
+        outs, h, c = self._run(x[None], states[0], states[1], self.weight_ih, self.weight_hh,
+                               self._input_bias(self.bias_ih, self.bias_hh), self.bias_hh)
         if unbatched:
             h, c = h[0], c[0]
         return h, c
