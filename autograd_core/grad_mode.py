@@ -44,14 +44,25 @@ class set_grad_enabled:
 
 
 class no_grad(set_grad_enabled):
-    """`with no_grad():` (or `@no_grad()`) records nothing: results never require grad."""
+    """`with no_grad():` (or `@no_grad` / `@no_grad()`) records nothing: results never
+    require grad."""
 
-    def __init__(self):
+    def __new__(cls, fn=None):
+        if fn is not None:  # used as a bare decorator: @no_grad
+            return cls()(fn)
+        return super().__new__(cls)
+
+    def __init__(self, fn=None):
         super().__init__(False)
 
 
 class enable_grad(set_grad_enabled):
-    """Turns recording back on inside a `no_grad` block."""
+    """Turns recording back on inside a `no_grad` block (also a decorator)."""
 
-    def __init__(self):
+    def __new__(cls, fn=None):
+        if fn is not None:
+            return cls()(fn)
+        return super().__new__(cls)
+
+    def __init__(self, fn=None):
         super().__init__(True)

@@ -222,8 +222,11 @@ class Tensor:
         value = other._data if isinstance(other, Tensor) else other
         try:
             fn(self._data, value)
-        except (ValueError, IndexError, TypeError) as e:
-            raise type(e)(f"{what}: {e} (tensor of shape {self.shape})") from None
+        except (IndexError, ValueError, TypeError) as e:
+            # numpy's own subclasses (UFuncTypeError...) take other arguments: raise the base.
+            kind = next(k for k in (IndexError, ValueError, TypeError) if isinstance(e, k))
+            raise kind(f"{what}: {e} (tensor of shape {self.shape}, dtype {self.dtype})") \
+                from None
         self._bump_version()
         return self
 
@@ -376,16 +379,20 @@ class Tensor:
     def clip(self, min=None, max=None):
         return _un.clip(self, min, max)
 
-    def sum(self, axis=None, keepdims=False):
+    def sum(self, axis=None, keepdims=False, **numpy_kwargs):
+        _numpy_call_kwargs("sum", numpy_kwargs)
         return _rd.sum(self, axis, keepdims)
 
-    def mean(self, axis=None, keepdims=False):
+    def mean(self, axis=None, keepdims=False, **numpy_kwargs):
+        _numpy_call_kwargs("mean", numpy_kwargs)
         return _rd.mean(self, axis, keepdims)
 
-    def max(self, axis=None, keepdims=False):
+    def max(self, axis=None, keepdims=False, **numpy_kwargs):
+        _numpy_call_kwargs("max", numpy_kwargs)
         return _rd.max(self, axis, keepdims)
 
-    def min(self, axis=None, keepdims=False):
+    def min(self, axis=None, keepdims=False, **numpy_kwargs):
+        _numpy_call_kwargs("min", numpy_kwargs)
         return _rd.min(self, axis, keepdims)
 
     def logsumexp(self, axis=None, keepdims=False):
@@ -472,6 +479,14 @@ def share_version(view, base):
     if type(v) is int:
         v = base._version = _SharedVersion(v)
     view._version = v
+
+
+def _numpy_call_kwargs(op, kwargs):
+    """np.sum(t) and friends call t.sum(axis=..., dtype=None, out=None): accept the defaults."""
+    for key, value in kwargs.items():
+        if key not in ("dtype", "out", "initial", "where") or value is not None and not (
+                key == "where" and value is True):
+            raise TypeError(f"{op}: unsupported argument {key}={value!r}")
 
 
 def _index_arrays(index):

@@ -174,7 +174,8 @@ class Pow(Op):
     def backward(g, out, xp):
         a, b = out._inputs
         av, bv = xp.val(a), xp.val(b)
-        ga = g * bv * av ** (bv - 1) if a.requires_grad else None
+        # x^0 is constant: its derivative is 0 even at x = 0 (where 0 * x^-1 would give nan).
+        ga = xp.where(b._data == 0, 0.0, g * bv * av ** (bv - 1)) if a.requires_grad else None
         gb = g * xp.val(out) * _log_where_positive(xp, av, a._data) if b.requires_grad else None
         return ga, gb
 
@@ -187,6 +188,8 @@ class PowScalar(Op):
     def backward(g, out, xp):
         c = out._saved
         x = xp.val(out._inputs[0])
+        if c == 0:  # x^0 is constant, also at x = 0
+            return (g * 0.0,)
         if c == 2:
             return (g * 2 * x,)
         return (g * c * x ** (c - 1),)
