@@ -1,0 +1,21 @@
+"""The README's Python examples run as written (those without `...` placeholders)."""
+import pathlib
+import re
+
+import pytest
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+          if "..." not in b]
+
+
+def test_readme_has_runnable_examples():
+    assert len(BLOCKS) >= 2
+
+
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_example_runs(code):
+    namespace = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    if "loss" in namespace:  # the training examples must have trained
+        assert float(namespace["loss"].item()) < 0.01
