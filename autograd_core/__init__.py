@@ -11,7 +11,8 @@ import numpy as _np
 from .tensor import Tensor  # noqa: I001  (must come first: the ops import it)
 from .engine import backward, grad
 from .function import REGISTRY as ops_registry, Op
-from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .grad_mode import (current_step, enable_grad, is_grad_enabled, no_grad, set_grad_enabled,
+                        step_scope)
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .ops.arithmetic import add, div, maximum, minimum, mul, neg, pow, sub, where
 from .ops.indexing import getitem, scatter
@@ -38,7 +39,7 @@ def ones(shape, dtype="float32", requires_grad=False):
 
 __all__ = [
     "Tensor", "tensor", "zeros", "ones", "backward", "grad", "no_grad", "enable_grad",
-    "set_grad_enabled", "is_grad_enabled", "gradcheck", "gradgradcheck", "GradcheckError",
+    "set_grad_enabled", "is_grad_enabled", "step_scope", "current_step", "gradcheck", "gradgradcheck", "GradcheckError",
     "Op", "ops_registry",
     "add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum", "where",
     "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip",

@@ -76,6 +76,7 @@ def record(op, data, inputs, saved=None):
                 out._inputs = inputs
                 out._saved = saved
                 out._seq = next(clock)
+                out._step = _state.step
                 break
     return out
 

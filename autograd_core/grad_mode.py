@@ -3,7 +3,8 @@ import functools
 import threading
 
 class _ThreadState(threading.local):
-    enabled = True  # class default: every new thread starts with grad mode on
+    enabled = True  # class defaults: every new thread starts with grad mode on
+    step = None  # the time step that new nodes are recorded in (see step_scope)
 
 
 _state = _ThreadState()
@@ -66,3 +67,28 @@ class enable_grad(set_grad_enabled):
 
     def __init__(self, fn=None):
         super().__init__(True)
+
+
+class step_scope:
+    """`with ag.step_scope(t):` marks the nodes recorded inside as belonging to time step t.
+    Recurrent layers enter one per step; graph export groups each step in a cluster and the
+    BPTT diagnostics read it. Scopes nest (the inner one wins) and are per thread."""
+
+    __slots__ = ("step", "_prev")
+
+    def __init__(self, step):
+        self.step = step
+
+    def __enter__(self):
+        self._prev = _state.step
+        _state.step = self.step
+        return self
+
+    def __exit__(self, *exc):
+        _state.step = self._prev
+        return False
+
+
+def current_step():
+    """The step of the innermost active step_scope in this thread, or None."""
+    return _state.step

@@ -57,7 +57,7 @@ class Tensor:
     """
 
     __slots__ = ("_data", "requires_grad", "grad", "_op", "_inputs", "_saved", "_seq",
-                 "_version", "name", "_hooks", "_retain", "__weakref__")
+                 "_version", "name", "_hooks", "_retain", "_step", "__weakref__")
 
     # numpy defers to our reflected operators (ndarray + Tensor -> Tensor.__radd__) and routes
     # its ufuncs (np.exp(t)) through __array_ufunc__.
@@ -80,6 +80,7 @@ class Tensor:
         self.name = name
         self._hooks = None
         self._retain = False
+        self._step = None
 
     # ---- the array ---------------------------------------------------------------------
     @property
@@ -102,6 +103,11 @@ class Tensor:
     def is_leaf(self):
         """True for tensors made by the user (not by a recorded op)."""
         return self._op is None
+
+    @property
+    def step(self):
+        """The time step this tensor was recorded in (see `step_scope`), or None."""
+        return self._step
 
     @property
     def grad_fn(self):
@@ -455,6 +461,7 @@ def _make(data):
     t.name = None
     t._hooks = None
     t._retain = False
+    t._step = None
     return t
 
 
