@@ -154,4 +154,7 @@ def log_softmax(x, axis=-1):
     """x - logsumexp(x) along `axis`: the stable way to take log(softmax(x))."""
     x = as_tensor(x)
     axis = normalize_axis("log_softmax", axis, x.ndim)
-    return record(LogSoftmax, x._data - _stable_logsumexp(x._data, (axis,)), (x,), axis)
+    shifted = x._data - np.max(x._data, axis=axis, keepdims=True)  # exact for the largest
+    shifted = np.where(np.isfinite(shifted), shifted, x._data)  # rows of all -inf stay -inf
+    out = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    return record(LogSoftmax, out, (x,), axis)

@@ -129,11 +129,8 @@ def sum_to(x, shape):
     """Sum `x` down to `shape`, undoing a broadcast (the adjoint of broadcast_to)."""
     x = as_tensor(x)
     shape = tuple(shape)
-    try:
-        np.broadcast_shapes(shape, x.shape)
-        if len(shape) > x.ndim:
-            raise ValueError
-    except ValueError:
+    lead = x.ndim - len(shape)
+    if lead < 0 or any(s != 1 and s != x.shape[lead + i] for i, s in enumerate(shape)):
         raise shape_error("sum_to", f"shape {x.shape} does not broadcast from {shape}") from None
     return record(SumTo, sum_array_to(x._data, shape), (x,))
 

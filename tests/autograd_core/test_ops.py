@@ -1,0 +1,93 @@
+"""Every registered op's derivative rule against central finite differences in float64.
+
+The table (test_ops_table*.py) maps every name in `ag.ops_registry` to cases; for each case
+and each drawn example: the forward equals numpy's, the case's ops are recorded, gradcheck and
+gradgradcheck pass in float64, and float32 inputs give float32 outputs and gradients.
+"""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import autograd_core as ag
+from tests.autograd_core import test_ops_table, test_ops_table_shapes
+
+CASES = test_ops_table.CASES + test_ops_table_shapes.CASES
+
+
+# ---- helpers for the tests --------------------------------------------------------------------
+def as_tuple(out):
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def recorded_ops(outputs):
+    """Names of the ops recorded in the graph behind `outputs`."""
+    names, stack, seen = set(), list(outputs), set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or t._op is None:
+            continue
+        seen.add(id(t))
+        names.add(t._op.name)
+        stack.extend(t._inputs)
+    return names
+
+
+def run(ex, dtype):
+    """Forward and backward of `ex` on leaves of `dtype`; loss = sum of all outputs."""
+    leaves = [ag.Tensor(a.astype(dtype), requires_grad=True) for a in ex.arrays]
+    outs = as_tuple(ex.fn(*leaves))
+    loss = outs[0].sum()
+    for o in outs[1:]:
+        loss = loss + o.sum()
+    loss.backward()
+    return leaves, outs
+
+
+# ---- the tests --------------------------------------------------------------------------------
+def test_table_covers_every_registered_op():
+    covered = {op for c in CASES for op in c.ops}
+    assert covered >= set(ag.ops_registry), f"ops without a case: " \
+        f"{sorted(set(ag.ops_registry) - covered)}"
+    assert covered <= set(ag.ops_registry), f"cases name unknown ops: " \
+        f"{sorted(covered - set(ag.ops_registry))}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+@given(data=st.data())
+def test_forward_matches_numpy_and_records_the_op(case, data):
+    ex = data.draw(case.strategy, label="example")
+    leaves = [ag.Tensor(a, requires_grad=True) for a in ex.arrays]
+    outs = as_tuple(ex.fn(*leaves))
+    refs = as_tuple(ex.ref(*ex.arrays))
+    assert len(outs) == len(refs)
+    for o, r in zip(outs, refs):
+        r = np.asarray(r)
+        assert isinstance(o, ag.Tensor)
+        assert o.shape == r.shape
+        assert o.dtype == r.dtype == np.float64
+        np.testing.assert_allclose(o.numpy(), r, rtol=1e-10, atol=1e-12)
+    assert set(case.ops) <= recorded_ops(outs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+@given(data=st.data())
+def test_gradcheck_and_gradgradcheck(case, data):
+    ex = data.draw(case.strategy, label="example")
+    assert ag.gradcheck(ex.fn, ex.arrays)
+    assert ag.gradgradcheck(ex.fn, ex.arrays)
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+@given(data=st.data())
+def test_float32_in_float32_out_and_grad(case, data):
+    ex = data.draw(case.strategy, label="example")
+    leaves, outs = run(ex, np.float32)
+    for o in outs:
+        assert o.dtype == (ex.out_dtype or np.float32)
+    ref_leaves, ref_outs = run(ex, np.float64)
+    for o, r in zip(outs, ref_outs):
+        np.testing.assert_allclose(o.numpy(), r.numpy(), rtol=1e-5, atol=1e-5)
+    for x, r in zip(leaves, ref_leaves):
+        assert x.grad is not None and x.grad.dtype == np.float32 and x.grad.shape == x.shape
+        np.testing.assert_allclose(x.grad.numpy(), r.grad.numpy(), rtol=1e-4, atol=1e-4)
