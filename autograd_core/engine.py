@@ -19,24 +19,24 @@ _by_creation = operator.attrgetter("_seq")
 def _collect(roots):
     """Nodes reachable from `roots` (newest first) and the leaves that require grad.
     Every check that can fail happens here, before the sweep changes anything."""
-    seen = set()
+    seen = set(roots)
     nodes, leaves = [], []
-    stack = list(roots)
+    stack = list(seen)
+    last_inplace = function.last_inplace
     while stack:
         t = stack.pop()
-        if t in seen:
-            continue
-        seen.add(t)
         if t._op is None:
             leaves.append(t)
             continue
-        if t._inputs is None:
+        inputs = t._inputs
+        if inputs is None:
             raise RuntimeError(_freed_message(t))
-        if function.last_inplace > t._seq:  # something was modified in place since t
+        if last_inplace > t._seq:  # something was modified in place since t was recorded
             _check_versions(t)
         nodes.append(t)
-        for i in t._inputs:
+        for i in inputs:
             if i.requires_grad and i not in seen:
+                seen.add(i)
                 stack.append(i)
     nodes.sort(key=_by_creation, reverse=True)
     return nodes, leaves
@@ -143,12 +143,14 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
     # Arrays the sweep allocated itself: only these may be accumulated into in place (a
     # gradient handed over by a rule may be shared, e.g. add gives the same array to both).
     owned = set()
+    pop, get = acc.pop, acc.get
     with set_grad_enabled(create_graph):
         for t in nodes:
-            g = acc.pop(t, None)
+            g = pop(t, None)
             if g is None:
                 continue
-            owned.discard(id(g))
+            if owned:
+                owned.discard(id(g))
             if t._hooks:
                 g = _apply_hooks(t, g, xp)
             if want is not None:
@@ -165,7 +167,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
                         continue
                     if gi.shape != inp._data.shape:
                         gi = xp.sum_to(gi, inp._data.shape)
-                    prev = acc.get(inp)
+                    prev = get(inp)
                     if prev is None:
                         acc[inp] = gi
                     elif id(prev) in owned:

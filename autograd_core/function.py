@@ -10,7 +10,9 @@ import itertools
 from numpy import asarray, ndarray
 
 from .grad_mode import _state
-from .tensor import Tensor, _make
+from .tensor import Tensor
+
+_new = object.__new__
 
 # One clock for creation order and in-place writes. An output is always stamped after its
 # inputs, so sorting by stamp is a topological order; an input whose `_version` is newer than
@@ -64,10 +66,17 @@ class Op:
 
 
 def record(op, data, inputs, saved=None):
-    """Wrap `data` as the output of `op`; link it to `inputs` when a gradient can flow."""
+    """Wrap `data` as the output of `op`; link it to `inputs` when a gradient can flow.
+    (The hot path of every op: each slot is written exactly once.)"""
     if type(data) is not ndarray:  # numpy gives 0-d results as scalars
         data = asarray(data)
-    out = _make(data)
+    out = _new(Tensor)
+    out._data = data
+    out.grad = None
+    out.name = None
+    out._hooks = None
+    out._retain = False
+    out._version = 0
     if _state.enabled:
         for t in inputs:
             if t.requires_grad:
@@ -77,7 +86,13 @@ def record(op, data, inputs, saved=None):
                 out._saved = saved
                 out._seq = next(clock)
                 out._step = _state.step
-                break
+                return out
+    out.requires_grad = False
+    out._op = None
+    out._inputs = ()
+    out._saved = None
+    out._seq = 0
+    out._step = None
     return out
 
 

@@ -513,6 +513,16 @@ from .ops import reductions as _rd  # noqa: E402
 from .ops import shape as _sh  # noqa: E402
 from .ops import unary as _un  # noqa: E402
 
+# Operators call the op functions directly (one Python call fewer on the hot path).
+Tensor.__add__ = _ar.add
+Tensor.__sub__ = _ar.sub
+Tensor.__mul__ = _ar.mul
+Tensor.__truediv__ = _ar.div
+Tensor.__pow__ = _ar.pow
+Tensor.__matmul__ = _la.matmul
+Tensor.__neg__ = _ar.neg
+Tensor.__getitem__ = _ix.getitem
+
 _UFUNCS = {
     np.add: _ar.add, np.subtract: _ar.sub, np.multiply: _ar.mul, np.divide: _ar.div,
     np.power: _ar.pow, np.negative: _ar.neg, np.maximum: _ar.maximum, np.minimum: _ar.minimum,

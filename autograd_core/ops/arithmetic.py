@@ -13,7 +13,8 @@ from ._checks import SCALARS, broadcast_error
 
 
 def _binary(op, name, fn, a, b):
-    a, b = _operands(a, b)
+    if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
+        a, b = _operands(a, b)
     try:
         data = fn(a._data, b._data)
     except ValueError:
