@@ -14,6 +14,8 @@ from .function import REGISTRY as ops_registry, Op
 from .grad_mode import (current_step, enable_grad, is_grad_enabled, no_grad, set_grad_enabled,
                         step_scope)
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .paths import count_paths
+from .viz import GraphTooLargeError, render, to_dot
 from .ops.arithmetic import add, div, maximum, minimum, mul, neg, pow, sub, where
 from .ops.indexing import getitem, scatter
 from .ops.joining import concatenate, split, stack
@@ -40,7 +42,7 @@ def ones(shape, dtype="float32", requires_grad=False):
 __all__ = [
     "Tensor", "tensor", "zeros", "ones", "backward", "grad", "no_grad", "enable_grad",
     "set_grad_enabled", "is_grad_enabled", "step_scope", "current_step", "gradcheck", "gradgradcheck", "GradcheckError",
-    "Op", "ops_registry",
+    "Op", "ops_registry", "count_paths", "to_dot", "render", "GraphTooLargeError",
     "add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum", "where",
     "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip",
     "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "matmul",

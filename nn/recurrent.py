@@ -7,7 +7,9 @@ stacked (r, z, n) for GRU (n is the notes' h~) and (i, f, g, o) for LSTM. Where 
 one bias per gate it is `bias_ih + bias_hh`.
 
 The input projections of all time steps are one matmul before the loop over time; only the
-hidden-to-hidden products run per step.
+hidden-to-hidden products run per step. Each step runs inside `ag.step_scope(t)` and names its
+gates and state as the notes do (r, z, h~, h; i, f, g, o, c, h), for graph export, path
+counting and the BPTT diagnostics.
 """
 import math
 
@@ -15,6 +17,7 @@ import numpy as np
 
 import autograd_core as ag
 from autograd_core.function import as_tensor
+from autograd_core.grad_mode import step_scope
 
 from .init import get_rng, uniform
 from .layers import _check_sizes
@@ -27,16 +30,16 @@ GRU_VARIANTS = ("notes", "torch")
 # ---- one time step of each cell ------------------------------------------------------------
 def rnn_step(p, h, w_hh_t, act):
     """S_t = f(U x_t + W S_{t-1} + b)   (notes 000, 002); `p` holds U x_t + b."""
-    return act(p + h @ w_hh_t)
+    return _named(act(p + h @ w_hh_t), "h")
 
 
 def gru_step_notes(p_rz, p_n, h, w_rz_t, w_n_t, hidden):
     """Note 001:  r = σ(W_hr h + W_xr x + b_r),  z = σ(W_hz h + W_xz x + b_z),
     h~ = tanh(W_hh (r * h) + W_xh x + b_h),  h_t = (1 - z) * h_{t-1} + z * h~."""
     rz = ag.sigmoid(p_rz + h @ w_rz_t)
-    r, z = rz[:, :hidden], rz[:, hidden:]
-    h_tilde = ag.tanh(p_n + (r * h) @ w_n_t)
-    return (1 - z) * h + z * h_tilde
+    r, z = _named(rz[:, :hidden], "r"), _named(rz[:, hidden:], "z")
+    h_tilde = _named(ag.tanh(p_n + (r * h) @ w_n_t), "h~")
+    return _named((1 - z) * h + z * h_tilde, "h")
 
 
 def gru_step_torch(p_rz, p_n, h, w_hh_t, b_hh, hidden):
@@ -46,19 +49,26 @@ def gru_step_torch(p_rz, p_n, h, w_hh_t, b_hh, hidden):
     if b_hh is not None:
         gh = gh + b_hh
     rz = ag.sigmoid(p_rz + gh[:, :2 * hidden])
-    r, z = rz[:, :hidden], rz[:, hidden:]
-    n = ag.tanh(p_n + r * gh[:, 2 * hidden:])
-    return (1 - z) * n + z * h
+    r, z = _named(rz[:, :hidden], "r"), _named(rz[:, hidden:], "z")
+    n = _named(ag.tanh(p_n + r * gh[:, 2 * hidden:]), "n")
+    return _named((1 - z) * n + z * h, "h")
 
 
 def lstm_step(p, h, c, w_hh_t, hidden):
     """i, f, o = σ(.), g = tanh(.), c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)."""
     gates = p + h @ w_hh_t
     s = ag.sigmoid(gates)
-    i, f, o = s[:, :hidden], s[:, hidden:2 * hidden], s[:, 3 * hidden:]
-    g = ag.tanh(gates[:, 2 * hidden:3 * hidden])
-    c = f * c + i * g
-    return o * ag.tanh(c), c
+    i, f = _named(s[:, :hidden], "i"), _named(s[:, hidden:2 * hidden], "f")
+    o = _named(s[:, 3 * hidden:], "o")
+    g = _named(ag.tanh(gates[:, 2 * hidden:3 * hidden]), "g")
+    c = _named(f * c + i * g, "c")
+    return _named(o * ag.tanh(c), "h"), c
+
+
+def _named(t, name):
+    """Name a gate or state as the notes do: graph export and path counting read it."""
+    t.name = name
+    return t
 
 
 class _Recurrent(Module):
@@ -107,11 +117,13 @@ class _Recurrent(Module):
         if self.mode == "rnn":
             act = ag.tanh if self.nonlinearity == "tanh" else ag.relu
             for t in range(steps):
-                h = rnn_step(proj[t], h, w_hh_t, act)
+                with step_scope(t):
+                    h = rnn_step(proj[t], h, w_hh_t, act)
                 outs.append(h)
         elif self.mode == "lstm":
             for t in range(steps):
-                h, c = lstm_step(proj[t], h, c, w_hh_t, hsize)
+                with step_scope(t):
+                    h, c = lstm_step(proj[t], h, c, w_hh_t, hsize)
                 outs.append(h)
         else:
             # Two projections rather than slices of one: slicing a (T, B, 3H) array costs a
@@ -122,11 +134,13 @@ class _Recurrent(Module):
             if self.variant == "notes":
                 w_rz_t, w_n_t = w_hh[:2 * hsize].T, w_hh[2 * hsize:].T
                 for t in range(steps):
-                    h = gru_step_notes(p_rz[t], p_n[t], h, w_rz_t, w_n_t, hsize)
+                    with step_scope(t):
+                        h = gru_step_notes(p_rz[t], p_n[t], h, w_rz_t, w_n_t, hsize)
                     outs.append(h)
             else:
                 for t in range(steps):
-                    h = gru_step_torch(p_rz[t], p_n[t], h, w_hh_t, b_hh, hsize)
+                    with step_scope(t):
+                        h = gru_step_torch(p_rz[t], p_n[t], h, w_hh_t, b_hh, hsize)
                     outs.append(h)
         return outs, h, c
 

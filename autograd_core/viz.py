@@ -1,0 +1,129 @@
+"""Graphviz export of the recorded graph, micrograd's `draw_dot` grown up: one box per tensor
+(name, shape, dtype, optionally the gradient norm), one small node per op, edges in the forward
+direction, and one cluster per time step for recurrent unrolls."""
+import pathlib
+import shutil
+import subprocess
+
+import graphviz
+import numpy as np
+
+from .engine import grad
+from .graph import walk
+from .tensor import Tensor
+
+DEFAULT_MAX_NODES = 2000
+FORMATS = ("svg", "png", "pdf")
+
+
+class GraphTooLargeError(ValueError):
+    """The graph has more tensors than the drawing limit."""
+
+
+def _param_names(params):
+    """{tensor: name} from a Module (named_parameters), a dict or (name, tensor) pairs."""
+    if params is None:
+        return {}
+    if hasattr(params, "named_parameters"):
+        params = params.named_parameters()
+    elif isinstance(params, dict):
+        params = params.items()
+    return {t: name for name, t in params}
+
+
+def _grad_norms(roots, tensors):
+    """Norm of d(root)/d(t) for every tensor that requires grad, without touching `.grad`."""
+    root = roots[0]
+    wanted = [t for t in tensors if t.requires_grad]
+    if len(roots) != 1 or root.size != 1 or not wanted:
+        return {t: float(np.linalg.norm(t.grad.numpy())) for t in tensors if t.grad is not None}
+    grads = grad(root, wanted, retain_graph=True, allow_unused=True)
+    return {t: float(np.linalg.norm(g.numpy())) for t, g in zip(wanted, grads) if g is not None}
+
+
+def _label(t, names, norms):
+    name = names.get(t) or t.name
+    lines = [name] if name else []
+    lines.append(f"{tuple(t.shape)} {t.dtype}")
+    if t in norms:
+        lines.append(f"|grad| {norms[t]:.3g}")
+    return "\\n".join(lines)
+
+
+def _style(t, names, roots):
+    if t in roots:
+        return {"shape": "box", "style": "bold,filled", "fillcolor": "#fde9c9"}
+    if t._op is None and t.requires_grad:  # a parameter (or any leaf that learns)
+        return {"shape": "box", "style": "filled", "fillcolor": "#cfe3f7"}
+    if t._op is None:  # data and constants
+        return {"shape": "box", "style": "dashed"}
+    return {"shape": "box"}
+
+
+def to_dot(roots, params=None, show_grad=False, cluster_steps=True,
+           max_nodes=DEFAULT_MAX_NODES, rankdir="LR"):
+    """A `graphviz.Digraph` of the graph recorded behind `roots` (a tensor or a list).
+
+    - `params`: a Module, a dict or (name, tensor) pairs naming the leaves (parameter names
+      from `named_parameters()`); otherwise a tensor's own `name` is shown.
+    - Parameters are filled blue, data and constants dashed, the roots bold.
+    - `show_grad`: add each tensor's gradient norm (computed here, from a scalar root, with
+      the graph kept; otherwise the `.grad` of leaves is shown).
+    - `cluster_steps`: ops recorded inside `ag.step_scope(t)` (as RNN, GRU and LSTM do) are
+      grouped in a box per time step.
+    - A graph of more than `max_nodes` tensors raises GraphTooLargeError instead of
+      producing a drawing that would take the renderer minutes.
+    Draw before backward, or after backward(retain_graph=True): a backward frees the graph.
+    """
+    roots = [roots] if isinstance(roots, Tensor) else list(roots)
+    tensors = walk(roots, "to_dot", limit=max_nodes)
+    if tensors is None:
+        raise GraphTooLargeError(
+            f"to_dot: the graph has more than {max_nodes} tensors; pass max_nodes= a larger "
+            f"number to draw it anyway (rendering may be slow), or draw a shorter unroll")
+    names = _param_names(params)
+    norms = _grad_norms(roots, tensors) if show_grad else {}
+    ids = {t: f"t{k}" for k, t in enumerate(tensors)}
+    root_set = set(roots)
+    dot = graphviz.Digraph("graph", graph_attr={"rankdir": rankdir},
+                           node_attr={"fontname": "Helvetica", "fontsize": "10"})
+    clusters = {}
+    for t in tensors:
+        step = t._step if cluster_steps else None
+        target = dot if step is None else clusters.setdefault(step, graphviz.Digraph(
+            f"cluster_{step}", graph_attr={"label": f"t = {step}", "style": "rounded",
+                                           "color": "#999999"}))
+        target.node(ids[t], _label(t, names, norms), **_style(t, names, root_set))
+        if t._op is not None:
+            op_id = ids[t] + "_op"
+            target.node(op_id, t._op.name, shape="ellipse", fontsize="9", height="0.3")
+            for i in t._inputs:
+                dot.edge(ids[i], op_id)
+            dot.edge(op_id, ids[t])
+    for step in sorted(clusters):
+        dot.subgraph(clusters[step])
+    return dot
+
+
+def render(roots, path, format="svg", **kwargs):
+    """Write the drawing of `roots` to `path` (svg, png or pdf) with Graphviz's `dot`.
+
+    The DOT source is written next to it (`path` with the suffix `.dot`) first, so it is there
+    even when `dot` is missing, in which case the error says how to install it."""
+    if format not in FORMATS:
+        raise ValueError(f"render: format must be one of {FORMATS}, got {format!r}")
+    path = pathlib.Path(path)
+    dot = to_dot(roots, **kwargs)
+    source = path.with_suffix(".dot")
+    source.write_text(dot.source)
+    exe = shutil.which("dot")
+    if exe is None:
+        raise RuntimeError(
+            f"render: the Graphviz 'dot' program was not found on PATH, so {path} was not "
+            f"drawn; the DOT source is in {source}. Install Graphviz (Debian/Ubuntu: "
+            f"apt-get install graphviz; macOS: brew install graphviz) and try again.")
+    result = subprocess.run([exe, f"-T{format}", str(source), "-o", str(path)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"render: dot failed on {source}: {result.stderr.strip()}")
+    return path
