@@ -15,7 +15,7 @@ setup() {
     echo "setting up $VENV (first run only)..." >&2
     python3 -m venv "$VENV"
     "$PY" -m pip install --quiet --upgrade pip
-    "$PY" -m pip install --quiet -e ".[dev]"
+    "$PY" -m pip install --quiet -e ".[dev,plots]"
     touch "$VENV/.installed"
   fi
 }

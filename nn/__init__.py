@@ -1,5 +1,5 @@
 """nn: layers and models as plain forward code on autograd_core (no backward code here)."""
-from . import checkpoint, optim
+from . import checkpoint, diagnostics, optim, tasks
 from .checkpoint import load, save
 from .clip import clip_grad_norm_, clip_grad_value_
 from .init import manual_seed
@@ -15,5 +15,6 @@ __all__ = [
     "Sigmoid", "ReLU", "MLP", "RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell",
     "RecurrentClassifier", "cross_entropy", "nll_loss", "mse_loss",
     "binary_cross_entropy_with_logits", "sequence_cross_entropy", "manual_seed", "optim", "checkpoint", "save", "load",
+    "diagnostics", "tasks",
     "clip_grad_norm_", "clip_grad_value_",
 ]
