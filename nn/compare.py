@@ -193,12 +193,7 @@ def format_table(rows):
     return "\n".join([fmt(header), rule, *(fmt(line) for line in body)])
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m nn.compare",
-        description="Compare the engine's gradients with the hand-derived reference of the "
-                    "notes (nn.manual), model by model and parameter by parameter.",
-        epilog="example: python -m nn.compare --models rnn,gru-torch --perturb rnn.weight_hh_l0")
+def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help=f"comma-separated, from {', '.join(MODELS)} "
@@ -211,9 +206,16 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+def build_parser():
+    return add_arguments(argparse.ArgumentParser(
+        prog="python -m nn.compare",
+        description="Compare the engine's gradients with the hand-derived reference of the "
+                    "notes (nn.manual), model by model and parameter by parameter.",
+        epilog="example: python -m nn.compare --models rnn,gru-torch --perturb rnn.weight_hh_l0"))
+
+
+def run(args, parser):
+    """Print the comparison table for parsed `args`; 0 when all agree, 1 otherwise."""
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     try:
         rows = compare(seed=args.seed, models=models, dtype=DTYPES[args.dtype],
@@ -228,6 +230,11 @@ def main(argv=None):
         return 1
     print(f"\nall {len(rows)} differences within tolerance")
     return 0
+
+
+def main(argv=None):
+    parser = build_parser()
+    return run(parser.parse_args(sys.argv[1:] if argv is None else argv), parser)
 
 
 if __name__ == "__main__":
