@@ -44,11 +44,10 @@ def _count_all(nodes, output, input):
 
 
 def _vertex_test(through):
-    if isinstance(through, (str, Tensor)):
-        through = [through]
+    through = [through] if isinstance(through, (str, Tensor)) else list(through)
     names = {x for x in through if isinstance(x, str)}
     tensors = {x for x in through if isinstance(x, Tensor)}
-    if len(names) + len(tensors) != len(list(through)):
+    if any(not isinstance(x, (str, Tensor)) for x in through):
         raise TypeError("count_paths: through must hold tensors or tensor names")
     return lambda t: t in tensors or (t.name is not None and t.name in names)
 
