@@ -28,9 +28,12 @@ def gradient_flow(model, inputs, targets, step_weights=None, h0=None):
     left untouched. Returns an array of shape (T,)."""
     from .losses import sequence_cross_entropy
     logits, hidden, _ = model(inputs, h0)
-    loss = sequence_cross_entropy(logits, targets, step_weights)
-    states = step_states(hidden)
-    grads = ag.grad(loss, states, allow_unused=True)
+    return state_gradient_norms(sequence_cross_entropy(logits, targets, step_weights), hidden)
+
+
+def state_gradient_norms(loss, output):
+    """||dL/dh_t|| for the per-step states behind a recurrent layer's `output` (T,)."""
+    grads = ag.grad(loss, step_states(output), allow_unused=True)
     return np.array([0.0 if g is None else float(np.linalg.norm(g.numpy())) for g in grads])
 
 

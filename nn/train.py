@@ -121,9 +121,7 @@ def flow(model, cfg):
     xs, target = make(cfg.batch, np.random.default_rng(cfg.seed + 20_000))
     pred, hidden = model(xs)
     loss, _ = score(pred, target)
-    states = diagnostics.step_states(hidden)
-    grads = ag.grad(loss, states, allow_unused=True)
-    return np.array([0.0 if g is None else float(np.linalg.norm(g.numpy())) for g in grads])
+    return diagnostics.state_gradient_norms(loss, hidden)
 
 
 def plot_losses(histories, path, title):
