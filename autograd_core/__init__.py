@@ -9,6 +9,7 @@
 import numpy as _np
 
 from .tensor import Tensor  # noqa: I001  (must come first: the ops import it)
+from .anomaly import AnomalyError, detect_anomaly, is_anomaly_enabled
 from .engine import backward, grad
 from .function import REGISTRY as ops_registry, Op
 from .grad_mode import (current_step, enable_grad, is_grad_enabled, no_grad, set_grad_enabled,
@@ -42,7 +43,7 @@ def ones(shape, dtype="float32", requires_grad=False):
 __all__ = [
     "Tensor", "tensor", "zeros", "ones", "backward", "grad", "no_grad", "enable_grad",
     "set_grad_enabled", "is_grad_enabled", "step_scope", "current_step", "gradcheck", "gradgradcheck", "GradcheckError",
-    "Op", "ops_registry", "count_paths", "to_dot", "render", "GraphTooLargeError",
+    "Op", "ops_registry", "detect_anomaly", "is_anomaly_enabled", "AnomalyError", "count_paths", "to_dot", "render", "GraphTooLargeError",
     "add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum", "where",
     "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip",
     "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "matmul",

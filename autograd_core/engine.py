@@ -10,7 +10,8 @@ import numpy as np
 
 from . import function
 from .backmath import ArrayMath, TensorMath
-from .grad_mode import set_grad_enabled
+from .anomaly import check_gradient
+from .grad_mode import _state, set_grad_enabled
 from .tensor import Tensor, _make, version_of
 
 _by_creation = operator.attrgetter("_seq")
@@ -144,6 +145,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
     # gradient handed over by a rule may be shared, e.g. add gives the same array to both).
     owned = set()
     pop, get = acc.pop, acc.get
+    anomaly = _state.anomaly
     with set_grad_enabled(create_graph):
         for t in nodes:
             g = pop(t, None)
@@ -162,9 +164,11 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
             if op.backward_into is not None and not create_graph:
                 _add_into_buffer(op, g, t, acc, owned)
             else:
-                for inp, gi in zip(t._inputs, op.backward(g, t, xp)):
+                for k, (inp, gi) in enumerate(zip(t._inputs, op.backward(g, t, xp))):
                     if gi is None or not inp.requires_grad:
                         continue
+                    if anomaly:
+                        check_gradient(t, k, gi)
                     if gi.shape != inp._data.shape:
                         gi = xp.sum_to(gi, inp._data.shape)
                     prev = get(inp)

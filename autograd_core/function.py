@@ -9,6 +9,7 @@ import itertools
 
 from numpy import asarray, ndarray
 
+from .anomaly import remember
 from .grad_mode import _state
 from .tensor import Tensor
 
@@ -86,6 +87,8 @@ def record(op, data, inputs, saved=None):
                 out._saved = saved
                 out._seq = next(clock)
                 out._step = _state.step
+                if _state.anomaly:
+                    remember(out)
                 return out
     out.requires_grad = False
     out._op = None

@@ -5,6 +5,8 @@ import threading
 class _ThreadState(threading.local):
     enabled = True  # class defaults: every new thread starts with grad mode on
     step = None  # the time step that new nodes are recorded in (see step_scope)
+    anomaly = False  # see anomaly.detect_anomaly
+    anomaly_forward = False
 
 
 _state = _ThreadState()

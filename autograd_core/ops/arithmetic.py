@@ -175,14 +175,22 @@ class Pow(Op):
     def backward(g, out, xp):
         a, b = out._inputs
         av, bv = xp.val(a), xp.val(b)
-        # x^0 is constant: its derivative is 0 even at x = 0 (where 0 * x^-1 would give nan).
-        ga = xp.where(b._data == 0, 0.0, g * bv * av ** (bv - 1)) if a.requires_grad else None
+        ga = None
+        if a.requires_grad:
+            # 0 where the exponent is 0 (x^0 is constant, also at x = 0) and, as for sqrt,
+            # where the base is 0 and 0 < exponent < 1 (the derivative there is +inf).
+            zero = (b._data == 0) | ((a._data == 0) & (b._data > 0) & (b._data < 1))
+            if zero.any():
+                safe = xp.where(a._data == 0, 1.0, av)
+                ga = xp.where(zero, 0.0, g * bv * safe ** (bv - 1))
+            else:
+                ga = g * bv * av ** (bv - 1)
         gb = g * xp.val(out) * _log_where_positive(xp, av, a._data) if b.requires_grad else None
         return ga, gb
 
 
 class PowScalar(Op):
-    """x ** c: d/dx = c x^(c-1)."""
+    """x ** c: d/dx = c x^(c-1); 0 at x = 0 when 0 < c < 1 (see Sqrt)."""
     name = "pow_scalar"
 
     @staticmethod
@@ -193,6 +201,10 @@ class PowScalar(Op):
             return (g * 0.0,)
         if c == 2:
             return (g * 2 * x,)
+        if 0 < c < 1:  # +inf at x = 0: use 0 there, as for sqrt
+            zero = out._inputs[0]._data == 0
+            if zero.any():
+                return (xp.where(zero, 0.0, g * c * xp.where(zero, 1.0, x) ** (c - 1)),)
         return (g * c * x ** (c - 1),)
 
 

@@ -34,14 +34,20 @@ def log(x):
 
 
 class Sqrt(Op):
-    """d sqrt(x) = 1 / (2 sqrt(x)); infinite at 0, as in numpy and PyTorch."""
+    """d sqrt(x) = 1 / (2 sqrt(x)). At exactly 0 the derivative is +inf; the engine uses 0
+    instead (a subgradient of the norms built on sqrt, e.g. |x| = sqrt(x^2), so that
+    sqrt(sum(x^2)) has a finite gradient at x = 0 instead of nan)."""
     name = "sqrt"
     uses_inputs = False
     uses_output = True
 
     @staticmethod
     def backward(g, out, xp):
-        return (g / (2 * xp.val(out)),)
+        y = xp.val(out)
+        zero = out._data == 0
+        if not zero.any():
+            return (g / (2 * y),)
+        return (xp.where(zero, 0.0, g / (2 * xp.where(zero, 1.0, y))),)
 
 
 def sqrt(x):
