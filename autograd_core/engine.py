@@ -4,17 +4,14 @@ Gradients are accumulated in a dict keyed by node during the sweep; `.grad` is w
 leaves (and on tensors that asked for `retain_grad()`). The walk is iterative, so graphs of any
 depth (a 100,000-step unroll) work without touching Python's recursion limit.
 """
-import operator
-
 import numpy as np
 
 from . import function
 from .backmath import ArrayMath, TensorMath
 from .anomaly import check_gradient
 from .grad_mode import _state, set_grad_enabled
+from .graph import by_creation
 from .tensor import Tensor, _make, version_of
-
-_by_creation = operator.attrgetter("_seq")
 
 
 def _collect(roots):
@@ -39,7 +36,7 @@ def _collect(roots):
             if i.requires_grad and i not in seen:
                 seen.add(i)
                 stack.append(i)
-    nodes.sort(key=_by_creation, reverse=True)
+    nodes.sort(key=by_creation, reverse=True)
     return nodes, leaves
 
 

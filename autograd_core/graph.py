@@ -1,7 +1,7 @@
 """Walking a recorded graph without running it: the shared iterative traversal."""
 import operator
 
-_by_creation = operator.attrgetter("_seq")
+by_creation = operator.attrgetter("_seq")  # creation order is a topological order
 
 
 def check_intact(t, where):
@@ -29,5 +29,5 @@ def walk(roots, where, limit=None):
             if i not in seen:
                 seen.add(i)
                 stack.append(i)
-    found.sort(key=_by_creation, reverse=True)
+    found.sort(key=by_creation, reverse=True)
     return found
