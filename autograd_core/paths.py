@@ -44,7 +44,13 @@ def _count_all(nodes, output, input):
 
 
 def _vertex_test(through):
-    through = [through] if isinstance(through, (str, Tensor)) else list(through)
+    if isinstance(through, (str, Tensor)):
+        through = [through]
+    try:
+        through = list(through)
+    except TypeError:
+        raise TypeError(f"count_paths: through must be a list of tensors or tensor names, got "
+                        f"{type(through).__name__}") from None
     names = {x for x in through if isinstance(x, str)}
     tensors = {x for x in through if isinstance(x, Tensor)}
     if any(not isinstance(x, (str, Tensor)) for x in through):
