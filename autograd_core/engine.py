@@ -4,6 +4,8 @@ Gradients are accumulated in a dict keyed by node during the sweep; `.grad` is w
 leaves (and on tensors that asked for `retain_grad()`). The walk is iterative, so graphs of any
 depth (a 100,000-step unroll) work without touching Python's recursion limit.
 """
+import itertools
+
 import numpy as np
 
 from . import function
@@ -41,11 +43,30 @@ def _collect(roots):
 
 
 def _freed_message(t):
-    label = f"'{t.name}'" if t.name else f"of shape {t.shape}"
-    return (f"backward: the graph behind the tensor {label} (made by {t._op.name}) was already "
-            f"freed by an earlier backward. Call backward(retain_graph=True) the first time if "
-            f"you need to go through the same graph twice; if this tensor is a hidden state "
-            f"carried over from an earlier batch, cut it with h = h.detach().")
+    """The stale-graph guard: most often a hidden state carried over from the previous batch
+    without detach(), so say that first."""
+    label = f"'{t.name}'" if t.name else f"of shape {tuple(t.shape)}"
+    where = f" (recorded at time step {t._step})" if t._step is not None else ""
+    epoch = getattr(t, "_epoch", None)
+    freed = _freed_sizes.get(epoch)
+    by = (f"backward #{epoch}, which released {freed} nodes" if freed is not None
+          else "an earlier backward")
+    return (f"backward: the tensor {label}{where}, made by {t._op.name}, belongs to a graph "
+            f"that was already freed by {by}. If it is a hidden state carried over from an "
+            f"earlier batch, cut it there with h = h.detach() (truncated BPTT). Only if you "
+            f"mean to backpropagate through that old graph again, call the first backward "
+            f"with retain_graph=True.")
+
+
+# backward number -> how many nodes it released (the latest few, for the stale-graph guard)
+_freed_sizes = {}
+_backward_count = itertools.count(1)
+
+
+def _remember_release(epoch, count):
+    _freed_sizes[epoch] = count
+    if len(_freed_sizes) > 64:
+        del _freed_sizes[next(iter(_freed_sizes))]
 
 
 _VIEW_OPS = ("transpose", "reshape", "getitem", "broadcast_to")
@@ -143,6 +164,9 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
     owned = set()
     pop, get = acc.pop, acc.get
     anomaly = _state.anomaly
+    epoch = next(_backward_count)
+    if not retain_graph:
+        _remember_release(epoch, len(nodes))
     with set_grad_enabled(create_graph):
         for t in nodes:
             g = pop(t, None)
@@ -180,6 +204,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
             if not retain_graph:
                 t._inputs = None
                 t._saved = None
+                t._epoch = epoch
         owned.clear()
         for leaf in leaves:
             g = acc.pop(leaf, None)

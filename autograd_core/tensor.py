@@ -58,7 +58,7 @@ class Tensor:
     """
 
     __slots__ = ("_data", "requires_grad", "grad", "_op", "_inputs", "_saved", "_seq",
-                 "_version", "name", "_hooks", "_retain", "_step", "_origin", "__weakref__")
+                 "_version", "name", "_hooks", "_retain", "_step", "_origin", "_epoch", "__weakref__")
 
     # numpy defers to our reflected operators (ndarray + Tensor -> Tensor.__radd__) and routes
     # its ufuncs (np.exp(t)) through __array_ufunc__.
