@@ -8,6 +8,8 @@
 """
 import numpy as _np
 
+from ._malloc import MALLOC_TUNED  # noqa: F401  (see _malloc.py)
+
 from .tensor import Tensor  # noqa: I001  (must come first: the ops import it)
 from .anomaly import AnomalyError, detect_anomaly, is_anomaly_enabled
 from .engine import backward, grad
