@@ -9,6 +9,7 @@ The forward stack of each recorded op is kept only while anomaly mode is on (it 
 traceback per op), so ordinary runs pay nothing for it. Per thread, like grad mode.
 """
 import functools
+import os
 import traceback
 
 import numpy as np
@@ -50,7 +51,9 @@ def is_anomaly_enabled():
     return _state.anomaly
 
 
-_OWN_FILES = ("autograd_core", "nn/recurrent.py", "nn/layers.py", "nn/losses.py")
+# Frames inside the engine and nn are skipped to show the user's own line.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_OWN_FILES = tuple(os.path.join(_ROOT, p) + os.sep for p in ("autograd_core", "nn"))
 
 
 def remember(out):
@@ -77,7 +80,7 @@ def _origin_text(t):
     frames = getattr(t, "_origin", None)
     if not frames:
         return "(recorded before anomaly mode was on: no forward trace)"
-    user = [f for f in frames if not any(part in f.filename for part in _OWN_FILES)]
+    user = [f for f in frames if not os.path.abspath(f.filename).startswith(_OWN_FILES)]
     shown = (user or frames)[-4:]
     return "the op was recorded at:\n" + "".join(traceback.format_list(shown)).rstrip()
 

@@ -188,10 +188,10 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
                 for k, (inp, gi) in enumerate(zip(t._inputs, op.backward(g, t, xp))):
                     if gi is None or not inp.requires_grad:
                         continue
-                    if anomaly:
-                        check_gradient(t, k, gi)
                     if gi.shape != inp._data.shape:
                         gi = xp.sum_to(gi, inp._data.shape)
+                    if anomaly:
+                        check_gradient(t, k, gi)
                     prev = get(inp)
                     if prev is None:
                         acc[inp] = gi

@@ -25,8 +25,11 @@ class Linear(Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: expected input with last dimension {self.in_features}, "
                              f"got shape {tuple(x.shape)}")
-        y = x @ self.weight.T
-        return y + self.bias if self.bias is not None else y
+        if self.bias is None:
+            return x @ self.weight.T
+        if x.ndim == 2:  # the common case: one node for x W^T + b
+            return ag.addmm(self.bias, x, self.weight.T)
+        return x @ self.weight.T + self.bias
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -121,7 +121,9 @@ def binary_cross_entropy_with_logits(logits, target, reduction="mean", pos_weigh
     if logits.shape != target.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: logits shape {logits.shape} and "
                          f"target shape {target.shape} differ")
-    softplus_neg = ag.relu(-logits) + ag.log(1 + ag.exp(-ag.abs(logits)))  # -log σ(x)
+    # -log σ(x) = max(-x, 0) + log(1 + e^-|x|); maximum splits its gradient at the tie x = 0,
+    # which makes the derivative of the (smooth) sum exact there too.
+    softplus_neg = ag.maximum(-logits, 0.0) + ag.log(1 + ag.exp(-ag.abs(logits)))
     if pos_weight is None:
         loss = (1 - target) * logits + softplus_neg
     else:

@@ -30,24 +30,22 @@ GRU_VARIANTS = ("notes", "torch")
 # ---- one time step of each cell ------------------------------------------------------------
 def rnn_step(p, h, w_hh_t, act):
     """S_t = f(U x_t + W S_{t-1} + b)   (notes 000, 002); `p` holds U x_t + b."""
-    return _named(act(p + h @ w_hh_t), "h")
+    return _named(act(ag.addmm(p, h, w_hh_t)), "h")
 
 
 def gru_step_notes(p_rz, p_n, h, w_rz_t, w_n_t, hidden):
     """Note 001:  r = σ(W_hr h + W_xr x + b_r),  z = σ(W_hz h + W_xz x + b_z),
     h~ = tanh(W_hh (r * h) + W_xh x + b_h),  h_t = (1 - z) * h_{t-1} + z * h~."""
-    rz = ag.sigmoid(p_rz + h @ w_rz_t)
+    rz = ag.sigmoid(ag.addmm(p_rz, h, w_rz_t))
     r, z = _named(rz[:, :hidden], "r"), _named(rz[:, hidden:], "z")
-    h_tilde = _named(ag.tanh(p_n + (r * h) @ w_n_t), "h~")
+    h_tilde = _named(ag.tanh(ag.addmm(p_n, r * h, w_n_t)), "h~")
     return _named((1 - z) * h + z * h_tilde, "h")
 
 
 def gru_step_torch(p_rz, p_n, h, w_hh_t, b_hh, hidden):
     """torch.nn.GRU:  r, z = σ(W_i x + b_i + W_h h + b_h),  n = tanh(W_in x + b_in +
     r * (W_hn h + b_hn)),  h_t = (1 - z) * n + z * h_{t-1}."""
-    gh = h @ w_hh_t
-    if b_hh is not None:
-        gh = gh + b_hh
+    gh = h @ w_hh_t if b_hh is None else ag.addmm(b_hh, h, w_hh_t)
     rz = ag.sigmoid(p_rz + gh[:, :2 * hidden])
     r, z = _named(rz[:, :hidden], "r"), _named(rz[:, hidden:], "z")
     n = _named(ag.tanh(p_n + r * gh[:, 2 * hidden:]), "n")
@@ -56,7 +54,7 @@ def gru_step_torch(p_rz, p_n, h, w_hh_t, b_hh, hidden):
 
 def lstm_step(p, h, c, w_hh_t, hidden):
     """i, f, o = σ(.), g = tanh(.), c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)."""
-    gates = p + h @ w_hh_t
+    gates = ag.addmm(p, h, w_hh_t)
     s = ag.sigmoid(gates)
     i, f = _named(s[:, :hidden], "i"), _named(s[:, hidden:2 * hidden], "f")
     o = _named(s[:, 3 * hidden:], "o")
@@ -148,8 +146,9 @@ class _Recurrent(Module):
 def _project(x, w_ih, bias):
     """x (T, B, I) @ W_ih^T + bias for all steps at once, as one 2-D matmul."""
     steps, batch, size = x.shape
-    proj = (x.reshape(steps * batch, size) @ w_ih.T).reshape(steps, batch, w_ih.shape[0])
-    return proj if bias is None else proj + bias
+    flat = x.reshape(steps * batch, size)
+    proj = flat @ w_ih.T if bias is None else ag.addmm(bias, flat, w_ih.T)
+    return proj.reshape(steps, batch, w_ih.shape[0])
 
 
 class _Layer(_Recurrent):
@@ -165,10 +164,13 @@ class _Layer(_Recurrent):
         rng = get_rng(rng)
         for k in range(num_layers):
             self._make_params(f"_l{k}", input_size if k == 0 else hidden_size, rng, dtype)
+        # names built once: a new string per forward would stay in Python's method cache
+        self.__dict__["_param_names"] = [
+            tuple(f"{n}_l{k}" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            for k in range(num_layers)]
 
     def _layer_params(self, k):
-        return [getattr(self, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih",
-                                                     "bias_hh")]
+        return [getattr(self, name) for name in self._param_names[k]]
 
     def _initial_state(self, state, batch, unbatched, dtype):
         name, shape = type(self).__name__, (self.num_layers, batch, self.hidden_size)

@@ -46,3 +46,37 @@ def matmul(a, b):
         raise shape_error("matmul", f"shapes {a.shape} and {b.shape} are not aligned: "
                                     f"{detail}") from None
     return record(MatMul, data, (a, b))
+
+
+class AddMM(Op):
+    """c + a @ b for 2-D a and b in one node (the affine map of every layer and recurrent
+    step): dc = g (summed to c's shape), da = g b^T, db = a^T g."""
+    name = "addmm"
+
+    @staticmethod
+    def backward(g, out, xp):
+        c, a, b = out._inputs
+        return (g if c.requires_grad else None,
+                g @ xp.val(b).T if a.requires_grad else None,
+                xp.val(a).T @ g if b.requires_grad else None)
+
+
+def addmm(c, a, b):
+    """c + a @ b, with a (n, k), b (k, m) and c broadcastable to (n, m); one node instead of
+    two (as torch.addmm)."""
+    c, a, b = as_tensor(c), as_tensor(a), as_tensor(b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise shape_error("addmm", f"needs 2-D a (n, k) and b (k, m), got shapes {a.shape} and "
+                                   f"{b.shape}")
+    data = np.matmul(a._data, b._data)
+    try:
+        if np.result_type(data, c._data) == data.dtype:
+            np.add(data, c._data, out=data)  # no second temporary
+        else:
+            data = data + c._data
+        if data.shape != np.broadcast_shapes(data.shape, c.shape):
+            raise ValueError
+    except (ValueError, TypeError):
+        raise shape_error("addmm", f"c of shape {c.shape} (dtype {c.dtype}) does not broadcast "
+                                   f"to the product's shape {data.shape} ({data.dtype})") from None
+    return record(AddMM, data, (c, a, b))

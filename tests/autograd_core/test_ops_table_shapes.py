@@ -34,6 +34,14 @@ def _matmul(draw, rng):
     return Example(f"{kind}: {label}", fn, np.matmul, (normal(rng, sa), normal(rng, sb)))
 
 
+@case("addmm")
+def _addmm(draw, rng):
+    n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
+    sc = draw(st.sampled_from([(n, m), (m,), (1, m), (n, 1), ()]))
+    return Example(f"c{sc} + a @ b: ag.addmm", ag.addmm, lambda c, a, b: c + a @ b,
+                   (normal(rng, sc), normal(rng, (n, k)), normal(rng, (k, m))))
+
+
 # ---- shape ------------------------------------------------------------------------------------
 def draw_reshape_target(draw, size):
     dims, rest = [], size
