@@ -29,6 +29,9 @@ class Linear(Module):
             return x @ self.weight.T
         if x.ndim == 2:  # the common case: one node for x W^T + b
             return ag.addmm(self.bias, x, self.weight.T)
+        if x.ndim > 2:  # (T, B, in): one 2-D product rather than a batched one
+            flat = ag.addmm(self.bias, x.reshape(-1, self.in_features), self.weight.T)
+            return flat.reshape(*x.shape[:-1], self.out_features)
         return x @ self.weight.T + self.bias
 
     def extra_repr(self):
