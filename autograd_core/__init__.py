@@ -23,7 +23,8 @@ from .ops.arithmetic import add, div, maximum, minimum, mul, neg, pow, sub, wher
 from .ops.indexing import getitem, scatter
 from .ops.joining import concatenate, split, stack
 from .ops.linalg import addmm, matmul
-from .ops.reductions import log_softmax, logsumexp, max, mean, min, softmax, sum
+from .ops.reductions import (log_softmax, logsumexp, max, mean, min, softmax,
+                             softmax_cross_entropy, sum)
 from .ops.shape import (astype, broadcast_to, expand_dims, reshape, squeeze, sum_to, swapaxes,
                         transpose)
 from .ops.unary import abs, clip, exp, log, relu, sigmoid, sqrt, tanh
@@ -48,7 +49,8 @@ __all__ = [
     "Op", "ops_registry", "detect_anomaly", "is_anomaly_enabled", "AnomalyError", "count_paths", "to_dot", "render", "GraphTooLargeError",
     "add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum", "where",
     "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip",
-    "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "matmul", "addmm",
+    "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "softmax_cross_entropy", "matmul",
+    "addmm",
     "reshape", "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "sum_to",
     "astype", "concatenate", "stack", "split", "getitem", "scatter",
 ]

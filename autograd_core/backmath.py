@@ -12,6 +12,8 @@ from .ops import arithmetic, indexing, reductions, shape, unary
 
 
 class ArrayMath:
+    recording = False  # results are plain arrays
+
     @staticmethod
     def val(t):
         return t._data
@@ -25,6 +27,8 @@ class ArrayMath:
 
 
 class TensorMath:
+    recording = True  # results are recorded tensors (create_graph=True)
+
     @staticmethod
     def val(t):
         return t

@@ -72,8 +72,12 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
         raise ValueError("cross_entropy: logits need a class axis, got a 0-d tensor")
     axis = axis % logits.ndim
     _check_reduction("cross_entropy", reduction)
-    log_probs = ag.log_softmax(logits, axis=axis)
     target_arr = target._data if isinstance(target, ag.Tensor) else np.asarray(target)
+    if weight is None and axis == logits.ndim - 1 and target_arr.dtype.kind in "iu":
+        _class_targets("cross_entropy", target_arr, logits, axis)  # checks, named errors
+        return _reduce(ag.softmax_cross_entropy(logits, target_arr), reduction,
+                       "cross_entropy")
+    log_probs = ag.log_softmax(logits, axis=axis)
     if target_arr.dtype.kind == "f":
         if target_arr.shape != logits.shape:
             raise ValueError(f"cross_entropy: probability targets must have the logits' shape "

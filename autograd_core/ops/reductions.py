@@ -160,3 +160,42 @@ def log_softmax(x, axis=-1):
     shifted = np.where(np.isfinite(shifted), shifted, x._data)  # rows of all -inf stay -inf
     out = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
     return record(LogSoftmax, out, (x,), axis)
+
+
+class SoftmaxCrossEntropy(Op):
+    """-log softmax(x)[target] along the last axis, per row, in one node:
+    d/dx = (softmax(x) - onehot(target)) * g. The forward keeps the probabilities."""
+    name = "softmax_cross_entropy"
+    uses_inputs = False
+
+    @staticmethod
+    def backward(g, out, xp):
+        target, probs = out._saved
+        onehot = np.zeros(probs.shape, dtype=probs.dtype)
+        np.put_along_axis(onehot, target[..., None], 1, axis=-1)
+        if xp.recording:  # create_graph: the probabilities as a function of x
+            probs = softmax(out._inputs[0], axis=-1)
+        return ((probs - onehot) * g[..., None],)
+
+
+def softmax_cross_entropy(logits, target):
+    """Cross-entropy of integer class `target` (shape logits.shape[:-1]) under softmax(logits)
+    along the last axis; one loss per row, no reduction. Stable for logits of any size."""
+    logits = as_tensor(logits)
+    target = np.asarray(target._data if hasattr(target, "_data") else target)
+    if logits.ndim == 0 or target.shape != logits.shape[:-1]:
+        raise ValueError(f"softmax_cross_entropy: target shape {target.shape} must be the "
+                         f"logits' shape {logits.shape} without its last axis")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"softmax_cross_entropy: target must hold integer classes, got dtype "
+                        f"{target.dtype}")
+    classes = logits.shape[-1]
+    if target.size and (target.min() < 0 or target.max() >= classes):
+        raise IndexError(f"softmax_cross_entropy: target class out of range [0, {classes})")
+    x = logits._data
+    shifted = x - np.max(x, axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    total = np.sum(e, axis=-1, keepdims=True)
+    picked = np.take_along_axis(shifted, target[..., None], axis=-1)
+    loss = (np.log(total) - picked)[..., 0]
+    return record(SoftmaxCrossEntropy, loss, (logits,), (target, e / total))

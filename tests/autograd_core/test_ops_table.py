@@ -300,3 +300,15 @@ def softmax_case(name, agfn, ref):
 
 softmax_case("softmax", ag.softmax, _np_softmax)
 softmax_case("log_softmax", ag.log_softmax, _np_log_softmax)
+
+
+@case("softmax_cross_entropy")
+def _softmax_cross_entropy(draw, rng):
+    shape = draw(shapes(min_dims=1))
+    x = wide(rng, shape)
+    target = rng.integers(0, shape[-1], size=shape[:-1])
+
+    def ref(a):
+        return -np.take_along_axis(_np_log_softmax(a, -1), target[..., None], -1)[..., 0]
+    return Example(f"ag.softmax_cross_entropy(x{shape}, target)",
+                   lambda t: ag.softmax_cross_entropy(t, target), ref, (x,))
