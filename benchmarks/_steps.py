@@ -214,3 +214,14 @@ def torch_sequence_loss(torch, out_layer, hidden, targets):
     logits = out_layer(hidden)
     return F.cross_entropy(logits.reshape(-1, CLASSES), targets.reshape(-1),
                            reduction="sum") / BATCH
+
+
+def torch_cell_loop(torch, cell, out_layer, xt, yt):
+    """A closure running a torch.nn.*Cell over the T steps of xt, then the sequence loss."""
+    def loop():
+        h, outs = torch.zeros(xt.shape[1], HIDDEN), []
+        for t in range(xt.shape[0]):
+            h = cell(xt[t], h)
+            outs.append(h)
+        return torch_sequence_loss(torch, out_layer, outs, yt)
+    return loop

@@ -35,12 +35,7 @@ def _torch_impls(torch, state, xs, targets):
         "rnn.bias_ih_l0": (cell, "bias_ih"), "rnn.bias_hh_l0": (cell, "bias_hh"),
         "out.weight": (lin, "weight"), "out.bias": (lin, "bias")})
 
-    def cell_loop():
-        h, outs = torch.zeros(B, H), []
-        for t in range(T):
-            h = cell(xt[t], h)
-            outs.append(h)
-        return _steps.torch_sequence_loss(torch, lin, outs, yt)
+    cell_loop = _steps.torch_cell_loop(torch, cell, lin, xt, yt)
 
     lin2 = torch.nn.Linear(H, C)
     leaves = _steps.torch_params(torch, state, {

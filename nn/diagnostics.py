@@ -52,24 +52,6 @@ def decay_rate(norms):
 def plot_gradient_flow(curves, path, title="Gradient norm per time step"):
     """Write a PNG of ||dL/dh_t|| against t, log scale, one line per model.
     `curves` maps a label to its norms. Needs matplotlib (`pip install matplotlib`)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("plot_gradient_flow needs matplotlib: pip install matplotlib (or "
-                          "pip install -e '.[plots]')") from None
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for label, norms in curves.items():
-        norms = np.asarray(norms, dtype=np.float64)
-        ax.plot(np.arange(1, len(norms) + 1), np.where(norms > 0, norms, np.nan), label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("||dL/dh_t||")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from .plots import log_plot
+    return log_plot({label: (np.arange(1, len(n) + 1), n) for label, n in curves.items()},
+                    path, "time step t", "||dL/dh_t||", title)

@@ -125,24 +125,15 @@ def flow(model, cfg):
 
 
 def plot_losses(histories, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    """Running-mean loss curves of every model, log scale."""
+    from .plots import log_plot
+    curves = {}
     for label, hist in histories.items():
         loss = np.asarray(hist["loss"])
         window = max(1, len(loss) // 40)
-        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-        ax.plot(np.arange(window, len(loss) + 1), smooth, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (running mean)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        curves[label] = (np.arange(window, len(loss) + 1),
+                         np.convolve(loss, np.ones(window) / window, mode="valid"))
+    return log_plot(curves, path, "training step", "loss (running mean)", title)
 
 
 def run(cfg, out_dir, stream):
