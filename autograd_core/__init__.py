@@ -18,6 +18,7 @@ from .grad_mode import (current_step, enable_grad, is_grad_enabled, no_grad, set
                         step_scope)
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .paths import count_paths
+from .stats import GraphGrowthMonitor, GraphGrowthWarning, GraphStats, graph_stats
 from .viz import GraphTooLargeError, render, to_dot
 from .ops.arithmetic import add, div, maximum, minimum, mul, neg, pow, sub, where
 from .ops.indexing import getitem, scatter
@@ -46,7 +47,9 @@ def ones(shape, dtype="float32", requires_grad=False):
 __all__ = [
     "Tensor", "tensor", "zeros", "ones", "backward", "grad", "no_grad", "enable_grad",
     "set_grad_enabled", "is_grad_enabled", "step_scope", "current_step", "gradcheck", "gradgradcheck", "GradcheckError",
-    "Op", "ops_registry", "detect_anomaly", "is_anomaly_enabled", "AnomalyError", "count_paths", "to_dot", "render", "GraphTooLargeError",
+    "Op", "ops_registry", "detect_anomaly", "is_anomaly_enabled", "AnomalyError",
+    "count_paths", "graph_stats", "GraphStats", "GraphGrowthMonitor", "GraphGrowthWarning",
+    "to_dot", "render", "GraphTooLargeError",
     "add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum", "where",
     "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip",
     "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "softmax_cross_entropy", "matmul",
