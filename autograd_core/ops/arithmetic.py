@@ -179,7 +179,9 @@ class Pow(Op):
         if a.requires_grad:
             # 0 where the exponent is 0 (x^0 is constant, also at x = 0) and, as for sqrt,
             # where the base is 0 and 0 < exponent < 1 (the derivative there is +inf).
-            zero = (b._data == 0) | ((a._data == 0) & (b._data > 0) & (b._data < 1))
+            # (only where the base is 0: elsewhere b a^(b-1) is finite and, with create_graph,
+            # must keep its dependence on b)
+            zero = (a._data == 0) & ((b._data == 0) | ((b._data > 0) & (b._data < 1)))
             if zero.any():
                 safe = xp.where(a._data == 0, 1.0, av)
                 ga = xp.where(zero, 0.0, g * bv * safe ** (bv - 1))

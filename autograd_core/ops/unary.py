@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..function import Op, as_tensor, record
+from ..tensor import Tensor
 
 
 class Exp(Op):
@@ -135,26 +136,40 @@ def relu(x):
 
 
 class Clip(Op):
-    """Gradient 1 where lo <= x <= hi (bounds included, as PyTorch's clamp), else 0."""
+    """Gradient to x where min <= x <= max (bounds included, as PyTorch's clamp), else to the
+    bound that was applied, when that bound is a tensor."""
     name = "clip"
 
     @staticmethod
     def backward(g, out, xp):
         x = out._inputs[0]._data
-        lo, hi = out._saved
-        inside = np.ones(x.shape, dtype=bool)
-        if lo is not None:
-            inside &= x >= lo
-        if hi is not None:
-            inside &= x <= hi
-        return (g * inside,)
+        lo, hi, lo_is_input, hi_is_input = out._saved
+        below = x < lo if lo is not None else np.zeros(x.shape, dtype=bool)
+        above = x > hi if hi is not None else np.zeros(x.shape, dtype=bool)
+        grads = [g * ~(below | above)]
+        if lo_is_input:
+            grads.append(g * below)
+        if hi_is_input:
+            grads.append(g * above)
+        return tuple(grads)
 
 
 def clip(x, min=None, max=None):
-    """Limit values to [min, max] (either may be None), like np.clip."""
+    """Limit values to [min, max] (either may be None), like np.clip. Bounds may be numbers,
+    arrays or tensors; tensor bounds get the gradient where they are applied."""
     x = as_tensor(x)
     if min is None and max is None:
         raise ValueError("clip: give at least one of min and max")
-    lo = min._data if hasattr(min, "_data") else min
-    hi = max._data if hasattr(max, "_data") else max
-    return record(Clip, np.clip(x._data, lo, hi), (x,), (lo, hi))
+    inputs = [x]
+    for bound in (min, max):
+        if isinstance(bound, Tensor):
+            inputs.append(bound)
+    lo = min._data if isinstance(min, Tensor) else min
+    hi = max._data if isinstance(max, Tensor) else max
+    try:
+        data = np.clip(x._data, lo, hi)
+    except ValueError:
+        raise ValueError(f"clip: bounds do not broadcast with a tensor of shape {x.shape}") \
+            from None
+    return record(Clip, data, tuple(inputs),
+                  (lo, hi, isinstance(min, Tensor), isinstance(max, Tensor)))
