@@ -18,6 +18,7 @@ from .grad_mode import (current_step, enable_grad, is_grad_enabled, no_grad, set
                         step_scope)
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .paths import count_paths
+from .trace import BackwardTrace, trace_backward
 from .stats import GraphGrowthMonitor, GraphGrowthWarning, GraphStats, graph_stats
 from .viz import GraphTooLargeError, render, to_dot
 from .ops.arithmetic import add, div, maximum, minimum, mul, neg, pow, sub, where
@@ -49,7 +50,7 @@ __all__ = [
     "set_grad_enabled", "is_grad_enabled", "step_scope", "current_step", "gradcheck", "gradgradcheck", "GradcheckError",
     "Op", "ops_registry", "detect_anomaly", "is_anomaly_enabled", "AnomalyError",
     "count_paths", "graph_stats", "GraphStats", "GraphGrowthMonitor", "GraphGrowthWarning",
-    "to_dot", "render", "GraphTooLargeError",
+    "trace_backward", "BackwardTrace", "to_dot", "render", "GraphTooLargeError",
     "add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum", "where",
     "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip",
     "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "softmax_cross_entropy", "matmul",

@@ -148,9 +148,10 @@ def _accumulate_grad(t, g, create_graph):
         t.grad._data = t.grad._data + g.astype(t.grad.dtype, copy=False)
 
 
-def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
+def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=None):
     """Run the reverse sweep. With `wanted` (tensors), return their gradients instead of
-    writing `.grad` anywhere. Dicts are keyed by the tensors themselves (hashed by identity)."""
+    writing `.grad` anywhere. Dicts are keyed by the tensors themselves (hashed by identity).
+    `trace(node, grad, [(k, input, contribution), ...])` is told each step (trace.py)."""
     xp = TensorMath if create_graph else ArrayMath
     nodes, leaves = _collect(roots)
     acc = {}
@@ -182,9 +183,10 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
             elif t._retain:
                 _accumulate_grad(t, g, create_graph)
             op = t._op
-            if op.backward_into is not None and not create_graph:
+            if op.backward_into is not None and not create_graph and trace is None:
                 _add_into_buffer(op, g, t, acc, owned)
             else:
+                sent = [] if trace is not None else None
                 for k, (inp, gi) in enumerate(zip(t._inputs, op.backward(g, t, xp))):
                     if gi is None or not inp.requires_grad:
                         continue
@@ -192,6 +194,8 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
                         gi = xp.sum_to(gi, inp._data.shape)
                     if anomaly:
                         check_gradient(t, k, gi)
+                    if sent is not None:
+                        sent.append((k, inp, gi))
                     prev = get(inp)
                     if prev is None:
                         acc[inp] = gi
@@ -201,6 +205,8 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None):
                         prev = acc[inp] = prev + gi
                         if type(prev) is np.ndarray:  # 0-d results are immutable scalars
                             owned.add(id(prev))
+                if sent is not None:
+                    trace(t, g, sent)
             if not retain_graph:
                 t._inputs = None
                 t._saved = None
