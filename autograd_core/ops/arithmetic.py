@@ -183,7 +183,7 @@ class Pow(Op):
             # must keep its dependence on b)
             zero = (a._data == 0) & ((b._data == 0) | ((b._data > 0) & (b._data < 1)))
             if zero.any():
-                safe = xp.where(a._data == 0, 1.0, av)
+                safe = xp.where(zero, 1.0, av)  # only where the result is replaced
                 ga = xp.where(zero, 0.0, g * bv * safe ** (bv - 1))
             else:
                 ga = g * bv * av ** (bv - 1)
