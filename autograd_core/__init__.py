@@ -24,7 +24,7 @@ from .viz import GraphTooLargeError, render, to_dot
 from .ops.arithmetic import add, div, maximum, minimum, mul, neg, pow, sub, where
 from .ops.indexing import getitem, scatter
 from .ops.joining import concatenate, split, stack
-from .ops.linalg import addmm, matmul
+from .ops.linalg import addmm, linear, matmul
 from .ops.reductions import (log_softmax, logsumexp, max, mean, min, softmax,
                              softmax_cross_entropy, sum)
 from .ops.shape import (astype, broadcast_to, expand_dims, reshape, squeeze, sum_to, swapaxes,
@@ -54,7 +54,7 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum", "where",
     "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip",
     "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "softmax_cross_entropy", "matmul",
-    "addmm",
+    "addmm", "linear",
     "reshape", "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "sum_to",
     "astype", "concatenate", "stack", "split", "getitem", "scatter",
 ]

@@ -5,6 +5,7 @@ leaves (and on tensors that asked for `retain_grad()`). The walk is iterative, s
 depth (a 100,000-step unroll) work without touching Python's recursion limit.
 """
 import itertools
+import threading
 
 import numpy as np
 
@@ -63,10 +64,14 @@ _freed_sizes = {}
 _backward_count = itertools.count(1)
 
 
+_freed_lock = threading.Lock()  # backwards may run in several threads at once
+
+
 def _remember_release(epoch, count):
-    _freed_sizes[epoch] = count
-    if len(_freed_sizes) > 64:
-        del _freed_sizes[next(iter(_freed_sizes))]
+    with _freed_lock:
+        _freed_sizes[epoch] = count
+        if len(_freed_sizes) > 64:
+            del _freed_sizes[next(iter(_freed_sizes))]
 
 
 _VIEW_OPS = ("transpose", "reshape", "getitem", "broadcast_to")
@@ -148,6 +153,21 @@ def _accumulate_grad(t, g, create_graph):
         t.grad._data = t.grad._data + g.astype(t.grad.dtype, copy=False)
 
 
+def _stacked_products(parts, g):
+    """sum_i left_i^T right_i (+ g, the gradient from other uses) as one matrix product of
+    the stacked factors: a weight shared by T time steps gets one large product, not T small.
+    The result is a new array that only the sweep holds."""
+    if len(parts) == 1:
+        left, right = parts[0]
+        total = left.T @ right
+    else:
+        total = (np.concatenate([left for left, _ in parts]).T
+                 @ np.concatenate([right for _, right in parts]))
+    if g is not None:
+        total = total + g
+    return total
+
+
 def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=None):
     """Run the reverse sweep. With `wanted` (tensors), return their gradients instead of
     writing `.grad` anywhere. Dicts are keyed by the tensors themselves (hashed by identity).
@@ -165,12 +185,19 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
     owned = set()
     pop, get = acc.pop, acc.get
     anomaly = _state.anomaly
+    # Plain-array sweep with nothing watching each contribution: the batched fast paths apply.
+    fast = not create_graph and trace is None and not anomaly
+    pending = {}  # matrix -> [(a, g), ...]: its gradient is the sum of a^T g (backward_split)
     epoch = next(_backward_count)
     if not retain_graph:
         _remember_release(epoch, len(nodes))
     with set_grad_enabled(create_graph):
         for t in nodes:
             g = pop(t, None)
+            if pending:
+                parts = pending.pop(t, None)
+                if parts is not None:
+                    g = _stacked_products(parts, g)
             if g is None:
                 continue
             if owned:
@@ -183,11 +210,24 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
             elif t._retain:
                 _accumulate_grad(t, g, create_graph)
             op = t._op
-            if op.backward_into is not None and not create_graph and trace is None:
+            if op.backward_into is not None and fast:
                 _add_into_buffer(op, g, t, acc, owned)
             else:
                 sent = [] if trace is not None else None
-                for k, (inp, gi) in enumerate(zip(t._inputs, op.backward(g, t, xp))):
+                grads = None
+                if fast and op.backward_split is not None:
+                    weight = t._inputs[op.split_input]
+                    split = op.backward_split(g, t) if weight.requires_grad else None
+                    if split is not None:
+                        grads, left, right = split
+                        parts = pending.get(weight)
+                        if parts is None:
+                            pending[weight] = [(left, right)]
+                        else:
+                            parts.append((left, right))
+                if grads is None:
+                    grads = op.backward(g, t, xp)
+                for k, (inp, gi) in enumerate(zip(t._inputs, grads)):
                     if gi is None or not inp.requires_grad:
                         continue
                     if gi.shape != inp._data.shape:
@@ -211,16 +251,23 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
                 t._inputs = None
                 t._saved = None
                 t._epoch = epoch
-        owned.clear()
         for leaf in leaves:
             g = acc.pop(leaf, None)
+            if pending:
+                parts = pending.pop(leaf, None)
+                if parts is not None:
+                    g = _stacked_products(parts, g)
+                    owned.add(id(g))
             if g is None:
                 continue
             if leaf._hooks:
+                owned.discard(id(g))  # a hook may have kept it
                 g = _apply_hooks(leaf, g, xp)
             if want is not None:
                 if leaf in want:
                     captured[leaf] = g
+            elif leaf.grad is None and id(g) in owned and g.dtype == leaf._data.dtype:
+                leaf.grad = _make(g)  # an array only the sweep held: no copy needed
             else:
                 _accumulate_grad(leaf, g, create_graph)
     return captured

@@ -50,6 +50,13 @@ class Op:
     # Optional fast path for ops with one input and a sparse gradient: backward_into(g, out,
     # buf) adds the input's gradient into `buf` (zeros or earlier gradient) in place.
     backward_into = None
+    # Optional fast path for ops whose input `split_input` is a matrix W with gradient
+    # left^T @ right (matmul, addmm, linear): backward_split(g, out) returns (the inputs'
+    # gradients with None for W, left, right), or None where it does not apply. The sweep
+    # keeps the (left, right) pairs of every use of W and multiplies once, stacked, when it
+    # reaches W: one large product for a weight shared by T time steps instead of T small.
+    backward_split = None
+    split_input = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

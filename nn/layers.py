@@ -25,14 +25,13 @@ class Linear(Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: expected input with last dimension {self.in_features}, "
                              f"got shape {tuple(x.shape)}")
-        if self.bias is None:
-            return x @ self.weight.T
         if x.ndim == 2:  # the common case: one node for x W^T + b
-            return ag.addmm(self.bias, x, self.weight.T)
+            return ag.linear(x, self.weight, self.bias)
         if x.ndim > 2:  # (T, B, in): one 2-D product rather than a batched one
-            flat = ag.addmm(self.bias, x.reshape(-1, self.in_features), self.weight.T)
+            flat = ag.linear(x.reshape(-1, self.in_features), self.weight, self.bias)
             return flat.reshape(*x.shape[:-1], self.out_features)
-        return x @ self.weight.T + self.bias
+        out = self.weight @ x  # (in,) -> (out,)
+        return out if self.bias is None else out + self.bias
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -28,33 +28,33 @@ GRU_VARIANTS = ("notes", "torch")
 
 
 # ---- one time step of each cell ------------------------------------------------------------
-def rnn_step(p, h, w_hh_t, act):
+def rnn_step(p, h, w_hh, act):
     """S_t = f(U x_t + W S_{t-1} + b)   (notes 000, 002); `p` holds U x_t + b."""
-    return _named(act(ag.addmm(p, h, w_hh_t)), "h")
+    return _named(act(ag.linear(h, w_hh, p)), "h")
 
 
-def gru_step_notes(p_rz, p_n, h, w_rz_t, w_n_t, hidden):
+def gru_step_notes(p_rz, p_n, h, w_rz, w_n, hidden):
     """Note 001:  r = σ(W_hr h + W_xr x + b_r),  z = σ(W_hz h + W_xz x + b_z),
     h~ = tanh(W_hh (r * h) + W_xh x + b_h),  h_t = (1 - z) * h_{t-1} + z * h~."""
-    rz = ag.sigmoid(ag.addmm(p_rz, h, w_rz_t))
+    rz = ag.sigmoid(ag.linear(h, w_rz, p_rz))
     r, z = _named(rz[:, :hidden], "r"), _named(rz[:, hidden:], "z")
-    h_tilde = _named(ag.tanh(ag.addmm(p_n, r * h, w_n_t)), "h~")
+    h_tilde = _named(ag.tanh(ag.linear(r * h, w_n, p_n)), "h~")
     return _named((1 - z) * h + z * h_tilde, "h")
 
 
-def gru_step_torch(p_rz, p_n, h, w_hh_t, b_hh, hidden):
+def gru_step_torch(p_rz, p_n, h, w_hh, b_hh, hidden):
     """torch.nn.GRU:  r, z = σ(W_i x + b_i + W_h h + b_h),  n = tanh(W_in x + b_in +
     r * (W_hn h + b_hn)),  h_t = (1 - z) * n + z * h_{t-1}."""
-    gh = h @ w_hh_t if b_hh is None else ag.addmm(b_hh, h, w_hh_t)
+    gh = ag.linear(h, w_hh, b_hh)
     rz = ag.sigmoid(p_rz + gh[:, :2 * hidden])
     r, z = _named(rz[:, :hidden], "r"), _named(rz[:, hidden:], "z")
     n = _named(ag.tanh(p_n + r * gh[:, 2 * hidden:]), "n")
     return _named((1 - z) * n + z * h, "h")
 
 
-def lstm_step(p, h, c, w_hh_t, hidden):
+def lstm_step(p, h, c, w_hh, hidden):
     """i, f, o = σ(.), g = tanh(.), c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)."""
-    gates = ag.addmm(p, h, w_hh_t)
+    gates = ag.linear(h, w_hh, p)
     s = ag.sigmoid(gates)
     i, f = _named(s[:, :hidden], "i"), _named(s[:, hidden:2 * hidden], "f")
     o = _named(s[:, 3 * hidden:], "o")
@@ -108,7 +108,6 @@ class _Recurrent(Module):
     def _run(self, x, h, c, w_ih, w_hh, b_in, b_hh):
         """Loop over the time steps of x (T, B, I); returns ([h_t], h_T, c_T)."""
         hsize, steps = self.hidden_size, x.shape[0]
-        w_hh_t = w_hh.T
         if self.mode != "gru":
             proj = _project(x, w_ih, b_in)
         outs = []
@@ -116,12 +115,12 @@ class _Recurrent(Module):
             act = ag.tanh if self.nonlinearity == "tanh" else ag.relu
             for t in range(steps):
                 with step_scope(t):
-                    h = rnn_step(proj[t], h, w_hh_t, act)
+                    h = rnn_step(proj[t], h, w_hh, act)
                 outs.append(h)
         elif self.mode == "lstm":
             for t in range(steps):
                 with step_scope(t):
-                    h, c = lstm_step(proj[t], h, c, w_hh_t, hsize)
+                    h, c = lstm_step(proj[t], h, c, w_hh, hsize)
                 outs.append(h)
         else:
             # Two projections rather than slices of one: slicing a (T, B, 3H) array costs a
@@ -130,15 +129,15 @@ class _Recurrent(Module):
             p_rz = _project(x, w_ih[:cut], None if b_in is None else b_in[:cut])
             p_n = _project(x, w_ih[cut:], None if b_in is None else b_in[cut:])
             if self.variant == "notes":
-                w_rz_t, w_n_t = w_hh[:2 * hsize].T, w_hh[2 * hsize:].T
+                w_rz, w_n = w_hh[:cut], w_hh[cut:]
                 for t in range(steps):
                     with step_scope(t):
-                        h = gru_step_notes(p_rz[t], p_n[t], h, w_rz_t, w_n_t, hsize)
+                        h = gru_step_notes(p_rz[t], p_n[t], h, w_rz, w_n, hsize)
                     outs.append(h)
             else:
                 for t in range(steps):
                     with step_scope(t):
-                        h = gru_step_torch(p_rz[t], p_n[t], h, w_hh_t, b_hh, hsize)
+                        h = gru_step_torch(p_rz[t], p_n[t], h, w_hh, b_hh, hsize)
                     outs.append(h)
         return outs, h, c
 
@@ -147,7 +146,7 @@ def _project(x, w_ih, bias):
     """x (T, B, I) @ W_ih^T + bias for all steps at once, as one 2-D matmul."""
     steps, batch, size = x.shape
     flat = x.reshape(steps * batch, size)
-    proj = flat @ w_ih.T if bias is None else ag.addmm(bias, flat, w_ih.T)
+    proj = ag.linear(flat, w_ih, bias)
     return proj.reshape(steps, batch, w_ih.shape[0])
 
 

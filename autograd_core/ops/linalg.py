@@ -9,6 +9,7 @@ class MatMul(Op):
     """C = A @ B: dA = dC @ B^T, dB = A^T @ dC (batch axes are summed back by the engine).
     A 1-D operand is a row (left) or column (right) vector that numpy drops from the result."""
     name = "matmul"
+    split_input = 1
 
     @staticmethod
     def backward(g, out, xp):
@@ -28,6 +29,14 @@ class MatMul(Op):
         ga = g @ bv.swapaxes(-1, -2) if a.requires_grad else None
         gb = av.swapaxes(-1, -2) @ g if b.requires_grad else None
         return ga, gb
+
+    @staticmethod
+    def backward_split(g, out):
+        a, b = out._inputs
+        av, bv = a._data, b._data
+        if av.ndim != 2 or bv.ndim != 2:
+            return None
+        return (g @ bv.T if a.requires_grad else None, None), av, g
 
 
 def matmul(a, b):
@@ -52,6 +61,7 @@ class AddMM(Op):
     """c + a @ b for 2-D a and b in one node (the affine map of every layer and recurrent
     step): dc = g (summed to c's shape), da = g b^T, db = a^T g."""
     name = "addmm"
+    split_input = 2
 
     @staticmethod
     def backward(g, out, xp):
@@ -59,6 +69,29 @@ class AddMM(Op):
         return (g if c.requires_grad else None,
                 g @ xp.val(b).T if a.requires_grad else None,
                 xp.val(a).T @ g if b.requires_grad else None)
+
+    @staticmethod
+    def backward_split(g, out):
+        c, a, b = out._inputs
+        return (g if c.requires_grad else None,
+                g @ b._data.T if a.requires_grad else None, None), a._data, g
+
+
+def _add_bias(data, c, op):
+    """data + c (in place when the dtype allows: no second temporary); c must broadcast to
+    data's shape without growing it."""
+    cd, shape = c._data, data.shape
+    try:
+        if cd.dtype == data.dtype or np.result_type(data, cd) == data.dtype:
+            np.add(data, cd, out=data)
+        else:
+            data = data + cd
+    except (ValueError, TypeError):
+        data = None
+    if data is None or data.shape != shape:
+        raise shape_error(op, f"the bias of shape {c.shape} (dtype {c.dtype}) does not broadcast "
+                              f"to the product's shape") from None
+    return data
 
 
 def addmm(c, a, b):
@@ -69,14 +102,41 @@ def addmm(c, a, b):
         raise shape_error("addmm", f"needs 2-D a (n, k) and b (k, m), got shapes {a.shape} and "
                                    f"{b.shape}")
     data = np.matmul(a._data, b._data)
-    try:
-        if np.result_type(data, c._data) == data.dtype:
-            np.add(data, c._data, out=data)  # no second temporary
-        else:
-            data = data + c._data
-        if data.shape != np.broadcast_shapes(data.shape, c.shape):
-            raise ValueError
-    except (ValueError, TypeError):
-        raise shape_error("addmm", f"c of shape {c.shape} (dtype {c.dtype}) does not broadcast "
-                                   f"to the product's shape {data.shape} ({data.dtype})") from None
+    data = _add_bias(data, c, "addmm")
     return record(AddMM, data, (c, a, b))
+
+
+class Linear(Op):
+    """x @ weight^T + bias, as torch.nn.functional.linear: dx = g W, dW = g^T x (in W's own
+    layout, no transposed copy), dbias = g (summed to bias's shape by the engine)."""
+    name = "linear"
+    split_input = 1
+
+    @staticmethod
+    def backward(g, out, xp):
+        x, w = out._inputs[0], out._inputs[1]
+        grads = (g @ xp.val(w) if x.requires_grad else None,
+                 g.T @ xp.val(x) if w.requires_grad else None)
+        return grads if len(out._inputs) == 2 else grads + (g,)
+
+    @staticmethod
+    def backward_split(g, out):
+        x, w = out._inputs[0], out._inputs[1]
+        grads = (g @ w._data if x.requires_grad else None, None)
+        return (grads if len(out._inputs) == 2 else grads + (g,)), g, x._data
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias for x (n, in) and weight (out, in), as torch.nn.functional.linear
+    (one node; the layers of nn and each recurrent step use it). `bias` may be anything that
+    broadcasts to (n, out): a (out,) vector, or a per-step input projection (n, out)."""
+    x, weight = as_tensor(x), as_tensor(weight)
+    if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
+        raise shape_error("linear", f"needs x (n, in) and weight (out, in), got shapes "
+                                    f"{x.shape} and {weight.shape}")
+    data = np.matmul(x._data, weight._data.T)
+    if bias is None:
+        return record(Linear, data, (x, weight))
+    bias = as_tensor(bias)
+    _add_bias(data, bias, "linear")
+    return record(Linear, data, (x, weight, bias))

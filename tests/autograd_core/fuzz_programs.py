@@ -234,7 +234,7 @@ class Program:
 KINKED = ("abs", "relu", "clip", "maximum", "minimum", "max", "min")
 KINDS = ("tanh", "add", "mul", "sub", "div", "pow", "exp", "log", "sqrt", "sigmoid", "neg",
          "astype", "sum", "mean", "logsumexp", "softmax", "log_softmax",
-         "softmax_cross_entropy", "matmul", "addmm", "reshape",
+         "softmax_cross_entropy", "matmul", "addmm", "linear", "reshape",
          "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "sum_to",
          "concatenate", "stack", "split", "getitem", "scatter", "where") + KINKED
 SMOOTH_KINDS = tuple(k for k in KINDS if k not in KINKED)
@@ -737,6 +737,35 @@ class Builder:
             else:
                 c = self.leaf(shape) if csrc == "leaf" else self.const(shape)
         self.emit(f"ag.addmm({c}, {left}, {right})")
+
+    def op_linear(self):
+        x = self.pick()
+        s = self.shape(x)
+        if len(s) != 2:
+            x = self.emit(f"{x}.reshape({s[0] if s else 1}, -1)")
+        n, k = self.shape(x)
+        src = self.ch.choice(["leaf", "pool", "same", "const"])
+        if src == "same":  # x @ x.T: the weight is the input itself
+            w, m = x, n
+        elif src == "pool":
+            w = self.pick(lambda t: len(t) == 2 and t[1] == k)
+            m = self.shape(w)[0]
+        else:
+            m = self.ch.integer(1, 3)
+            w = self.leaf((m, k)) if src == "leaf" else self.const((m, k))
+        bsrc = self.ch.choice(["none", "pool", "leaf", "const"])
+        if bsrc == "none":
+            self.emit(f"ag.linear({x}, {w})")
+            return
+        out = (n, m)
+        shape = self.related_shape(out)
+        if broadcast(shape, out) != out:
+            shape = out
+        if bsrc == "pool":
+            b = self.pick(lambda t: broadcast(t, out) == out)
+        else:
+            b = self.leaf(shape) if bsrc == "leaf" else self.const(shape)
+        self.emit(f"ag.linear({x}, {w}, {b})")
 
     def op_softmax_cross_entropy(self):
         a = self.pick(lambda s: len(s) >= 1)

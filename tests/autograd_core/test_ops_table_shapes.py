@@ -42,6 +42,17 @@ def _addmm(draw, rng):
                    (normal(rng, sc), normal(rng, (n, k)), normal(rng, (k, m))))
 
 
+@case("linear")
+def _linear(draw, rng):
+    n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
+    sb = draw(st.sampled_from([None, (m,), (n, m), (1, m), ()]))
+    if sb is None:
+        return Example("x @ W.T: ag.linear", ag.linear, lambda x, w: x @ w.T,
+                       (normal(rng, (n, k)), normal(rng, (m, k))))
+    return Example(f"x @ W.T + b{sb}: ag.linear", ag.linear, lambda x, w, b: x @ w.T + b,
+                   (normal(rng, (n, k)), normal(rng, (m, k)), normal(rng, sb)))
+
+
 # ---- shape ------------------------------------------------------------------------------------
 def draw_reshape_target(draw, size):
     dims, rest = [], size
