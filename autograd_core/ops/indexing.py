@@ -7,9 +7,15 @@ from ..tensor import _index_arrays, share_version
 _BASIC = (int, np.integer, slice, type(None), type(Ellipsis))
 
 
+_PLAIN = frozenset((int, slice))  # exact types: the common x[t] and x[:, :h] of a loop
+
+
 def _is_basic(index):
     parts = index if isinstance(index, tuple) else (index,)
-    return all(isinstance(p, _BASIC) and not isinstance(p, bool) for p in parts)
+    for p in parts:
+        if type(p) not in _PLAIN and (not isinstance(p, _BASIC) or isinstance(p, bool)):
+            return False
+    return True
 
 
 def add_at(buf, index, g, basic):
@@ -45,7 +51,8 @@ class GetItem(Op):
 def getitem(x, index):
     """x[index] with numpy semantics."""
     x = as_tensor(x)
-    index = _index_arrays(index)
+    if type(index) not in _PLAIN:
+        index = _index_arrays(index)
     try:
         data = x._data[index]
     except (IndexError, TypeError, ValueError) as e:
