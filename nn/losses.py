@@ -19,6 +19,13 @@ def _reduce(loss, reduction, where, denominator=None):
 
 def _class_targets(where, target, scores, axis):
     """Integer class indices as a one-hot array shaped like `scores` (classes on `axis`)."""
+    target = _checked_class_targets(where, target, scores, axis)
+    onehot = np.moveaxis(np.eye(scores.shape[axis], dtype=scores.dtype)[target], -1, axis)
+    return target, onehot
+
+
+def _checked_class_targets(where, target, scores, axis):
+    """Integer class indices for `scores` (classes on `axis`), with named errors."""
     target = np.asarray(target._data if isinstance(target, ag.Tensor) else target)
     if target.dtype.kind not in "iu":
         raise TypeError(f"{where}: class targets must be integers, got dtype {target.dtype}")
@@ -30,8 +37,7 @@ def _class_targets(where, target, scores, axis):
     if target.size and (target.min() < 0 or target.max() >= classes):
         raise IndexError(f"{where}: target class out of range [0, {classes}) (min "
                          f"{target.min()}, max {target.max()})")
-    onehot = np.moveaxis(np.eye(classes, dtype=scores.dtype)[target], -1, axis)
-    return target, onehot
+    return target
 
 
 def nll_loss(log_probs, target, reduction="mean", weight=None, axis=-1):
@@ -74,7 +80,7 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
     _check_reduction("cross_entropy", reduction)
     target_arr = target._data if isinstance(target, ag.Tensor) else np.asarray(target)
     if weight is None and axis == logits.ndim - 1 and target_arr.dtype.kind in "iu":
-        _class_targets("cross_entropy", target_arr, logits, axis)  # checks, named errors
+        _checked_class_targets("cross_entropy", target_arr, logits, axis)
         return _reduce(ag.softmax_cross_entropy(logits, target_arr), reduction,
                        "cross_entropy")
     log_probs = ag.log_softmax(logits, axis=axis)

@@ -171,11 +171,27 @@ class SoftmaxCrossEntropy(Op):
     @staticmethod
     def backward(g, out, xp):
         target, probs = out._saved
-        onehot = np.zeros(probs.shape, dtype=probs.dtype)
-        np.put_along_axis(onehot, target[..., None], 1, axis=-1)
         if xp.recording:  # create_graph: the probabilities as a function of x
-            probs = softmax(out._inputs[0], axis=-1)
-        return ((probs - onehot) * g[..., None],)
+            onehot = np.zeros(probs.shape, dtype=probs.dtype)
+            np.put_along_axis(onehot, target[..., None], 1, axis=-1)
+            return ((softmax(out._inputs[0], axis=-1) - onehot) * g[..., None],)
+        grad = probs * g[..., None]
+        rows = grad.reshape(-1, probs.shape[-1])  # a view: grad is a new array
+        rows[_row_numbers(rows.shape[0]), target.reshape(-1)] -= np.reshape(g, -1)
+        return (grad,)
+
+
+def _row_numbers(n):
+    """0..n-1, kept: the same batch size comes back every step."""
+    rows = _ROWS.get(n)
+    if rows is None:
+        if len(_ROWS) > 64:
+            _ROWS.clear()
+        rows = _ROWS[n] = np.arange(n)
+    return rows
+
+
+_ROWS = {}
 
 
 def softmax_cross_entropy(logits, target):
@@ -196,6 +212,7 @@ def softmax_cross_entropy(logits, target):
     shifted = x - np.max(x, axis=-1, keepdims=True)
     e = np.exp(shifted)
     total = np.sum(e, axis=-1, keepdims=True)
-    picked = np.take_along_axis(shifted, target[..., None], axis=-1)
+    flat = shifted.reshape(-1, classes)
+    picked = flat[_row_numbers(flat.shape[0]), target.reshape(-1)].reshape(total.shape)
     loss = (np.log(total) - picked)[..., 0]
     return record(SoftmaxCrossEntropy, loss, (logits,), (target, e / total))
