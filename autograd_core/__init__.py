@@ -11,7 +11,7 @@ import numpy as _np
 from ._malloc import MALLOC_TUNED  # noqa: F401  (see _malloc.py)
 
 from .tensor import Tensor  # noqa: I001  (must come first: the ops import it)
-from .anomaly import AnomalyError, detect_anomaly, is_anomaly_enabled
+from .anomaly import AnomalyError, HazardWarning, detect_anomaly, is_anomaly_enabled
 from .engine import backward, grad
 from .function import REGISTRY as ops_registry, Op
 from .grad_mode import (current_step, enable_grad, is_grad_enabled, no_grad, set_grad_enabled,
@@ -49,6 +49,7 @@ __all__ = [
     "Tensor", "tensor", "zeros", "ones", "backward", "grad", "no_grad", "enable_grad",
     "set_grad_enabled", "is_grad_enabled", "step_scope", "current_step", "gradcheck", "gradgradcheck", "GradcheckError",
     "Op", "ops_registry", "detect_anomaly", "is_anomaly_enabled", "AnomalyError",
+    "HazardWarning",
     "count_paths", "graph_stats", "GraphStats", "GraphGrowthMonitor", "GraphGrowthWarning",
     "trace_backward", "BackwardTrace", "to_dot", "render", "GraphTooLargeError",
     "add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum", "where",

@@ -3,14 +3,17 @@
     with ag.detect_anomaly():
         loss = model(x)
         loss.backward()      # AnomalyError naming the op whose derivative made a NaN/Inf,
-                             # with the line of user code that recorded that op
+                             # the time step, the parameters it read, and the line of user
+                             # code that recorded that op
 
 The forward stack of each recorded op is kept only while anomaly mode is on (it costs a
 traceback per op), so ordinary runs pay nothing for it. Per thread, like grad mode.
 """
 import functools
 import os
+import threading
 import traceback
+import warnings
 
 import numpy as np
 
@@ -21,28 +24,83 @@ class AnomalyError(RuntimeError):
     """A NaN or Inf appeared in a gradient (or, when asked, in a forward value)."""
 
 
+class HazardWarning(UserWarning):
+    """An op received values that are about to make an Inf or NaN, or that let almost no
+    gradient through (see `detect_anomaly(warn_hazards=True)`)."""
+
+
+class _AnomalyState(threading.local):
+    names = None  # {tensor: name} from detect_anomaly(params=...)
+    hazards_warned = None  # keys warned in this block; None while hazard checks are off
+
+
+_local = _AnomalyState()
+
+
 class detect_anomaly:
     """Context manager (and decorator): check every gradient the backward sweep produces and
-    raise AnomalyError at the first NaN or Inf; with `check_forward=True` also check every
-    op's forward output."""
+    raise AnomalyError at the first NaN or Inf. The message names the op, the time step it
+    was recorded in (inside `ag.step_scope`), the parameters it read and the user's line.
 
-    def __init__(self, check_forward=False):
+    - `check_forward=True`: also check every op's forward output. Views (transpose, reshape,
+      getitem, swapaxes, broadcast_to) only pass on values they were given and are not
+      reported; the first op that computes with a non-finite parameter is, and the message
+      says that the parameter already holds nan or inf.
+    - `params`: a Module, a dict or (name, tensor) pairs naming the parameters, as for
+      `trace_backward(params=...)`. Without it the parameters' own `name` is used: nn
+      modules name their parameters after `named_parameters()` ('rnn.weight_hh_l0'), so
+      `params=model` matters only for parameters named otherwise (a name the user set, a
+      tensor shared between models). Where both name a tensor, `params` wins. A parameter
+      is a leaf that requires grad and has a name, or a tensor named in `params`; inputs
+      that are views of one (through transpose, reshape, getitem, swapaxes, broadcast_to)
+      count as reading it. A nested block without `params` keeps the outer block's names.
+    - `warn_hazards=True`: warn (HazardWarning) when an op receives values that are about
+      to make an Inf or NaN, or that stop the gradient, before it happens:
+        exp, and c ** x, x ** c, a ** b, of arguments whose result overflows the dtype
+          (exp(x) for x > log(finfo(dtype).max): 88.7 in float32, 709.8 in float64);
+        log of values at or below 1e-30 (log(0) = -inf, the derivative 1/x is > 1e30);
+        div, x / c and c / x by values with |x| <= 1e-30;
+        tanh and sigmoid with more than 99% of their units saturated, a unit being
+          saturated when its output is within 0.01 of an asymptote (|tanh| > 0.99, where
+          the derivative is below 0.02, 2% of its peak; sigmoid < 0.01 or > 0.99, where it
+          is below 0.0099, 4% of its peak).
+      Only recorded ops are checked (an input requires grad, grad mode is on). Each hazard
+      warns once per detect_anomaly block for each (op, user's line, line that called the
+      op): a 50-step loop or a recurrent layer's 50 time steps give one warning, for the
+      first step where it happened. The warning is attributed to the user's line, and its
+      message gives the op, the time step, the parameters read and the recording stack.
+    """
+
+    def __init__(self, check_forward=False, warn_hazards=False, params=None):
         self.check_forward = bool(check_forward)
+        self.warn_hazards = bool(warn_hazards)
+        if params is not None and not hasattr(params, "named_parameters") \
+                and not isinstance(params, dict):
+            params = list(params)  # pairs may be an iterator; a decorator enters many times
+        self.params = params
         self._prev = []
 
     def __enter__(self):
-        self._prev.append((_state.anomaly, _state.anomaly_forward))
+        self._prev.append((_state.anomaly, _state.anomaly_forward, _local.names,
+                           _local.hazards_warned))
+        names = _local.names
+        if self.params is not None:
+            from .viz import _param_names  # viz imports the engine, which imports this module
+            names = _param_names(self.params)
         _state.anomaly, _state.anomaly_forward = True, self.check_forward
+        _local.names = names
+        _local.hazards_warned = set() if self.warn_hazards else None
         return self
 
     def __exit__(self, *exc):
-        _state.anomaly, _state.anomaly_forward = self._prev.pop()
+        (_state.anomaly, _state.anomaly_forward, _local.names,
+         _local.hazards_warned) = self._prev.pop()
         return False
 
     def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with detect_anomaly(self.check_forward):
+            with detect_anomaly(self.check_forward, self.warn_hazards, self.params):
                 return fn(*args, **kwargs)
         return wrapper
 
@@ -53,19 +111,26 @@ def is_anomaly_enabled():
 
 # Frames inside the engine and nn are skipped to show the user's own line.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_OWN_FILES = tuple(os.path.join(_ROOT, p) + os.sep for p in ("autograd_core", "nn"))
+_ENGINE_DIR = os.path.join(_ROOT, "autograd_core") + os.sep
+_OWN_FILES = (_ENGINE_DIR, os.path.join(_ROOT, "nn") + os.sep)
+
+# Ops whose output holds only values of their first input.
+_VIEW_OPS = ("transpose", "reshape", "getitem", "swapaxes", "broadcast_to")
 
 
 def remember(out):
-    """Keep where `out` was recorded (called by `record` in anomaly mode only)."""
+    """Keep where `out` was recorded (called by `record` in anomaly mode only); warn about
+    hazards and check the forward value when asked."""
     frames = traceback.extract_stack()[:-2]
     out._origin = frames
-    if _state.anomaly_forward:
+    if _local.hazards_warned is not None:
+        _check_hazards(out, frames)
+    if _state.anomaly_forward and out._op.name not in _VIEW_OPS:
         data = out._data
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             raise AnomalyError(f"anomaly: the forward of {out._op.name} produced "
                                f"{_what(data)} (output shape {data.shape})"
-                               f"{_scope(out)}\n{_origin_text(out)}")
+                               f"{_scope(out)}{_params_text(out)}\n{_origin_text(out)}")
 
 
 def _what(arr):
@@ -76,12 +141,47 @@ def _scope(t):
     return f", in time step {t._step}" if t._step is not None else ""
 
 
+def _param_label(t):
+    """'name' for a parameter or a view of one (with the view ops), else None."""
+    names = _local.names or {}
+    base, path = t, []
+    while True:
+        name = names.get(base)
+        if name is None and base._op is None and base.requires_grad:
+            name = base.name
+        if name:
+            break
+        if base._op is None or base._op.name not in _VIEW_OPS or not base._inputs:
+            return None
+        path.append(base._op.name)
+        base = base._inputs[0]
+    notes = [f"through {' of '.join(path)}"] if path else []
+    data = base._data
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        notes.append(f"which already holds {_what(data)}")
+    return f"'{name}'" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _params_text(t):
+    labels = []
+    for inp in t._inputs:
+        label = _param_label(inp)
+        if label is not None and label not in labels:
+            labels.append(label)
+    if not labels:
+        return ""
+    return f", reading parameter{'s' if len(labels) > 1 else ''} {', '.join(labels)}"
+
+
+def _user_frames(frames):
+    return [f for f in frames if not os.path.abspath(f.filename).startswith(_OWN_FILES)]
+
+
 def _origin_text(t):
     frames = getattr(t, "_origin", None)
     if not frames:
         return "(recorded before anomaly mode was on: no forward trace)"
-    user = [f for f in frames if not os.path.abspath(f.filename).startswith(_OWN_FILES)]
-    shown = (user or frames)[-4:]
+    shown = (_user_frames(frames) or frames)[-4:]
     return "the op was recorded at:\n" + "".join(traceback.format_list(shown)).rstrip()
 
 
@@ -93,4 +193,151 @@ def check_gradient(t, k, g):
         label = f" '{inp.name}'" if inp.name else ""
         raise AnomalyError(
             f"anomaly: the backward of {t._op.name} produced {_what(arr)} in the gradient of "
-            f"its input {k}{label} (shape {tuple(inp.shape)}){_scope(t)}\n{_origin_text(t)}")
+            f"its input {k}{label} (shape {tuple(inp.shape)}){_scope(t)}{_params_text(t)}"
+            f"{_forward_hint(t)}\n{_origin_text(t)}")
+
+
+def _forward_hint(t):
+    """Point at check_forward when the op's own values were already not finite."""
+    for arr in (t._data, *(i._data for i in t._inputs)):
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            return (f"; its forward values already held {_what(arr)}: "
+                    f"detect_anomaly(check_forward=True) finds the op that made them")
+    return ""
+
+
+# ---- hazards: values about to make an Inf or NaN, or to stop the gradient ------------------
+TINY = 1e-30  # log and division hazards: |x| at or below this
+SATURATED_SHARE = 0.99  # tanh / sigmoid hazard: more than this share of units saturated
+SATURATION_MARGIN = 0.01  # a unit is saturated within this distance of an asymptote
+
+
+def _overflow_limit(dtype):
+    return float(np.log(np.finfo(dtype).max))
+
+
+def _overflow(exponent, limit, what):
+    """`what` overflows where the natural-log `exponent` of the result exceeds `limit`."""
+    over = exponent > limit
+    if not over.any():
+        return None
+    return (f"{what} overflows for {int(over.sum())} of {over.size} values (the log of the "
+            f"result reaches {float(exponent[over].max()):.4g}, above {limit:.4g})")
+
+
+def _exp_hazard(out):
+    x = out._inputs[0]._data
+    limit = _overflow_limit(out._data.dtype)
+    over = x > limit
+    if not over.any():
+        return None
+    return (f"exp of {int(over.sum())} of {over.size} values above {limit:.4g} (largest "
+            f"{float(x[over].max()):.4g}) overflows {out._data.dtype} to inf")
+
+
+def _rpow_hazard(out):
+    c = out._saved
+    if not c > 0:
+        return None
+    x = out._inputs[0]._data
+    return _overflow(x * np.log(c), _overflow_limit(out._data.dtype),
+                     f"{c!r} ** x in {out._data.dtype}")
+
+
+def _pow_scalar_hazard(out):
+    c = out._saved
+    x = out._inputs[0]._data
+    return _overflow(c * np.log(np.abs(x)), _overflow_limit(out._data.dtype),
+                     f"x ** {c!r} in {out._data.dtype}")
+
+
+def _pow_hazard(out):
+    a, b = (t._data for t in out._inputs)
+    return _overflow(b * np.log(np.abs(a)), _overflow_limit(out._data.dtype),
+                     f"a ** b in {out._data.dtype}")
+
+
+def _tiny(divisor, what):
+    hit = np.abs(divisor) <= TINY
+    if not hit.any():
+        return None
+    return (f"{what} with {int(hit.sum())} of {hit.size} divisors at |x| <= {TINY:g} "
+            f"(smallest |x| {float(np.abs(divisor[hit]).min()):.3g}): the quotient and its "
+            f"derivative blow up")
+
+
+def _log_hazard(out):
+    x = out._inputs[0]._data
+    hit = x <= TINY
+    if not hit.any():
+        return None
+    return (f"log of {int(hit.sum())} of {hit.size} values at or below {TINY:g} (smallest "
+            f"{float(x[hit].min()):.3g}): log is -inf at 0 and nan below, and its derivative "
+            f"1/x exceeds {1 / TINY:g}")
+
+
+def _div_hazard(out):
+    return _tiny(out._inputs[1]._data, "a / b")
+
+
+def _div_scalar_hazard(out):
+    c = out._saved
+    return f"division by the constant {c!r}" if abs(c) <= TINY else None
+
+
+def _rdiv_hazard(out):
+    return _tiny(out._inputs[0]._data, f"{out._saved!r} / x")
+
+
+def _saturation(out, saturated, what, rule):
+    y = out._data
+    if y.size == 0:
+        return None
+    share = np.count_nonzero(saturated(y)) / y.size
+    if share <= SATURATED_SHARE:
+        return None
+    return (f"{what} has {share:.1%} of its {y.size} units saturated ({rule}): almost no "
+            f"gradient flows back through it")
+
+
+def _tanh_hazard(out):
+    edge = 1 - SATURATION_MARGIN
+    return _saturation(out, lambda y: np.abs(y) > edge, "tanh",
+                       f"|tanh| > {edge:g}, derivative < {1 - edge * edge:.2g}")
+
+
+def _sigmoid_hazard(out):
+    lo, hi = SATURATION_MARGIN, 1 - SATURATION_MARGIN
+    return _saturation(out, lambda s: (s < lo) | (s > hi), "sigmoid",
+                       f"outside [{lo:g}, {hi:g}], derivative < {lo * hi:.2g}")
+
+
+_HAZARD_CHECKS = {
+    "exp": _exp_hazard, "rpow_scalar": _rpow_hazard, "pow_scalar": _pow_scalar_hazard,
+    "pow": _pow_hazard, "log": _log_hazard, "div": _div_hazard,
+    "div_scalar": _div_scalar_hazard, "rdiv_scalar": _rdiv_hazard,
+    "tanh": _tanh_hazard, "sigmoid": _sigmoid_hazard,
+}
+
+
+def _check_hazards(out, frames):
+    check = _HAZARD_CHECKS.get(out._op.name)
+    if check is None or out._data.dtype.kind != "f":
+        return
+    with np.errstate(all="ignore"):
+        problem = check(out)
+    if problem is None:
+        return
+    user = _user_frames(frames)
+    # the line that called the op: the last frame outside the engine (may be inside nn)
+    caller = [f for f in frames if not os.path.abspath(f.filename).startswith(_ENGINE_DIR)]
+    where = (user or frames)[-1]
+    called = (caller or frames)[-1]
+    key = (out._op.name, where.filename, where.lineno, called.filename, called.lineno)
+    if key in _local.hazards_warned:
+        return
+    _local.hazards_warned.add(key)
+    message = (f"hazard at {out._op.name}{_scope(out)}{_params_text(out)}: {problem}. Later "
+               f"{out._op.name} hazards from this line are not reported again in this "
+               f"detect_anomaly block.\n{_origin_text(out)}")
+    warnings.warn_explicit(message, HazardWarning, where.filename, where.lineno or 0)

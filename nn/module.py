@@ -1,4 +1,16 @@
-"""Module and Parameter, as in torch.nn: parameters are registered by attribute assignment."""
+"""Module and Parameter, as in torch.nn: parameters are registered by attribute assignment.
+
+A registered Parameter that has no name of its own is named after its key in
+`named_parameters()` ('rnn.weight_hh_l0', 'layers.0.weight'), so that anomaly messages, graph
+drawings and optimizer errors can say which parameter they mean. The name follows the path
+through which the parameter (and each module above it) was *first* registered: assigning a
+module into a parent prefixes the names below it, and a module or parameter that is already
+placed keeps its name when it is registered a second time (tied weights, a slice of a
+ModuleList). A name the user set (`Parameter(..., name="w")` or `p.name = "w"`) is never
+changed. Names are metadata only: `state_dict()` and `load_state_dict()` use the keys of
+`named_parameters()`, never `Parameter.name`.
+"""
+import weakref
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -11,18 +23,88 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", "missing_keys unexpected_keys"
 
 
 class Parameter(Tensor):
-    """A tensor that requires grad and that a Module registers when it is assigned to it."""
+    """A tensor that requires grad and that a Module registers when it is assigned to it.
+    Without a `name` of its own it takes its key in the model's `named_parameters()`
+    (see the top of this module)."""
 
-    __slots__ = ()
+    # _home: (weakref to the module, attribute) where the parameter was named;
+    # _auto_name: the name the module gave it (a different `name` was set by the user).
+    __slots__ = ("_home", "_auto_name")
 
     def __init__(self, data, requires_grad=True, name=None):
         arr = _to_array(data, None)  # Python floats and lists -> float32, as Tensor
         if arr.dtype.kind != "f":
             arr = arr.astype(np.float32)
         super().__init__(arr, requires_grad=requires_grad, name=name)
+        self._home = None
+        self._auto_name = None
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+    def __getstate__(self):
+        # a weak reference cannot be pickled; a copy is re-homed when it is registered
+        dict_state, slots = super().__getstate__()
+        slots = {k: v for k, v in slots.items() if k != "_home"}
+        return dict_state, slots
+
+
+# ---- automatic parameter names ----------------------------------------------------------------
+def _has_auto_name(p):
+    return p.name is None or p.name == getattr(p, "_auto_name", None)
+
+
+def _owner(module):
+    """(parent, attribute) of the earliest registration of `module` that still holds it."""
+    for ref, attr in module.__dict__.get("_owners", ()):
+        parent = ref()
+        if parent is not None and parent._modules.get(attr) is module:
+            return parent, attr
+    return None
+
+
+def _prefix(module):
+    """'a.b.' for a module registered as `b` inside the module registered as `a`."""
+    parts, seen = [], {id(module)}
+    owner = _owner(module)
+    while owner is not None and id(owner[0]) not in seen:
+        parts.append(owner[1])
+        seen.add(id(owner[0]))
+        owner = _owner(owner[0])
+    return "".join(p + "." for p in reversed(parts))
+
+
+def _home(p):
+    """(module, attribute) where `p` was named, if that module still holds it there."""
+    home = getattr(p, "_home", None)
+    if home is not None:
+        module = home[0]()
+        if module is not None and module._parameters.get(home[1]) is p:
+            return module, home[1]
+    return None
+
+
+def _name_parameter(module, attr, p, prefix=None):
+    if not _has_auto_name(p):
+        return
+    home = _home(p)
+    if home is None:  # first (or only remaining) place: it becomes the home
+        p._home = (weakref.ref(module), attr)
+    elif home != (module, attr):  # already named where it was first registered
+        return
+    p.name = p._auto_name = (_prefix(module) if prefix is None else prefix) + attr
+
+
+def _rename_below(module):
+    """Re-derive the automatic names of the parameters in `module` and below it."""
+    seen = set()
+    for _, m in module.named_modules():
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        prefix = _prefix(m)
+        for attr, p in m._parameters.items():
+            _name_parameter(m, attr, p, prefix)
 
 
 def _as_array(value):
@@ -44,6 +126,7 @@ class Module:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_owners", [])  # [(weakref to parent, attribute)]
 
     # ---- registration --------------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -51,19 +134,50 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before "
                                f"assigning attributes")
         self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        old_module = self._modules.pop(name, None)
         if isinstance(value, Parameter):
             self._parameters[name] = value
-            if value.name is None:
-                value.name = name
+            _name_parameter(self, name, value)
         elif isinstance(value, Module):
             self._modules[name] = value
+            if value is not old_module:
+                self._adopt(name, value)
+        if old_module is not None and old_module is not value:
+            _rename_below(old_module)  # its names now start where it is still registered
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
         self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        old_module = self._modules.pop(name, None)
         object.__delattr__(self, name)
+        if old_module is not None:
+            _rename_below(old_module)
+
+    def _adopt(self, name, module):
+        """Record that `module` is registered here as `name`; if this is now its earliest
+        registration, prefix the parameter names below it."""
+        before = _owner(module)
+        owners = module.__dict__.setdefault("_owners", [])
+        owners[:] = [(ref, attr) for ref, attr in owners
+                     if ref() is not None and ref()._modules.get(attr) is module]
+        owners.append((weakref.ref(self), name))
+        if before is None:
+            _rename_below(module)
+
+    def __getstate__(self):
+        # Weak references cannot be pickled: links to parents are dropped (a copy of a
+        # submodule starts unregistered) and rebuilt from the parent's side in __setstate__.
+        state = dict(self.__dict__)
+        state["_owners"] = []
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for name, child in self._modules.items():
+            child.__dict__.setdefault("_owners", []).append((weakref.ref(self), name))
+        for name, p in self._parameters.items():
+            if _has_auto_name(p) and _home(p) is None:
+                p._home = (weakref.ref(self), name)
 
     def register_parameter(self, name, param):
         setattr(self, name, param)
