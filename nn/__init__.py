@@ -1,8 +1,10 @@
 """nn: layers and models as plain forward code on autograd_core (no backward code here)."""
-from . import checkpoint, diagnostics, optim, tasks
+from . import checkpoint, diagnostics, jacobians, optim, tasks
+from .bptt_report import BPTTReport, bptt_report
 from .checkpoint import load, save
 from .clip import clip_grad_norm_, clip_grad_value_
 from .init import manual_seed
+from .jacobians import JacobianReport, jacobian_report, step_jacobian
 from .layers import MLP, Embedding, Linear, ReLU, Sigmoid, Tanh
 from .losses import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
                      sequence_cross_entropy)
@@ -15,6 +17,7 @@ __all__ = [
     "Sigmoid", "ReLU", "MLP", "RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell",
     "RecurrentClassifier", "cross_entropy", "nll_loss", "mse_loss",
     "binary_cross_entropy_with_logits", "sequence_cross_entropy", "manual_seed", "optim", "checkpoint", "save", "load",
-    "diagnostics", "tasks",
+    "diagnostics", "tasks", "bptt_report", "BPTTReport", "jacobians", "jacobian_report",
+    "JacobianReport", "step_jacobian",
     "clip_grad_norm_", "clip_grad_value_",
 ]
