@@ -198,6 +198,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
                 parts = pending.pop(t, None)
                 if parts is not None:
                     g = _stacked_products(parts, g)
+                    parts = None  # the factors may be large: free them now
             if g is None:
                 continue
             if owned:
@@ -225,6 +226,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
                             pending[weight] = [(left, right)]
                         else:
                             parts.append((left, right))
+                        split = left = right = parts = None  # held by `pending` alone
                 if grads is None:
                     grads = op.backward(g, t, xp)
                 for k, (inp, gi) in enumerate(zip(t._inputs, grads)):
@@ -258,6 +260,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
                 if parts is not None:
                     g = _stacked_products(parts, g)
                     owned.add(id(g))
+                    parts = None
             if g is None:
                 continue
             if leaf._hooks:

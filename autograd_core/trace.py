@@ -4,12 +4,15 @@ notes' 3-step RNN:
 
     tr = ag.trace_backward(loss, params=model)
     print(tr.to_markdown())
+    tr.write_frames("sweep")     # sweep/frame_000.svg (the forward graph), frame_001.svg, ...
 """
 import dataclasses
 import json
+import pathlib
 
 import numpy as np
 
+from . import viz
 from .engine import _root_gradient, _sweep
 from .graph import walk
 from .viz import _param_names
@@ -39,12 +42,21 @@ RULES = {
     "astype": "g converted back",
 }
 
+FRAMES_MAX_NODES = 200  # every frame redraws the whole graph: frames are for small graphs
+FRAME_FORMATS = ("dot",) + viz.FORMATS
+CURRENT_NODE = {"style": "bold,filled", "fillcolor": "#f28b82", "penwidth": "2"}
+VISITED_NODE = {"style": "filled", "fillcolor": "#e0e0e0"}
+SENT_EDGE = {"color": "#c5221f", "fontcolor": "#c5221f", "penwidth": "2", "fontname": "Helvetica",
+             "fontsize": "10"}
+
 
 @dataclasses.dataclass
 class BackwardTrace:
     rows: list  # one dict per node, in sweep order
     gradients: dict  # leaf label -> final gradient (ndarray)
     totals: dict  # leaf label -> sum of the contributions the rows sent to it
+    # label -> viz.DrawnTensor for every tensor of the graph (no arrays): what the frames draw
+    graph: dict = dataclasses.field(default=None, repr=False)
 
     def to_json(self):
         return json.dumps({"rows": self.rows,
@@ -67,6 +79,107 @@ class BackwardTrace:
             f.write(self.to_markdown() + "\n")
         with open(f"{prefix}.json", "w") as f:
             f.write(self.to_json() + "\n")
+
+    def frames(self, max_nodes=FRAMES_MAX_NODES, cluster_steps=True, rankdir="LR"):
+        """The sweep as `graphviz.Digraph`s: [0] is the forward graph, [i] the graph while
+        row i runs. That row's node is red, the nodes visited before it grey, the edges to
+        the inputs it sends gradients to are labelled `sent <norm>`, and each leaf shows the
+        norm of the gradient it has gathered so far. (In a notebook, display them one by
+        one.) A graph of more than `max_nodes` tensors raises GraphTooLargeError."""
+        if self.graph is None:
+            raise ValueError("frames: this trace has no graph to draw; make it with "
+                             "ag.trace_backward(loss)")
+        if len(self.graph) > max_nodes:
+            raise viz.too_large("frames", max_nodes)
+        drawn = list(self.graph.values())
+        result = [viz.build_dot(drawn, cluster_steps, rankdir,
+                                graph_attrs=_title(self._before_title()))]
+        visited, leaf_norms = set(), {}
+        for row in self.rows:
+            current = self.graph[row["node"]].ident
+            _update_leaf_norms(leaf_norms, row)
+            shown = {self.graph[name].ident: norm for name, norm in leaf_norms.items()}
+            result.append(viz.build_dot(
+                drawn, cluster_steps, rankdir, graph_attrs=_title(_row_title(row, self.rows)),
+                node_attrs=_node_marker(current, row["grad_norm"], visited, shown),
+                edge_attrs=_edge_marker(current, row)))
+            visited.add(current)
+        return result
+
+    def write_frames(self, folder, format="svg", max_nodes=FRAMES_MAX_NODES):
+        """Write the `frames()` into `folder` (made if missing) as frame_000.dot,
+        frame_001.dot, ... and, unless `format="dot"`, draw each with Graphviz's `dot` into
+        frame_000.svg (or png, pdf), ... Returns the paths of the drawings (or of the .dot
+        files). Frames already there with the same names are overwritten."""
+        if format not in FRAME_FORMATS:
+            raise ValueError(f"write_frames: format must be one of {FRAME_FORMATS}, got "
+                             f"{format!r}")
+        frames = self.frames(max_nodes=max_nodes)
+        exe = None if format == "dot" else viz.find_dot(
+            "write_frames: the Graphviz 'dot' program was not found on PATH, so the frames "
+            "cannot be drawn.", otherwise='or pass format="dot" to write only the DOT sources')
+        folder = pathlib.Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        width = max(3, len(str(len(frames) - 1)))
+        paths = []
+        for k, frame in enumerate(frames):
+            source = folder / f"frame_{k:0{width}d}.dot"
+            source.write_text(frame.source)
+            if exe is None:
+                paths.append(source)
+            else:
+                paths.append(source.with_suffix(f".{format}"))
+                viz.run_dot(exe, source, paths[-1], format, "write_frames")
+        return paths
+
+    def _before_title(self):
+        start = self.rows[0] if self.rows else None
+        return ("before the sweep: the forward graph" if start is None else
+                f"before the sweep: the forward graph; the sweep starts at {start['node']} "
+                f"with a gradient of norm {start['grad_norm']:.4g}")
+
+
+def _title(text):
+    return {"label": text, "labelloc": "t", "fontname": "Helvetica"}
+
+
+def _row_title(row, rows):
+    step = "" if row["step"] is None else f", t = {row['step']}"
+    rule = f"; rule: {row['rule']}" if row["rule"] else ""
+    return (f"step {row['index']}/{len(rows)}: {row['node']} ({row['op']}{step}) receives "
+            f"|grad| {row['grad_norm']:.4g}{rule}")
+
+
+def _update_leaf_norms(leaf_norms, row):
+    for s in row["sent"]:
+        if "total_norm" in s:
+            leaf_norms[s["input"]] = s["total_norm"]
+
+
+def _node_marker(current, grad_norm, visited, leaf_norms):
+    """The `node_attrs` hook of a frame: the current node, the visited ones, and the leaves'
+    gradients so far (`leaf_norms`: DOT id -> norm)."""
+    def attrs(d):
+        if d.ident == current:
+            return {**CURRENT_NODE, "label": f"{d.label}\\n|grad| {grad_norm:.4g}"}
+        if d.ident in visited:
+            return VISITED_NODE
+        if d.ident in leaf_norms:
+            return {"label": f"{d.label}\\n|grad| so far {leaf_norms[d.ident]:.4g}"}
+        return {}
+    return attrs
+
+
+def _edge_marker(current, row):
+    """The `edge_attrs` hook of a frame: label the edges into the current node's op whose
+    inputs receive a contribution in this row."""
+    sent = {s["index"]: s["norm"] for s in row["sent"]}
+
+    def attrs(d, k):
+        if d.ident == current and k in sent:
+            return {**SENT_EDGE, "label": f"sent {sent[k]:.4g}"}
+        return {}
+    return attrs
 
 
 def _labeller(tensors, names):
@@ -93,13 +206,23 @@ def trace_backward(loss, params=None):
                "grad_norm": float(np.linalg.norm(g)), "rule": RULES.get(node._op.name, ""),
                "sent": []}
         for k, inp, gi in sent:
-            row["sent"].append({"input": label[inp], "index": k,
-                                "norm": float(np.linalg.norm(gi))})
+            entry = {"input": label[inp], "index": k, "norm": float(np.linalg.norm(gi))}
             if inp._op is None:
                 totals[label[inp]] = totals.get(label[inp], 0) + np.asarray(gi)
+                entry["total_norm"] = float(np.linalg.norm(totals[label[inp]]))
+            row["sent"].append(entry)
         rows.append(row)
 
     root = _root_gradient("trace_backward", loss, None, False)
     captured = _sweep((loss,), (root,), True, False, wanted=leaves, trace=record_step)
     gradients = {label[t]: np.asarray(captured[t]) for t in leaves if t in captured}
-    return BackwardTrace(rows, gradients, totals)
+    return BackwardTrace(rows, gradients, totals, _drawn_graph(tensors, label, names, loss))
+
+
+def _drawn_graph(tensors, label, names, loss):
+    """label -> viz.DrawnTensor: the graph as the frames draw it, first line the label the
+    rows use (so a frame and its row in the table match)."""
+    def text(t):
+        return f"{label[t]}\\n{tuple(t.shape)} {t.dtype}"
+    drawn = viz.describe(tensors, text, lambda t: viz._style(t, names, {loss}))
+    return {label[t]: d for t, d in zip(tensors, drawn)}

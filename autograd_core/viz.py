@@ -4,6 +4,7 @@ direction, and one cluster per time step for recurrent unrolls."""
 import pathlib
 import shutil
 import subprocess
+from typing import NamedTuple, Optional
 
 import graphviz
 import numpy as np
@@ -78,28 +79,60 @@ def to_dot(roots, params=None, show_grad=False, cluster_steps=True,
     roots = [roots] if isinstance(roots, Tensor) else list(roots)
     tensors = walk(roots, "to_dot", limit=max_nodes)
     if tensors is None:
-        raise GraphTooLargeError(
-            f"to_dot: the graph has more than {max_nodes} tensors; pass max_nodes= a larger "
-            f"number to draw it anyway (rendering may be slow), or draw a shorter unroll")
+        raise too_large("to_dot", max_nodes)
     names = _param_names(params)
     norms = _grad_norms(roots, tensors) if show_grad else {}
-    ids = {t: f"t{k}" for k, t in enumerate(tensors)}
     root_set = set(roots)
-    dot = graphviz.Digraph("graph", graph_attr={"rankdir": rankdir},
+    drawn = describe(tensors, lambda t: _label(t, names, norms),
+                     lambda t: _style(t, names, root_set))
+    return build_dot(drawn, cluster_steps=cluster_steps, rankdir=rankdir)
+
+
+def too_large(where, max_nodes):
+    return GraphTooLargeError(
+        f"{where}: the graph has more than {max_nodes} tensors; pass max_nodes= a larger "
+        f"number to draw it anyway (rendering may be slow), or draw a shorter unroll")
+
+
+class DrawnTensor(NamedTuple):
+    """What a drawing needs of one tensor, without its arrays (so it can outlive the graph)."""
+    ident: str  # DOT node id; its op is drawn as `ident + "_op"`
+    label: str
+    style: dict
+    op: Optional[str]  # None for a leaf
+    inputs: tuple  # DOT ids of the op's inputs, in argument order
+    step: Optional[int]
+
+
+def describe(tensors, label, style):
+    """One DrawnTensor per tensor (newest first, as `walk` gives them)."""
+    ids = {t: f"t{k}" for k, t in enumerate(tensors)}
+    return [DrawnTensor(ids[t], label(t), style(t), t._op.name if t._op else None,
+                        tuple(ids[i] for i in t._inputs) if t._op else (), t._step)
+            for t in tensors]
+
+
+def build_dot(drawn, cluster_steps=True, rankdir="LR", graph_attrs=None, node_attrs=None,
+              edge_attrs=None):
+    """The Digraph of `drawn` (DrawnTensors). Hooks for drawings that mark up the graph (the
+    frames of a backward trace): `node_attrs(d)` returns attributes that override the tensor
+    box's own, `edge_attrs(d, k)` those of the edge from input k into the op of `d`."""
+    dot = graphviz.Digraph("graph", graph_attr={"rankdir": rankdir, **(graph_attrs or {})},
                            node_attr={"fontname": "Helvetica", "fontsize": "10"})
     clusters = {}
-    for t in tensors:
-        step = t._step if cluster_steps else None
+    for d in drawn:
+        step = d.step if cluster_steps else None
         target = dot if step is None else clusters.setdefault(step, graphviz.Digraph(
             f"cluster_{step}", graph_attr={"label": f"t = {step}", "style": "rounded",
                                            "color": "#999999"}))
-        target.node(ids[t], _label(t, names, norms), **_style(t, names, root_set))
-        if t._op is not None:
-            op_id = ids[t] + "_op"
-            target.node(op_id, t._op.name, shape="ellipse", fontsize="9", height="0.3")
-            for i in t._inputs:
-                dot.edge(ids[i], op_id)
-            dot.edge(op_id, ids[t])
+        attrs = {"label": d.label, **d.style, **(node_attrs(d) if node_attrs else {})}
+        target.node(d.ident, attrs.pop("label"), **attrs)
+        if d.op is not None:
+            op_id = d.ident + "_op"
+            target.node(op_id, d.op, shape="ellipse", fontsize="9", height="0.3")
+            for k, i in enumerate(d.inputs):
+                dot.edge(i, op_id, **(edge_attrs(d, k) if edge_attrs else {}))
+            dot.edge(op_id, d.ident)
     for step in sorted(clusters):
         dot.subgraph(clusters[step])
     return dot
@@ -116,14 +149,24 @@ def render(roots, path, format="svg", **kwargs):
     dot = to_dot(roots, **kwargs)
     source = path.with_suffix(".dot")
     source.write_text(dot.source)
+    exe = find_dot(f"render: the Graphviz 'dot' program was not found on PATH, so {path} was "
+                   f"not drawn; the DOT source is in {source}.")
+    run_dot(exe, source, path, format, "render")
+    return path
+
+
+def find_dot(problem, otherwise="and try again"):
+    """The path of Graphviz's `dot`; if it is missing, a RuntimeError: `problem`, how to
+    install it, then `otherwise`."""
     exe = shutil.which("dot")
     if exe is None:
-        raise RuntimeError(
-            f"render: the Graphviz 'dot' program was not found on PATH, so {path} was not "
-            f"drawn; the DOT source is in {source}. Install Graphviz (Debian/Ubuntu: "
-            f"apt-get install graphviz; macOS: brew install graphviz) and try again.")
+        raise RuntimeError(f"{problem} Install Graphviz (Debian/Ubuntu: apt-get install "
+                           f"graphviz; macOS: brew install graphviz) {otherwise}.")
+    return exe
+
+
+def run_dot(exe, source, path, format, where):
     result = subprocess.run([exe, f"-T{format}", str(source), "-o", str(path)],
                             capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"render: dot failed on {source}: {result.stderr.strip()}")
-    return path
+        raise RuntimeError(f"{where}: dot failed on {source}: {result.stderr.strip()}")
