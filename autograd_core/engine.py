@@ -168,6 +168,42 @@ def _stacked_products(parts, g):
     return total
 
 
+def _batched_backward(op, g, t, acc, owned, pending):
+    """The fast paths of `op` (Op.backward_into, Op.backward_split): the gradients still to
+    accumulate, or None where the rule must run as usual."""
+    if op.backward_into is not None:
+        _add_into_buffer(op, g, t, acc, owned)
+        return ()
+    weight = t._inputs[op.split_input]
+    split = op.backward_split(g, t) if weight.requires_grad else None
+    if split is None:
+        return None
+    grads, left, right = split
+    parts = pending.get(weight)
+    if parts is None:
+        pending[weight] = [(left, right)]
+    else:
+        parts.append((left, right))
+    return grads
+
+
+def _watch(t, g, grads, xp, anomaly, trace):
+    """Anomaly checks and the trace callback, on the contributions of node `t` summed to
+    their inputs' shapes, before any is accumulated."""
+    grads, sent = list(grads), []
+    for k, (inp, gi) in enumerate(zip(t._inputs, grads)):
+        if gi is None or not inp.requires_grad:
+            continue
+        if gi.shape != inp._data.shape:
+            gi = grads[k] = xp.sum_to(gi, inp._data.shape)
+        if anomaly:
+            check_gradient(t, k, gi)
+        sent.append((k, inp, gi))
+    if trace is not None:
+        trace(t, g, sent)
+    return grads
+
+
 def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=None):
     """Run the reverse sweep. With `wanted` (tensors), return their gradients instead of
     writing `.grad` anywhere. Dicts are keyed by the tensors themselves (hashed by identity).
@@ -184,10 +220,12 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
     # gradient handed over by a rule may be shared, e.g. add gives the same array to both).
     owned = set()
     pop, get = acc.pop, acc.get
+    # Anomaly mode and a trace look at every contribution; otherwise, on plain arrays, the
+    # batched fast paths apply.
     anomaly = _state.anomaly
-    # Plain-array sweep with nothing watching each contribution: the batched fast paths apply.
-    fast = not create_graph and trace is None and not anomaly
-    pending = {}  # matrix -> [(a, g), ...]: its gradient is the sum of a^T g (backward_split)
+    watched = anomaly or trace is not None
+    fast = not create_graph and not watched
+    pending = {}  # matrix -> [(left, right), ...]: its gradient is sum left^T right
     epoch = next(_backward_count)
     if not retain_graph:
         _remember_release(epoch, len(nodes))
@@ -211,44 +249,27 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
             elif t._retain:
                 _accumulate_grad(t, g, create_graph)
             op = t._op
-            if op.backward_into is not None and fast:
-                _add_into_buffer(op, g, t, acc, owned)
-            else:
-                sent = [] if trace is not None else None
-                grads = None
-                if fast and op.backward_split is not None:
-                    weight = t._inputs[op.split_input]
-                    split = op.backward_split(g, t) if weight.requires_grad else None
-                    if split is not None:
-                        grads, left, right = split
-                        parts = pending.get(weight)
-                        if parts is None:
-                            pending[weight] = [(left, right)]
-                        else:
-                            parts.append((left, right))
-                        split = left = right = parts = None  # held by `pending` alone
-                if grads is None:
-                    grads = op.backward(g, t, xp)
-                for k, (inp, gi) in enumerate(zip(t._inputs, grads)):
-                    if gi is None or not inp.requires_grad:
-                        continue
-                    if gi.shape != inp._data.shape:
-                        gi = xp.sum_to(gi, inp._data.shape)
-                    if anomaly:
-                        check_gradient(t, k, gi)
-                    if sent is not None:
-                        sent.append((k, inp, gi))
-                    prev = get(inp)
-                    if prev is None:
-                        acc[inp] = gi
-                    elif id(prev) in owned:
-                        prev += gi
-                    else:
-                        prev = acc[inp] = prev + gi
-                        if type(prev) is np.ndarray:  # 0-d results are immutable scalars
-                            owned.add(id(prev))
-                if sent is not None:
-                    trace(t, g, sent)
+            grads = None
+            if op.batched and fast:
+                grads = _batched_backward(op, g, t, acc, owned, pending)
+            if grads is None:
+                grads = op.backward(g, t, xp)
+                if watched:
+                    grads = _watch(t, g, grads, xp, anomaly, trace)
+            for inp, gi in zip(t._inputs, grads):
+                if gi is None or not inp.requires_grad:
+                    continue
+                if gi.shape != inp._data.shape:
+                    gi = xp.sum_to(gi, inp._data.shape)
+                prev = get(inp)
+                if prev is None:
+                    acc[inp] = gi
+                elif id(prev) in owned:
+                    prev += gi
+                else:
+                    prev = acc[inp] = prev + gi
+                    if type(prev) is np.ndarray:  # 0-d results are immutable scalars
+                        owned.add(id(prev))
             if not retain_graph:
                 t._inputs = None
                 t._saved = None

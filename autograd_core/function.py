@@ -57,9 +57,11 @@ class Op:
     # reaches W: one large product for a weight shared by T time steps instead of T small.
     backward_split = None
     split_input = None
+    batched = False  # has one of the two fast paths above (set for each subclass)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        cls.batched = cls.backward_into is not None or cls.backward_split is not None
         if cls.name is not None:
             if cls.name in REGISTRY:
                 raise RuntimeError(f"op {cls.name!r} registered twice")
