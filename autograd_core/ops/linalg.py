@@ -131,12 +131,12 @@ def linear(x, weight, bias=None):
     (one node; the layers of nn and each recurrent step use it). `bias` may be anything that
     broadcasts to (n, out): a (out,) vector, or a per-step input projection (n, out)."""
     x, weight = as_tensor(x), as_tensor(weight)
-    if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
+    xd, wd = x._data, weight._data
+    if xd.ndim != 2 or wd.ndim != 2 or xd.shape[1] != wd.shape[1]:
         raise shape_error("linear", f"needs x (n, in) and weight (out, in), got shapes "
                                     f"{x.shape} and {weight.shape}")
-    data = np.matmul(x._data, weight._data.T)
+    data = np.matmul(xd, wd.T)
     if bias is None:
         return record(Linear, data, (x, weight))
     bias = as_tensor(bias)
-    _add_bias(data, bias, "linear")
-    return record(Linear, data, (x, weight, bias))
+    return record(Linear, _add_bias(data, bias, "linear"), (x, weight, bias))
