@@ -115,12 +115,12 @@ def _add_into_buffer(op, g, t, acc, owned):
     if not inp.requires_grad:
         return
     buf = acc.get(inp)
-    if buf is None or id(buf) not in owned:
+    if buf is None or inp not in owned:
         fresh = np.zeros(inp.shape, dtype=np.result_type(g, inp._data))
         if buf is not None:
             fresh += buf
         buf = acc[inp] = fresh
-        owned.add(id(buf))
+        owned.add(inp)
     op.backward_into(g, t, buf)
 
 
@@ -216,8 +216,10 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
         acc[r] = g if prev is None else prev + g
     want = None if wanted is None else set(wanted)
     captured = {}
-    # Arrays the sweep allocated itself: only these may be accumulated into in place (a
-    # gradient handed over by a rule may be shared, e.g. add gives the same array to both).
+    # Tensors whose gradient in `acc` is an array the sweep allocated itself: only those may
+    # be accumulated into in place (a gradient handed over by a rule may be shared, e.g. add
+    # gives the same array to both inputs). Keyed by tensor, not array: a node is visited
+    # after all its consumers, so an entry never outlives its use.
     owned = set()
     pop, get = acc.pop, acc.get
     # Anomaly mode and a trace look at every contribution; otherwise, on plain arrays, the
@@ -239,8 +241,6 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
                     parts = None  # the factors may be large: free them now
             if g is None:
                 continue
-            if owned:
-                owned.discard(id(g))
             if t._hooks:
                 g = _apply_hooks(t, g, xp)
             if want is not None:
@@ -264,12 +264,12 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
                 prev = get(inp)
                 if prev is None:
                     acc[inp] = gi
-                elif id(prev) in owned:
+                elif inp in owned:
                     prev += gi
                 else:
                     prev = acc[inp] = prev + gi
                     if type(prev) is np.ndarray:  # 0-d results are immutable scalars
-                        owned.add(id(prev))
+                        owned.add(inp)
             if not retain_graph:
                 t._inputs = None
                 t._saved = None
@@ -280,17 +280,17 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
                 parts = pending.pop(leaf, None)
                 if parts is not None:
                     g = _stacked_products(parts, g)
-                    owned.add(id(g))
+                    owned.add(leaf)
                     parts = None
             if g is None:
                 continue
             if leaf._hooks:
-                owned.discard(id(g))  # a hook may have kept it
+                owned.discard(leaf)  # a hook may have kept it
                 g = _apply_hooks(leaf, g, xp)
             if want is not None:
                 if leaf in want:
                     captured[leaf] = g
-            elif leaf.grad is None and id(g) in owned and g.dtype == leaf._data.dtype:
+            elif leaf.grad is None and leaf in owned and g.dtype == leaf._data.dtype:
                 leaf.grad = _make(g)  # an array only the sweep held: no copy needed
             else:
                 _accumulate_grad(leaf, g, create_graph)
