@@ -226,13 +226,8 @@ def _overflow(exponent, limit, what):
 
 
 def _exp_hazard(out):
-    x = out._inputs[0]._data
-    limit = _overflow_limit(out._data.dtype)
-    over = x > limit
-    if not over.any():
-        return None
-    return (f"exp of {int(over.sum())} of {over.size} values above {limit:.4g} (largest "
-            f"{float(x[over].max()):.4g}) overflows {out._data.dtype} to inf")
+    return _overflow(out._inputs[0]._data, _overflow_limit(out._data.dtype),
+                     f"exp in {out._data.dtype}")
 
 
 def _rpow_hazard(out):

@@ -36,7 +36,7 @@ from autograd_core.engine import _sweep
 from autograd_core.graph import walk
 from autograd_core.tensor import Tensor
 
-from .diagnostics import decay_rate, step_states
+from .diagnostics import decay_rate, state_list
 
 # Per-step factor r of ||dL/dh_t|| ~ C r^(T - t): below VANISHING_BELOW the gradient shrinks
 # at least 10x every 22 steps back; above EXPLODING_ABOVE it grows as fast.
@@ -132,7 +132,7 @@ def bptt_report(loss, params, hidden_states, *, allow_unused=True,
     The graph is kept (retain_graph) and no `.grad` is written. Returns a `BPTTReport`.
     """
     named = _named_params(params)
-    states = _state_list(hidden_states)
+    states = state_list(hidden_states, _WHERE)
     _check_loss(loss)
     graph = walk((loss,), _WHERE)
     in_graph = set(graph)
@@ -224,21 +224,6 @@ def _named_params(params):
             raise TypeError(f"{_WHERE}: parameter {name!r} must be a leaf Tensor that "
                             f"requires grad, got {_describe(p)}")
     return named
-
-
-def _state_list(hidden_states):
-    """The per-step states: a list as given, or those behind a recurrent layer's output."""
-    if isinstance(hidden_states, Tensor):
-        return step_states(hidden_states)
-    states = list(hidden_states)
-    if not states:
-        raise ValueError(f"{_WHERE}: hidden_states is empty; pass h_1..h_T (or the "
-                         f"recurrent layer's output)")
-    for i, h in enumerate(states):
-        if not isinstance(h, Tensor):
-            raise TypeError(f"{_WHERE}: hidden state {i} must be a Tensor, got "
-                            f"{type(h).__name__}")
-    return states
 
 
 def _check_loss(loss):

@@ -20,6 +20,22 @@ def step_states(output):
     return list(t._inputs)
 
 
+def state_list(hidden_states, where):
+    """The per-step states h_1..h_T: a list as given, or those behind a recurrent layer's
+    output; each checked to be a Tensor (errors start with `where`)."""
+    if isinstance(hidden_states, ag.Tensor):
+        return step_states(hidden_states)
+    states = list(hidden_states)
+    if not states:
+        raise ValueError(f"{where}: hidden_states is empty; pass h_1..h_T (or the recurrent "
+                         f"layer's output)")
+    for i, h in enumerate(states):
+        if not isinstance(h, ag.Tensor):
+            raise TypeError(f"{where}: hidden state {i} must be a Tensor, got "
+                            f"{type(h).__name__}")
+    return states
+
+
 def gradient_flow(model, inputs, targets, step_weights=None, h0=None):
     """Norm of dL/dh_t for every time step t, for a `RecurrentClassifier` (or any model whose
     call returns (logits, hidden states, final state) and that has `.loss`-compatible

@@ -28,7 +28,7 @@ import autograd_core as ag
 from autograd_core.graph import check_intact
 from autograd_core.tensor import Tensor
 
-from .diagnostics import step_states
+from .diagnostics import state_list
 
 _WHERE = "jacobian_report"
 
@@ -186,15 +186,11 @@ def _beta_w(model):
 
 # ---- input checks ---------------------------------------------------------------------------
 def _consecutive_states(hidden_states):
-    states = (step_states(hidden_states) if isinstance(hidden_states, Tensor)
-              else list(hidden_states))
+    states = state_list(hidden_states, _WHERE)
     if len(states) < 2:
         raise ValueError(f"{_WHERE}: need at least two consecutive hidden states, got "
                          f"{len(states)}")
     for i, h in enumerate(states):
-        if not isinstance(h, Tensor):
-            raise TypeError(f"{_WHERE}: hidden state {i} must be a Tensor, got "
-                            f"{type(h).__name__}")
         if h._op is None or not h.requires_grad:
             raise ValueError(f"{_WHERE}: hidden state {i} is not in a recorded graph (a leaf, "
                              f"detached, or made under no_grad)")

@@ -2,9 +2,7 @@
 note 000's 3-step RNN, with the row's node highlighted, the visited nodes shaded, the edges that
 receive a contribution labelled with its norm and the leaves' gradients so far."""
 import gc
-import os
 import re
-import shutil
 import weakref
 
 import numpy as np
@@ -178,12 +176,7 @@ def test_missing_dot_says_install_or_use_dot_format(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- the real `dot`
-@pytest.fixture
-def dot_program():
-    if shutil.which("dot") is None:
-        if os.environ.get("REQUIRE_DOT"):
-            pytest.fail("REQUIRE_DOT is set but the Graphviz 'dot' program is not on PATH")
-        pytest.skip("Graphviz 'dot' is not installed")
+# (the dot_program fixture is in tests/conftest.py)
 
 
 def test_svg_frames_render(dot_program, tmp_path):

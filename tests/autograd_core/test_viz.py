@@ -2,9 +2,7 @@
 gradient norms, one cluster per time step, the size guard, and rendering through the real
 `dot` program (and the error when it is missing)."""
 import math
-import os
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -260,12 +258,7 @@ def test_bad_format(small, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the real `dot`
-@pytest.fixture
-def dot_program():
-    if shutil.which("dot") is None:
-        if os.environ.get("REQUIRE_DOT"):
-            pytest.fail("REQUIRE_DOT is set but the Graphviz 'dot' program is not on PATH")
-        pytest.skip("Graphviz 'dot' is not installed")
+# (the dot_program fixture is in tests/conftest.py)
 
 
 def gru_loss(T=3):
