@@ -726,17 +726,17 @@ class Builder:
             left, right = (a, b) if a_left else (b, a)
             out = (n, m) if a_left else (m, k)
         csrc = self.ch.choice(["pool", "leaf", "scalar", "const"])
-        if csrc == "scalar":
-            c = "0.5"
-        else:
-            shape = self.related_shape(out)
-            if broadcast(shape, out) != out:
-                shape = out
-            if csrc == "pool":
-                c = self.pick(lambda t: broadcast(t, out) == out)
-            else:
-                c = self.leaf(shape) if csrc == "leaf" else self.const(shape)
+        c = "0.5" if csrc == "scalar" else self.bias(out, csrc)
         self.emit(f"ag.addmm({c}, {left}, {right})")
+
+    def bias(self, out, src):
+        """A term that broadcasts to `out`: from the pool, a new leaf or a constant."""
+        if src == "pool":
+            return self.pick(lambda t: broadcast(t, out) == out)
+        shape = self.related_shape(out)
+        if broadcast(shape, out) != out:
+            shape = out
+        return self.leaf(shape) if src == "leaf" else self.const(shape)
 
     def op_linear(self):
         x = self.pick()
@@ -756,16 +756,8 @@ class Builder:
         bsrc = self.ch.choice(["none", "pool", "leaf", "const"])
         if bsrc == "none":
             self.emit(f"ag.linear({x}, {w})")
-            return
-        out = (n, m)
-        shape = self.related_shape(out)
-        if broadcast(shape, out) != out:
-            shape = out
-        if bsrc == "pool":
-            b = self.pick(lambda t: broadcast(t, out) == out)
         else:
-            b = self.leaf(shape) if bsrc == "leaf" else self.const(shape)
-        self.emit(f"ag.linear({x}, {w}, {b})")
+            self.emit(f"ag.linear({x}, {w}, {self.bias((n, m), bsrc)})")
 
     def op_softmax_cross_entropy(self):
         a = self.pick(lambda s: len(s) >= 1)
