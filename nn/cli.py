@@ -1,6 +1,7 @@
-"""The `bptt` command line: train, check, graph, bench (and a tiny demo).
+"""The `bptt` command line: train, report, check, graph, bench (and a tiny demo).
 
     bptt train            a vanilla RNN and a GRU on the adding problem, 50 steps long
+    bptt report           where BPTT's gradient comes from, step by step (note 003)
     bptt check            engine gradients vs the notes' hand-derived formulas
     bptt graph            draw an unrolled GRU and count its backprop paths (note 001)
     bptt bench            the speed comparisons
@@ -104,6 +105,12 @@ def _table(rows):
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+# ---- report ----------------------------------------------------------------------------------
+def cmd_report(args):
+    from .report_command import run
+    return run(args)
 
 
 # ---- graph -----------------------------------------------------------------------------------
@@ -222,6 +229,14 @@ def build_parser():
     p.add_argument("--out", default=None,
                    help="output folder (default: a new runs/train-<task>-<time>)")
     p.set_defaults(func=cmd_train)
+
+    # imported here: report_command imports UsageError and the parsers above from this module
+    from . import report_command
+    p = sub.add_parser("report", help="each time step's share of the gradient (RNN, GRU)",
+                       description=report_command.DESCRIPTION, epilog=report_command.EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    report_command.add_arguments(p)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("check", help="engine gradients vs the hand-derived formulas",
                        description="Compare the engine's gradients with the hand-derived "

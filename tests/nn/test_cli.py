@@ -119,3 +119,136 @@ def test_default_training_shows_the_gru_beating_the_rnn():
     (rnn_loss, rnn_acc), (gru_loss, gru_acc) = results["rnn"], results["gru"]
     assert gru_loss < 0.01 and gru_acc > 0.5
     assert rnn_loss > 0.1 and rnn_acc < 0.2
+
+
+# ---- bptt report ------------------------------------------------------------------------------
+def _shown_steps(printed):
+    """The step numbers of the table rows printed for each model, in order."""
+    tables, rows = [], None
+    for line in printed.splitlines():
+        if line.startswith("  t  ||dL/dh_t||"):
+            rows = []
+            tables.append(rows)
+        elif rows is not None and line[:3].strip().isdigit():
+            rows.append(int(line[:3]))
+        else:
+            rows = None
+    return tables
+
+
+def _matplotlib_installed():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_report_prints_the_table_verdict_and_sum_check_and_writes_files(tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["report", "--length", "10", "--hidden", "8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "== rnn: hidden 8, untrained" in printed and "== gru: hidden 8" in printed
+    assert _shown_steps(printed) == [list(range(1, 11))] * 2  # short: every row
+    assert printed.count("per step back: vanishing") + printed.count("per step back: stable") \
+        + printed.count("per step back: exploding") == 2
+    sums = [float(line.split("difference ")[1].split()[0]) for line in printed.splitlines()
+            if line.startswith("sum check")]
+    assert len(sums) == 2 and max(sums) < 1e-12
+    for cell, gates in (("rnn", 1), ("gru", 3)):
+        saved = np.load(out / f"{cell}_bptt.npz")
+        assert saved["state_grad_norms"].shape == (10,)
+        assert saved["contributions/rnn.weight_hh_l0"].shape == (10, 8 * gates, 8)
+        assert str(saved["verdict"]) in printed
+        if _matplotlib_installed():
+            assert (out / f"{cell}_bptt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_long_table_shows_every_kth_step_and_the_last_ones(tmp_path, capsys):
+    args = ["report", "--models", "rnn", "--length", "50", "--hidden", "4"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert _shown_steps(capsys.readouterr().out) == [[1, *range(5, 50, 5), 46, 47, 48, 49, 50]]
+    assert main([*args, "--all-steps", "--out", str(tmp_path / "b")]) == 0
+    assert _shown_steps(capsys.readouterr().out) == [list(range(1, 51))]
+    assert np.load(tmp_path / "a" / "rnn_bptt.npz")["state_grad_norms"].shape == (50,)
+
+
+def test_report_loss_on_every_step_keeps_early_gradients_large(tmp_path, capsys):
+    args = ["report", "--models", "rnn", "--length", "30", "--hidden", "8"]
+    assert main([*args, "--out", str(tmp_path / "last")]) == 0
+    assert main([*args, "--every-step", "--out", str(tmp_path / "every")]) == 0
+    assert "loss on every step" in capsys.readouterr().out
+    last = np.load(tmp_path / "last" / "rnn_bptt.npz")["state_grad_norms"]
+    every = np.load(tmp_path / "every" / "rnn_bptt.npz")["state_grad_norms"]
+    assert last[0] / last[-1] < 1e-4 < 0.1 < every[0] / every[-1]
+
+
+def test_report_jacobian_table_on_request(tmp_path, capsys):
+    assert main(["report", "--models", "rnn", "--length", "8", "--hidden", "4", "--jacobian",
+                 "4", "--out", str(tmp_path / "j")]) == 0
+    printed = capsys.readouterr().out
+    assert "Jacobians of states 1..4" in printed and "beta_W^(T-k)" in printed
+    assert main(["report", "--models", "rnn", "--length", "8", "--hidden", "4", "--out",
+                 str(tmp_path / "n")]) == 0
+    assert "sigma_k" not in capsys.readouterr().out
+
+
+def test_report_of_a_trained_run_loads_its_checkpoints(tmp_path, capsys):
+    from nn.cli import build_parser
+    from nn.report_command import load_models
+    run = tmp_path / "run"
+    assert main(["train", "--steps", "3", "--length", "6", "--hidden", "4", "--out",
+                 str(run)]) == 0
+    assert main(["report", "--checkpoint", str(run), "--length", "6", "--out",
+                 str(tmp_path / "trained")]) == 0
+    printed = capsys.readouterr().out
+    assert f"hidden 4, trained weights from {run / 'gru.npz'}" in printed
+    assert main(["report", "--hidden", "4", "--length", "6", "--out",
+                 str(tmp_path / "untrained")]) == 0
+    for cell in ("rnn", "gru"):
+        trained = np.load(tmp_path / "trained" / f"{cell}_bptt.npz")["state_grad_norms"]
+        untrained = np.load(tmp_path / "untrained" / f"{cell}_bptt.npz")["state_grad_norms"]
+        assert not np.allclose(trained, untrained)
+    models = load_models(build_parser().parse_args(["report", "--checkpoint", str(run)]))
+    for cell, (model, _, cfg) in models.items():
+        saved = checkpoint.load(run / f"{cell}.npz")
+        assert cfg.task == "adding" and cfg.hidden == 4
+        assert np.array_equal(model.rnn.weight_hh_l0.numpy(), saved["rnn.weight_hh_l0"])
+
+
+def _gru_only_run(folder):
+    from nn.train import SequenceModel
+    folder.mkdir()
+    checkpoint.save(SequenceModel("gru", 2, 4, 1, rng=0), folder / "gru.npz")
+    return str(folder)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", "--models", "rnn,lstm"], "unknown model 'lstm'"),
+    (["report", "--length", "0"], "--length: must be positive"),
+    (["report", "--length", "1"], "the adding task needs --length 2 or more"),
+    (["report", "--jacobian", "1"], "--jacobian needs at least 2 states"),
+    (["report", "--every-step", "--last-step-only"], "not allowed with"),
+    (["report", "--checkpoint", "{tmp}/missing"], "does not exist"),
+    (["report", "--checkpoint", "{gru_run}", "--models", "rnn"], "has no rnn.npz"),
+    (["report", "--checkpoint", "{gru_run}", "--hidden", "8"], "has hidden size 4, not 8"),
+    (["report", "--checkpoint", "{gru_run}", "--task", "remember"], "trained on the adding"),
+    (["report", "--checkpoint", "{tmp}"], "holds neither rnn.npz nor gru.npz"),
+])
+def test_report_bad_arguments_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    fill = {"tmp": str(tmp_path)}
+    if any("{gru_run}" in a for a in argv):
+        fill["gru_run"] = _gru_only_run(tmp_path / "run")
+    out = tmp_path / "out"
+    assert main([a.format(**fill) for a in argv] + ["--out", str(out)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and message in lines[0] and lines[1] == "(see bptt --help)"
+    assert not out.exists()  # nothing is written for a bad request
+
+
+def test_report_has_help_with_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "examples:" in printed and "--checkpoint" in printed and "--every-step" in printed

@@ -1,0 +1,268 @@
+"""The `bptt report` job: where BPTT's gradient comes from, step by step, for the models of
+`bptt train` (untrained, or loaded from a `bptt train` output folder).
+
+The model, the task data and the loss are train's own (`SequenceModel`, `_task`), run in
+float64 so that the sum check sits at rounding level. The report covers the recurrent layer's
+parameters: the read-out after the last step gets its gradient without passing through time.
+"""
+import math
+import pathlib
+
+import numpy as np
+
+from . import checkpoint
+from .bptt_report import bptt_report
+from .cli import UsageError, _model_list, _positive, new_output_folder
+from .diagnostics import step_states
+from .train import MODELS, TASKS, SequenceModel, TrainConfig, _task
+
+JACOBIAN_STATES = 10  # --jacobian without a number: states 1..10 (GRU, hidden 32: ~2 s)
+JACOBIAN_TOL = 1e-6  # the table prints 5 significant digits; 1e-10 costs 1.5x the iterations
+TAIL_ROWS = 5  # a long table shows every k-th step and always the last few
+FULL_TABLE_UP_TO = 20
+
+_WHERE = "bptt report"
+
+DESCRIPTION = """\
+Split the gradient of each recurrent weight into the share of every time step (note 003:
+dL/dW = sum_t delta_t s_{t-1}^T) from one reverse sweep, beside ||dL/dh_t||, for the RNN and
+the GRU of `bptt train` on one batch of its task. Prints, per model, the table (t, ||dL/dh_t||,
+the norm of step t's share of each parameter's gradient), the fitted per-step decay of
+||dL/dh_t|| with its verdict (vanishing below 0.9, exploding above 1.1), and the sum check: the
+steps' shares add up to the gradient loss.backward() computes (max abs difference).
+Writes <model>_bptt.npz (every array, every step) and <model>_bptt.png (matplotlib) to --out.
+
+Without --checkpoint the models are untrained: the initial weights `bptt train --seed S`
+starts from. With --checkpoint FOLDER they are the trained weights of that run; the hidden
+size and the task come from the checkpoint (a checkpoint does not record the sequence length,
+so pass --length to match the training run; the default is train's, 50)."""
+
+EPILOG = """\
+examples:
+  bptt report
+  bptt report --models rnn --length 100 --all-steps
+  bptt report --checkpoint runs/train-adding-20250101-120000
+  bptt report --task remember --every-step
+  bptt report --models gru --jacobian 20"""
+
+
+def add_arguments(p):
+    d = TrainConfig()
+    p.add_argument("--models", type=_model_list, default=None,
+                   help=f"comma-separated, from {', '.join(MODELS)} (default rnn,gru, or "
+                        f"those in --checkpoint)")
+    p.add_argument("--task", choices=TASKS, default=None,
+                   help=f"adding or remember, as in train (default {d.task}, or the "
+                        f"checkpoint's)")
+    p.add_argument("--length", type=_positive(int), default=d.length,
+                   help=f"sequence length T (default {d.length})")
+    p.add_argument("--hidden", type=_positive(int), default=None,
+                   help=f"hidden size (default {d.hidden}, or the checkpoint's)")
+    p.add_argument("--batch", type=_positive(int), default=8, help="batch size (default 8)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seed of the initial weights and of the data (default {d.seed})")
+    p.add_argument("--checkpoint", metavar="FOLDER", default=None,
+                   help="a `bptt train` output folder: report its trained rnn.npz / gru.npz")
+    loss = p.add_mutually_exclusive_group()
+    loss.add_argument("--last-step-only", dest="every_step", action="store_false",
+                      help="the loss train optimises: the answer read from h_T only, so "
+                           "||dL/dh_t|| is purely what BPTT carries back (the default; the "
+                           "decay is clearest)")
+    loss.add_argument("--every-step", dest="every_step", action="store_true",
+                      help="the same loss on the read-out of every step, averaged: each "
+                           "||dL/dh_t|| then adds a direct term, which hides the decay")
+    p.set_defaults(every_step=False)
+    p.add_argument("--all-steps", action="store_true",
+                   help=f"print every row (by default a table longer than "
+                        f"{FULL_TABLE_UP_TO} steps shows step 1, about ten evenly spaced "
+                        f"steps and the last {TAIL_ROWS}; the .npz always has every step)")
+    p.add_argument("--jacobian", type=_positive(int), nargs="?", const=JACOBIAN_STATES,
+                   default=None, metavar="N",
+                   help=f"also print sigma_max(dh_(t+1)/dh_t) for states 1..N (default N "
+                        f"{JACOBIAN_STATES}); slow: the cost grows as N^2 (GRU, hidden 32, "
+                        f"N = 50: ~30 s)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: a new runs/report-<task>-<time>)")
+
+
+def run(args):
+    if args.jacobian is not None and args.jacobian < 2:
+        raise UsageError(f"{_WHERE}: --jacobian needs at least 2 states, got {args.jacobian}")
+    if args.jacobian is not None and args.length < 2:
+        raise UsageError(f"{_WHERE}: --jacobian needs --length 2 or more")
+    models = load_models(args)  # every check before the output folder is made
+    tasks = {cfg.task for _, _, cfg in models.values()}
+    if len(tasks) > 1:
+        raise UsageError(f"{_WHERE}: the checkpoints were trained on different tasks "
+                         f"({', '.join(sorted(tasks))}); report one model at a time")
+    task = tasks.pop()
+    if task == "adding" and args.length < 2:
+        raise UsageError(f"{_WHERE}: the adding task needs --length 2 or more (one marked "
+                         f"number in each half)")
+    out = new_output_folder(args.out, f"report-{task}")
+    print(f"task: {task}, length {args.length}, batch {args.batch}, seed {args.seed}; loss "
+          f"{'on every step (averaged)' if args.every_step else 'on the last step only'}; "
+          f"float64")
+    print("each row t: ||dL/dh_t|| and the norm of step t's share of each parameter's "
+          "gradient\n(delta_t s_(t-1)^T for W_hh, note 003); the shares add up to the gradient")
+    written, no_plot = [], False
+    for cell, (model, source, cfg) in models.items():
+        print(f"\n== {cell}: hidden {cfg.hidden}, {source}")
+        report, loss, states = _report(model, cfg, args)
+        print(_shown_rows(report.table(), args.length, args.all_steps))
+        print(_decay_line(report, args.length))
+        if args.jacobian is not None:
+            print(_jacobian_table(loss, model, states, args))
+        print(_sum_check(report, loss, model))
+        report.save_npz(out / f"{cell}_bptt.npz")
+        written.append(f"{cell}_bptt.npz")
+        try:
+            report.plot(out / f"{cell}_bptt.png", names=_weight_names(report),
+                        title=f"{cell.upper()}, {task} task, T = {args.length}: "
+                              f"each step's share of the gradient")
+            written.append(f"{cell}_bptt.png")
+        except ImportError:
+            no_plot = True
+    if no_plot:
+        print("\nmatplotlib is not installed: no plots (pip install matplotlib)")
+    print(f"\nwritten to {out}/: {', '.join(written)}")
+    return 0
+
+
+# ---- models ------------------------------------------------------------------------------
+def load_models(args):
+    """cell -> (float64 model, where its weights come from, TrainConfig of its task), from
+    the parsed arguments; a bad choice or an unusable checkpoint is a UsageError."""
+    if args.checkpoint is None:
+        task = args.task or TrainConfig().task
+        hidden = args.hidden or TrainConfig().hidden
+        cfg = TrainConfig(task=task, length=args.length, hidden=hidden, seed=args.seed)
+        _, n_in, n_out, _, _ = _task(cfg)
+        return {cell: (SequenceModel(cell, n_in, hidden, n_out, rng=args.seed).double(),
+                       f"untrained (the initial weights of bptt train --seed {args.seed})", cfg)
+                for cell in args.models or TrainConfig().models}
+    folder = pathlib.Path(args.checkpoint)
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise UsageError(f"{_WHERE}: --checkpoint {folder} {what}; pass the folder bptt train "
+                         f"wrote (it holds rnn.npz and/or gru.npz)")
+    cells = args.models or tuple(c for c in MODELS if (folder / f"{c}.npz").is_file())
+    if not cells:
+        raise UsageError(f"{_WHERE}: --checkpoint {folder} holds neither rnn.npz nor gru.npz; "
+                         f"is it a bptt train output folder?")
+    return {cell: _load_one(cell, folder / f"{cell}.npz", args) for cell in cells}
+
+
+def _load_one(cell, path, args):
+    if not path.is_file():
+        raise UsageError(f"{_WHERE}: --checkpoint {path.parent} has no {path.name} (was that "
+                         f"run trained with --models {cell}?)")
+    try:
+        state = checkpoint.load(path)
+    except (checkpoint.CheckpointError, OSError) as exc:
+        raise UsageError(f"{_WHERE}: {_one_line(exc)}") from None
+    try:
+        # bptt train saves parameters only; the sizes follow from their shapes.
+        n_in = state["rnn.weight_ih_l0"].shape[1]
+        hidden = state["rnn.weight_hh_l0"].shape[1]
+        n_out = state["out.weight"].shape[0]
+    except (KeyError, IndexError):
+        raise UsageError(f"{_WHERE}: {path} is not a bptt train checkpoint (it lacks "
+                         f"rnn.weight_ih_l0, rnn.weight_hh_l0 or out.weight)") from None
+    if (n_in, n_out) == (2, 1):
+        cfg = TrainConfig(task="adding")
+    elif n_in == n_out:
+        cfg = TrainConfig(task="remember", symbols=n_in)
+    else:
+        raise UsageError(f"{_WHERE}: {path} reads {n_in} inputs and gives {n_out} outputs, "
+                         f"which fits neither the adding nor the remember task")
+    if args.task not in (None, cfg.task):
+        raise UsageError(f"{_WHERE}: {path} was trained on the {cfg.task} task, not "
+                         f"{args.task}; drop --task")
+    if args.hidden not in (None, hidden):
+        raise UsageError(f"{_WHERE}: {path} has hidden size {hidden}, not {args.hidden}; "
+                         f"drop --hidden")
+    cfg.length, cfg.hidden, cfg.seed = args.length, hidden, args.seed
+    model = SequenceModel(cell, n_in, hidden, n_out, rng=args.seed)
+    try:
+        checkpoint.load(path, module=model)
+    except (checkpoint.CheckpointError, OSError) as exc:
+        raise UsageError(f"{_WHERE}: {_one_line(exc)}") from None
+    return model.double(), f"trained weights from {path}", cfg
+
+
+def _one_line(exc):
+    return " ".join(str(exc).splitlines())
+
+
+# ---- the report --------------------------------------------------------------------------
+def _report(model, cfg, args):
+    """(BPTTReport, loss, hidden states) on one fresh batch of the task."""
+    make, _, _, score, _ = _task(cfg)
+    # the batch train's gradient-flow diagnostic draws from: fresh data, not a training batch
+    xs, target = make(args.batch, np.random.default_rng(args.seed + 20_000))
+    pred, hidden = model(xs.astype(np.float64))
+    if args.every_step:
+        steps = [score(model.out(hidden[t]), target)[0] for t in range(args.length)]
+        loss = sum(steps[1:], steps[0]) / args.length
+    else:
+        loss, _ = score(pred, target)
+    recurrent = {n: p for n, p in model.named_parameters() if n.startswith("rnn.")}
+    return bptt_report(loss, recurrent, hidden), loss, step_states(hidden)
+
+
+def _shown_rows(table, length, all_steps):
+    """The table with every k-th row and the last few when it is longer than a screen."""
+    lines = table.splitlines()
+    if all_steps or length <= FULL_TABLE_UP_TO:
+        return table
+    every = math.ceil(length / 10)
+    keep = {1, *range(every, length + 1, every), *range(length - TAIL_ROWS + 1, length + 1)}
+    rows = [lines[t] for t in sorted(keep)]  # line t holds step t
+    note = (f"(step 1, every {every} steps and the last {TAIL_ROWS} of {length}; "
+            f"--all-steps prints all)")
+    outside, decay = lines[length + 1:]
+    return "\n".join([lines[0], *rows, outside, note, decay])
+
+
+def _decay_line(report, length):
+    norms = report.state_grad_norms
+    if length < 2 or norms[-1] == 0:
+        return "(one step or a zero gradient: no decay to measure)"
+    ratio = norms[0] / norms[-1]
+    rate = report.decay_rate
+    line = f"||dL/dh_1|| / ||dL/dh_{length}|| = {ratio:.3g}"
+    if report.verdict in ("vanishing", "exploding"):
+        steps = abs(math.log(10) / math.log(rate))
+        trend = "smaller" if rate < 1 else "larger"
+        line += f": 10x {trend} every {steps:.3g} steps back"
+    return line
+
+
+def _jacobian_table(loss, model, states, args):
+    from .jacobians import jacobian_report
+    n = min(args.jacobian, args.length)
+    jac = jacobian_report(states[:n], loss, model, tol=JACOBIAN_TOL)
+    lines = [f"\nJacobians of states 1..{n} (T below is {n}): sigma_k = largest singular "
+             f"value of dh_(k+1)/dh_k (max over the batch); their product bounds the ratio",
+             jac.table()]
+    if args.every_step:
+        lines.append("(with --every-step the loss also reads each h_k directly, so the "
+                     "product does not bound the ratio)")
+    return "\n".join(lines) + "\n"
+
+
+def _sum_check(report, loss, model):
+    """Max |shares summed - dL/dparam| over the reported parameters. Runs loss.backward(),
+    so it comes after everything else that needs the graph."""
+    loss.backward()
+    grads = {n: p.grad.numpy() for n, p in model.named_parameters() if n in report.contributions}
+    diff = max(np.abs(report.total(n) - g).max() for n, g in grads.items())
+    largest = max(np.abs(g).max() for g in grads.values())
+    return (f"sum check: steps' shares summed vs loss.backward(): max abs difference "
+            f"{diff:.2g} (largest gradient entry {largest:.3g})")
+
+
+def _weight_names(report):
+    return [n for n in report.contributions if ".weight_" in n]
+
