@@ -21,7 +21,7 @@ class ArrayMath:
     exp = staticmethod(np.exp)
     log = staticmethod(np.log)
     where = staticmethod(np.where)
-    broadcast_to = staticmethod(np.broadcast_to)
+    broadcast_to = staticmethod(shape.broadcast_array)
     sum_to = staticmethod(shape.sum_array_to)
     scatter = staticmethod(indexing.scatter_array)
 

@@ -259,9 +259,13 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
             for inp, gi in zip(t._inputs, grads):
                 if gi is None or not inp.requires_grad:
                     continue
+                prev = get(inp)
                 if gi.shape != inp._data.shape:
                     gi = xp.sum_to(gi, inp._data.shape)
-                prev = get(inp)
+                    if prev is None and type(gi) is np.ndarray:  # summed into a new array
+                        acc[inp] = gi
+                        owned.add(inp)
+                        continue
                 if prev is None:
                     acc[inp] = gi
                 elif inp in owned:

@@ -209,9 +209,9 @@ def softmax_cross_entropy(logits, target):
     if target.size and (target.min() < 0 or target.max() >= classes):
         raise IndexError(f"softmax_cross_entropy: target class out of range [0, {classes})")
     x = logits._data
-    shifted = x - np.max(x, axis=-1, keepdims=True)
+    shifted = x - x.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
-    total = np.sum(e, axis=-1, keepdims=True)
+    total = e.sum(axis=-1, keepdims=True)
     flat = shifted.reshape(-1, classes)
     picked = flat[_row_numbers(flat.shape[0]), target.reshape(-1)].reshape(total.shape)
     loss = (np.log(total) - picked)[..., 0]

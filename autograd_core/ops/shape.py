@@ -113,7 +113,16 @@ def sum_array_to(g, shape):
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
-    return np.sum(g, axis=axes, keepdims=True).reshape(shape)
+    return g.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def broadcast_array(a, shape):
+    """`a` broadcast to `shape`: a single value is filled into a new array (numpy's view
+    machinery costs more than the fill at the sizes a loss's reduction has), anything else
+    is a read-only view, as np.broadcast_to."""
+    if a.size == 1:
+        return np.full(shape, a.reshape(()), dtype=a.dtype)
+    return np.broadcast_to(a, shape)
 
 
 class SumTo(Op):
