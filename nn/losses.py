@@ -3,6 +3,7 @@ import numpy as np
 
 import autograd_core as ag
 from autograd_core.function import as_tensor
+from autograd_core.ops.reductions import checked_softmax_cross_entropy
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -80,8 +81,8 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
     _check_reduction("cross_entropy", reduction)
     target_arr = target._data if isinstance(target, ag.Tensor) else np.asarray(target)
     if weight is None and axis == logits.ndim - 1 and target_arr.dtype.kind in "iu":
-        _checked_class_targets("cross_entropy", target_arr, logits, axis)
-        return _reduce(ag.softmax_cross_entropy(logits, target_arr), reduction,
+        target_arr = _checked_class_targets("cross_entropy", target_arr, logits, axis)
+        return _reduce(checked_softmax_cross_entropy(logits, target_arr), reduction,
                        "cross_entropy")
     log_probs = ag.log_softmax(logits, axis=axis)
     if target_arr.dtype.kind == "f":

@@ -45,7 +45,15 @@ def mean(x, axis=None, keepdims=False):
     axes = normalize_axes("mean", axis, x.ndim)
     if x.size == 0:
         raise ValueError(f"mean: cannot take the mean of an empty tensor (shape {x.shape})")
-    return record(Mean, np.mean(x._data, axis=axes, keepdims=keepdims), (x,), axes)
+    xd = x._data
+    if xd.dtype.kind == "f" and xd.dtype.itemsize >= 4:  # what np.mean computes, less Python
+        count = 1
+        for a in axes:
+            count *= xd.shape[a]
+        data = np.add.reduce(xd, axis=axes, keepdims=keepdims) / xd.dtype.type(count)
+    else:
+        data = np.mean(xd, axis=axes, keepdims=keepdims)
+    return record(Mean, data, (x,), axes)
 
 
 class _Extremum(Op):
@@ -208,6 +216,13 @@ def softmax_cross_entropy(logits, target):
     classes = logits.shape[-1]
     if target.size and (target.min() < 0 or target.max() >= classes):
         raise IndexError(f"softmax_cross_entropy: target class out of range [0, {classes})")
+    return checked_softmax_cross_entropy(logits, target)
+
+
+def checked_softmax_cross_entropy(logits, target):
+    """softmax_cross_entropy for a Tensor `logits` and an integer array `target` that the
+    caller has checked (nn's cross_entropy, whose errors name it)."""
+    classes = logits.shape[-1]
     x = logits._data
     shifted = x - x.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
