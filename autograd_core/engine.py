@@ -65,6 +65,7 @@ _backward_count = itertools.count(1)
 
 
 _freed_lock = threading.Lock()  # backwards may run in several threads at once
+_grad_lock = threading.Lock()  # guards the check-then-write of a leaf's .grad
 
 
 def _remember_release(epoch, count):
@@ -278,14 +279,15 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
                 t._inputs = None
                 t._saved = None
                 t._epoch = epoch
+        # Every deferred product first: a leaf's hook may change another leaf in place (an
+        # optimizer step inside backward), and the products must read the forward values.
+        while pending:
+            leaf, parts = pending.popitem()  # popped: its factors are freed once used
+            acc[leaf] = _stacked_products(parts, acc.get(leaf))
+            owned.add(leaf)
+        parts = None
         for leaf in leaves:
             g = acc.pop(leaf, None)
-            if pending:
-                parts = pending.pop(leaf, None)
-                if parts is not None:
-                    g = _stacked_products(parts, g)
-                    owned.add(leaf)
-                    parts = None
             if g is None:
                 continue
             if leaf._hooks:
@@ -294,10 +296,12 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
             if want is not None:
                 if leaf in want:
                     captured[leaf] = g
-            elif leaf.grad is None and leaf in owned and g.dtype == leaf._data.dtype:
-                leaf.grad = _make(g)  # an array only the sweep held: no copy needed
-            else:
-                _accumulate_grad(leaf, g, create_graph)
+                continue
+            with _grad_lock:  # backwards in several threads may share a leaf
+                if leaf.grad is None and leaf in owned and g.dtype == leaf._data.dtype:
+                    leaf.grad = _make(g)  # an array only the sweep held: no copy needed
+                else:
+                    _accumulate_grad(leaf, g, create_graph)
     return captured
 
 

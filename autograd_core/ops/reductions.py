@@ -183,8 +183,8 @@ class SoftmaxCrossEntropy(Op):
             onehot = np.zeros(probs.shape, dtype=probs.dtype)
             np.put_along_axis(onehot, target[..., None], 1, axis=-1)
             return ((softmax(out._inputs[0], axis=-1) - onehot) * g[..., None],)
-        grad = probs * g[..., None]
-        rows = grad.reshape(-1, probs.shape[-1])  # a view: grad is a new array
+        grad = np.multiply(probs, g[..., None], order="C")
+        rows = grad.reshape(-1, probs.shape[-1])  # a view: grad is new and C-ordered
         rows[_row_numbers(rows.shape[0]), target.reshape(-1)] -= np.reshape(g, -1)
         return (grad,)
 
