@@ -61,6 +61,10 @@ class Op:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "backward" in cls.__dict__:  # a new rule: inherited fast paths would bypass it
+            for fast_path in ("backward_into", "backward_split"):
+                if fast_path not in cls.__dict__:
+                    setattr(cls, fast_path, None)
         cls.batched = cls.backward_into is not None or cls.backward_split is not None
         if cls.name is not None:
             if cls.name in REGISTRY:

@@ -539,3 +539,24 @@ def test_cross_entropy_of_time_major_logits_seen_batch_first():
     np.put_along_axis(onehot, target.T[..., None], 1.0, axis=-1)
     np.testing.assert_allclose(z.grad.numpy(), (p - onehot) * w[..., None], rtol=1e-10,
                                atol=1e-12)
+
+
+def test_a_subclass_with_its_own_rule_does_not_inherit_the_fast_path():
+    from autograd_core.function import record
+    from autograd_core.ops.linalg import MatMul
+
+    class DoubledMatMul(MatMul):  # the same forward, a rule that doubles the gradient
+        name = "test_doubled_matmul"
+
+        @staticmethod
+        def backward(g, out, xp):
+            return tuple(2 * gi for gi in MatMul.backward(g, out, xp))
+
+    try:
+        assert DoubledMatMul.backward_split is None and not DoubledMatMul.batched
+        a = ag.Tensor(np.eye(2), requires_grad=True)
+        w = ag.Tensor(np.arange(4.0).reshape(2, 2), requires_grad=True)
+        record(DoubledMatMul, a.numpy() @ w.numpy(), (a, w)).sum().backward()
+        np.testing.assert_allclose(w.grad.numpy(), 2 * a.numpy().T @ np.ones((2, 2)))
+    finally:
+        ag.ops_registry.pop("test_doubled_matmul")
