@@ -8,6 +8,7 @@
 """
 import argparse
 import datetime
+import os
 import pathlib
 import subprocess
 import sys
@@ -294,6 +295,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bptt report | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

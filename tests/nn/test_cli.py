@@ -1,6 +1,7 @@
 """The `bptt` command line end to end, on tiny settings."""
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -252,3 +253,13 @@ def test_report_has_help_with_examples(capsys):
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     assert "examples:" in printed and "--checkpoint" in printed and "--every-step" in printed
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(monkeypatch):
+    # `bptt demo | head -1`: the pipe closes while we print; exit quietly with 141 as a shell
+    # would (128 + SIGPIPE), not with a BrokenPipeError traceback
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open(write_end, "w", buffering=1) as closed_pipe:
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        assert main(["demo"]) == 141
