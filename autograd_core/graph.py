@@ -1,6 +1,8 @@
 """Walking a recorded graph without running it: the shared iterative traversal."""
 import operator
 
+import numpy as np
+
 by_creation = operator.attrgetter("_seq")  # creation order is a topological order
 
 
@@ -31,3 +33,12 @@ def walk(roots, where, limit=None):
                 stack.append(i)
     found.sort(key=by_creation, reverse=True)
     return found
+
+
+def saved_arrays(value):
+    """The arrays inside a node's saved values (nested tuples and lists)."""
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from saved_arrays(v)
