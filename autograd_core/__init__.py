@@ -17,6 +17,7 @@ from .function import REGISTRY as ops_registry, Op
 from .grad_mode import (current_step, enable_grad, is_grad_enabled, no_grad, set_grad_enabled,
                         step_scope)
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .graph import walk_graph
 from .paths import count_paths
 from .trace import BackwardTrace, trace_backward
 from .stats import GraphGrowthMonitor, GraphGrowthWarning, GraphStats, graph_stats
@@ -50,7 +51,7 @@ __all__ = [
     "set_grad_enabled", "is_grad_enabled", "step_scope", "current_step", "gradcheck", "gradgradcheck", "GradcheckError",
     "Op", "ops_registry", "detect_anomaly", "is_anomaly_enabled", "AnomalyError",
     "HazardWarning",
-    "count_paths", "graph_stats", "GraphStats", "GraphGrowthMonitor", "GraphGrowthWarning",
+    "walk_graph", "count_paths", "graph_stats", "GraphStats", "GraphGrowthMonitor", "GraphGrowthWarning",
     "trace_backward", "BackwardTrace", "to_dot", "render", "GraphTooLargeError",
     "add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum", "where",
     "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip",

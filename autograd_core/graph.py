@@ -35,6 +35,16 @@ def walk(roots, where, limit=None):
     return found
 
 
+def walk_graph(roots, limit=None):
+    """Every tensor the graph behind `roots` (a tensor or a sequence of them) reaches through
+    recorded inputs, leaves and constants included, newest first (a reverse topological
+    order). Raises RuntimeError if a backward freed the graph, and returns None once more
+    than `limit` tensors are found."""
+    if hasattr(roots, "_op"):
+        roots = (roots,)
+    return walk(tuple(roots), "walk_graph", limit)
+
+
 def saved_arrays(value):
     """The arrays inside a node's saved values (nested tuples and lists)."""
     if isinstance(value, np.ndarray):

@@ -111,6 +111,27 @@ class Tensor:
         return self._step
 
     @property
+    def op(self):
+        """The Op class that produced this tensor (its `name`, rule text, what it saves), or
+        None for leaves and constants."""
+        return self._op
+
+    @property
+    def inputs(self):
+        """The tensors this one was computed from (empty for leaves and constants). Raises
+        RuntimeError once a backward without retain_graph has freed the graph."""
+        if self._inputs is None:
+            from .graph import check_intact
+            check_intact(self, "inputs")
+        return self._inputs
+
+    @property
+    def version(self):
+        """How many in-place changes came before (a stamp that only grows; shared with views
+        and aliases of the same memory)."""
+        return version_of(self)
+
+    @property
     def grad_fn(self):
         """The op that produced this tensor, or None for leaves and constants."""
         return None if self._op is None else self._op()
