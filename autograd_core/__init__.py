@@ -12,8 +12,8 @@ from ._malloc import MALLOC_TUNED  # noqa: F401  (see _malloc.py)
 
 from .tensor import Tensor  # noqa: I001  (must come first: the ops import it)
 from .anomaly import AnomalyError, HazardWarning, detect_anomaly, is_anomaly_enabled
-from .engine import backward, grad
-from .function import REGISTRY as ops_registry, Op
+from .engine import SweepObserver, backward, grad, node_vjp
+from .function import REGISTRY as ops_registry, Memory, Op, as_tensor as _as_tensor
 from .grad_mode import (current_step, enable_grad, is_grad_enabled, no_grad, set_grad_enabled,
                         step_scope)
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
@@ -33,6 +33,12 @@ from .ops.shape import (astype, broadcast_to, expand_dims, reshape, squeeze, sum
 from .ops.unary import abs, clip, exp, log, relu, sigmoid, sqrt, tanh
 
 
+def as_tensor(value):
+    """`value` as a Tensor: a Tensor is returned as it is, anything else is wrapped without
+    a copy where numpy allows (as np.asarray / torch.as_tensor)."""
+    return _as_tensor(value)
+
+
 def tensor(data, requires_grad=False, dtype=None, name=None):
     """Same as Tensor(...)."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name)
@@ -47,7 +53,7 @@ def ones(shape, dtype="float32", requires_grad=False):
 
 
 __all__ = [
-    "Tensor", "tensor", "zeros", "ones", "backward", "grad", "no_grad", "enable_grad",
+    "Tensor", "tensor", "as_tensor", "Memory", "zeros", "ones", "backward", "grad", "SweepObserver", "node_vjp", "no_grad", "enable_grad",
     "set_grad_enabled", "is_grad_enabled", "step_scope", "current_step", "gradcheck", "gradgradcheck", "GradcheckError",
     "Op", "ops_registry", "detect_anomaly", "is_anomaly_enabled", "AnomalyError",
     "HazardWarning",

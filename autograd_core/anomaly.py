@@ -114,10 +114,6 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENGINE_DIR = os.path.join(_ROOT, "autograd_core") + os.sep
 _OWN_FILES = (_ENGINE_DIR, os.path.join(_ROOT, "nn") + os.sep)
 
-# Ops whose output holds only values of their first input.
-_VIEW_OPS = ("transpose", "reshape", "getitem", "swapaxes", "broadcast_to")
-
-
 def remember(out):
     """Keep where `out` was recorded (called by `record` in anomaly mode only); warn about
     hazards and check the forward value when asked."""
@@ -125,7 +121,7 @@ def remember(out):
     out._origin = frames
     if _local.hazards_warned is not None:
         _check_hazards(out, frames)
-    if _state.anomaly_forward and out._op.name not in _VIEW_OPS:
+    if _state.anomaly_forward and not out._op.view:  # a view only passes values on
         data = out._data
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             raise AnomalyError(f"anomaly: the forward of {out._op.name} produced "
@@ -151,7 +147,7 @@ def _param_label(t):
             name = base.name
         if name:
             break
-        if base._op is None or base._op.name not in _VIEW_OPS or not base._inputs:
+        if base._op is None or not base._op.view or not base._inputs:
             return None
         path.append(base._op.name)
         base = base._inputs[0]
@@ -206,117 +202,8 @@ def _forward_hint(t):
     return ""
 
 
-# ---- hazards: values about to make an Inf or NaN, or to stop the gradient ------------------
-TINY = 1e-30  # log and division hazards: |x| at or below this
-SATURATED_SHARE = 0.99  # tanh / sigmoid hazard: more than this share of units saturated
-SATURATION_MARGIN = 0.01  # a unit is saturated within this distance of an asymptote
-
-
-def _overflow_limit(dtype):
-    return float(np.log(np.finfo(dtype).max))
-
-
-def _overflow(exponent, limit, what):
-    """`what` overflows where the natural-log `exponent` of the result exceeds `limit`."""
-    over = exponent > limit
-    if not over.any():
-        return None
-    return (f"{what} overflows for {int(over.sum())} of {over.size} values (the log of the "
-            f"result reaches {float(exponent[over].max()):.4g}, above {limit:.4g})")
-
-
-def _exp_hazard(out):
-    return _overflow(out._inputs[0]._data, _overflow_limit(out._data.dtype),
-                     f"exp in {out._data.dtype}")
-
-
-def _rpow_hazard(out):
-    c = out._saved
-    if not c > 0:
-        return None
-    x = out._inputs[0]._data
-    return _overflow(x * np.log(c), _overflow_limit(out._data.dtype),
-                     f"{c!r} ** x in {out._data.dtype}")
-
-
-def _pow_scalar_hazard(out):
-    c = out._saved
-    x = out._inputs[0]._data
-    return _overflow(c * np.log(np.abs(x)), _overflow_limit(out._data.dtype),
-                     f"x ** {c!r} in {out._data.dtype}")
-
-
-def _pow_hazard(out):
-    a, b = (t._data for t in out._inputs)
-    return _overflow(b * np.log(np.abs(a)), _overflow_limit(out._data.dtype),
-                     f"a ** b in {out._data.dtype}")
-
-
-def _tiny(divisor, what):
-    hit = np.abs(divisor) <= TINY
-    if not hit.any():
-        return None
-    return (f"{what} with {int(hit.sum())} of {hit.size} divisors at |x| <= {TINY:g} "
-            f"(smallest |x| {float(np.abs(divisor[hit]).min()):.3g}): the quotient and its "
-            f"derivative blow up")
-
-
-def _log_hazard(out):
-    x = out._inputs[0]._data
-    hit = x <= TINY
-    if not hit.any():
-        return None
-    return (f"log of {int(hit.sum())} of {hit.size} values at or below {TINY:g} (smallest "
-            f"{float(x[hit].min()):.3g}): log is -inf at 0 and nan below, and its derivative "
-            f"1/x exceeds {1 / TINY:g}")
-
-
-def _div_hazard(out):
-    return _tiny(out._inputs[1]._data, "a / b")
-
-
-def _div_scalar_hazard(out):
-    c = out._saved
-    return f"division by the constant {c!r}" if abs(c) <= TINY else None
-
-
-def _rdiv_hazard(out):
-    return _tiny(out._inputs[0]._data, f"{out._saved!r} / x")
-
-
-def _saturation(out, saturated, what, rule):
-    y = out._data
-    if y.size == 0:
-        return None
-    share = np.count_nonzero(saturated(y)) / y.size
-    if share <= SATURATED_SHARE:
-        return None
-    return (f"{what} has {share:.1%} of its {y.size} units saturated ({rule}): almost no "
-            f"gradient flows back through it")
-
-
-def _tanh_hazard(out):
-    edge = 1 - SATURATION_MARGIN
-    return _saturation(out, lambda y: np.abs(y) > edge, "tanh",
-                       f"|tanh| > {edge:g}, derivative < {1 - edge * edge:.2g}")
-
-
-def _sigmoid_hazard(out):
-    lo, hi = SATURATION_MARGIN, 1 - SATURATION_MARGIN
-    return _saturation(out, lambda s: (s < lo) | (s > hi), "sigmoid",
-                       f"outside [{lo:g}, {hi:g}], derivative < {lo * hi:.2g}")
-
-
-_HAZARD_CHECKS = {
-    "exp": _exp_hazard, "rpow_scalar": _rpow_hazard, "pow_scalar": _pow_scalar_hazard,
-    "pow": _pow_hazard, "log": _log_hazard, "div": _div_hazard,
-    "div_scalar": _div_scalar_hazard, "rdiv_scalar": _rdiv_hazard,
-    "tanh": _tanh_hazard, "sigmoid": _sigmoid_hazard,
-}
-
-
 def _check_hazards(out, frames):
-    check = _HAZARD_CHECKS.get(out._op.name)
+    check = out._op.hazard
     if check is None or out._data.dtype.kind != "f":
         return
     with np.errstate(all="ignore"):

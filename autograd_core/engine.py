@@ -17,28 +17,36 @@ from .graph import by_creation
 from .tensor import Tensor, _make, version_of
 
 
-def _collect(roots):
+_collect_lock = threading.Lock()  # a graph is claimed by one freeing backward at a time
+
+
+def _collect(roots, epoch, claim):
     """Nodes reachable from `roots` (newest first) and the leaves that require grad.
-    Every check that can fail happens here, before the sweep changes anything."""
+    Every check that can fail happens here, before the sweep changes anything. With `claim`
+    (a backward that frees the graph) each node is marked with `epoch`: a second backward
+    over the same graph, in this thread or another, finds it taken and stops here."""
     seen = set(roots)
     nodes, leaves = [], []
     stack = list(seen)
     last_inplace = function.last_inplace
-    while stack:
-        t = stack.pop()
-        if t._op is None:
-            leaves.append(t)
-            continue
-        inputs = t._inputs
-        if inputs is None:
-            raise RuntimeError(_freed_message(t))
-        if last_inplace > t._seq:  # something was modified in place since t was recorded
-            _check_versions(t)
-        nodes.append(t)
-        for i in inputs:
-            if i.requires_grad and i not in seen:
-                seen.add(i)
-                stack.append(i)
+    with _collect_lock:
+        while stack:
+            t = stack.pop()
+            if t._op is None:
+                leaves.append(t)
+                continue
+            if t._epoch is not None:  # freed, or being freed by another backward
+                raise RuntimeError(_freed_message(t))
+            if last_inplace > t._seq:  # something was modified in place since t was recorded
+                _check_versions(t)
+            nodes.append(t)
+            for i in t._inputs:
+                if i.requires_grad and i not in seen:
+                    seen.add(i)
+                    stack.append(i)
+        if claim:
+            for t in nodes:
+                t._epoch = epoch
     nodes.sort(key=by_creation, reverse=True)
     return nodes, leaves
 
@@ -48,9 +56,8 @@ def _freed_message(t):
     without detach(), so say that first."""
     label = f"'{t.name}'" if t.name else f"of shape {tuple(t.shape)}"
     where = f" (recorded at time step {t._step})" if t._step is not None else ""
-    epoch = getattr(t, "_epoch", None)
-    freed = _freed_sizes.get(epoch)
-    by = (f"backward #{epoch}, which released {freed} nodes" if freed is not None
+    freed = _freed_sizes.get(t._epoch)
+    by = (f"backward #{t._epoch}, which released {freed} nodes" if freed is not None
           else "an earlier backward")
     return (f"backward: the tensor {label}{where}, made by {t._op.name}, belongs to a graph "
             f"that was already freed by {by}. If it is a hidden state carried over from an "
@@ -75,15 +82,12 @@ def _remember_release(epoch, count):
             del _freed_sizes[next(iter(_freed_sizes))]
 
 
-_VIEW_OPS = ("transpose", "reshape", "getitem", "broadcast_to")
-
-
 def _describe(t):
     """A tensor's name, or the name of the tensor it is a view of, or its shape."""
     if t.name:
         return f"'{t.name}'"
     base, path = t, []
-    while base._op is not None and base._op.name in _VIEW_OPS and base._inputs:
+    while base._op is not None and base._op.view and base._inputs:
         path.append(base._op.name)
         base = base._inputs[0]
         if base.name:
@@ -92,37 +96,21 @@ def _describe(t):
 
 
 def _check_versions(t):
-    """Raise if a value the rule of `t` reads was changed in place after `t` was recorded
-    (through the tensor itself, a view of it or an alias: they share one counter)."""
+    """Raise if a value the rule of `t` reads (as its op declares in `saves`) was changed in
+    place after `t` was recorded (through the tensor itself, a view of it or an alias: they
+    share one counter)."""
     op = t._op
-    if op.uses_output and version_of(t) > t._seq:
+    if op.reads_output and version_of(t) > t._seq:
         raise RuntimeError(f"backward: the output {_describe(t)} of {op.name} was modified in "
                            f"place after it was computed, and {op.name}'s derivative needs it")
-    if op.uses_inputs:
-        for i in t._inputs:
-            if version_of(i) > t._seq:
-                raise RuntimeError(
-                    f"backward: the tensor {_describe(i)} needed by the derivative of "
-                    f"{op.name} was modified in place after it was used (an optimizer step "
-                    f"or an in-place op between forward and backward?). Recompute the "
-                    f"forward, or modify a copy.")
-
-
-def _add_into_buffer(op, g, t, acc, owned):
-    """For ops whose input gradient is sparse (indexing): add into one zero-initialised buffer
-    per input instead of materialising a full-size array at every use (x[t] in a loop over t
-    would otherwise cost O(T^2))."""
-    inp = t._inputs[0]
-    if not inp.requires_grad:
-        return
-    buf = acc.get(inp)
-    if buf is None or inp not in owned:
-        fresh = np.zeros(inp.shape, dtype=np.result_type(g, inp._data))
-        if buf is not None:
-            fresh += buf
-        buf = acc[inp] = fresh
-        owned.add(inp)
-    op.backward_into(g, t, buf)
+    checked = op.checked_inputs
+    for k, i in enumerate(t._inputs):
+        if (checked is None or k in checked) and version_of(i) > t._seq:
+            raise RuntimeError(
+                f"backward: the tensor {_describe(i)} needed by the derivative of "
+                f"{op.name} was modified in place after it was used (an optimizer step "
+                f"or an in-place op between forward and backward?). Recompute the "
+                f"forward, or modify a copy.")
 
 
 def _apply_hooks(t, g, xp):
@@ -169,120 +157,95 @@ def _stacked_products(parts, g):
     return total
 
 
-def _batched_backward(op, g, t, acc, owned, pending):
-    """The fast paths of `op` (Op.backward_into, Op.backward_split): the gradients still to
-    accumulate, or None where the rule must run as usual."""
-    if op.backward_into is not None:
-        _add_into_buffer(op, g, t, acc, owned)
-        return ()
-    weight = t._inputs[op.split_input]
-    split = op.backward_split(g, t) if weight.requires_grad else None
-    if split is None:
-        return None
-    grads, left, right = split
-    parts = pending.get(weight)
-    if parts is None:
-        pending[weight] = [(left, right)]
-    else:
-        parts.append((left, right))
-    return grads
+class SweepObserver:
+    """Watches a reverse sweep: pass one to `backward(..., observer=)` or `grad(...,
+    observer=)`. Anomaly mode, `trace_backward`, `nn.bptt_report` are observers.
+
+    `node(tensor, grad, sent)` is called once per node the sweep visits, newest first:
+    `tensor` is the node (its `op`, `inputs`, `step`, `name`), `grad` the gradient it
+    received (an ndarray; a Tensor under create_graph), and `sent` a list of
+    (input position, input tensor, contribution), each contribution already summed to the
+    input's shape, before any is added in. Raising stops the backward. While an observer
+    watches, every contribution is computed by the op's plain rule (the fast paths that
+    stack a shared weight's products are off), so each one is seen."""
+
+    def node(self, tensor, grad, sent):
+        pass
 
 
-def _watch(t, g, grads, xp, anomaly, trace):
-    """Anomaly checks and the trace callback, on the contributions of node `t` summed to
-    their inputs' shapes, before any is accumulated."""
-    grads, sent = list(grads), []
-    for k, (inp, gi) in enumerate(zip(t._inputs, grads)):
-        if gi is None or not inp.requires_grad:
-            continue
-        if gi.shape != inp._data.shape:
-            gi = grads[k] = xp.sum_to(gi, inp._data.shape)
-        if anomaly:
-            check_gradient(t, k, gi)
-        sent.append((k, inp, gi))
-    if trace is not None:
-        trace(t, g, sent)
-    return grads
+class _Sweep:
+    """The state of one reverse sweep: gradients gathered so far (keyed by tensor, hashed by
+    identity), which of them are buffers the sweep allocated itself (only those may be added
+    into in place: a rule may hand the same array to two inputs, as add does), and the
+    deferred products of shared weights (Op.backward_split)."""
 
+    def __init__(self, create_graph, observers):
+        self.xp = TensorMath if create_graph else ArrayMath
+        self.create_graph = create_graph
+        self.observers = observers
+        self.acc, self.owned, self.pending = {}, set(), {}
 
-def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=None):
-    """Run the reverse sweep. With `wanted` (tensors), return their gradients instead of
-    writing `.grad` anywhere. Dicts are keyed by the tensors themselves (hashed by identity).
-    `trace(node, grad, [(k, input, contribution), ...])` is told each step (trace.py)."""
-    xp = TensorMath if create_graph else ArrayMath
-    nodes, leaves = _collect(roots)
-    acc = {}
-    for r, g in zip(roots, root_grads):
-        prev = acc.get(r)
-        acc[r] = g if prev is None else prev + g
-    want = None if wanted is None else set(wanted)
-    captured = {}
-    # Tensors whose gradient in `acc` is an array the sweep allocated itself: only those may
-    # be accumulated into in place (a gradient handed over by a rule may be shared, e.g. add
-    # gives the same array to both inputs). Keyed by tensor, not array: a node is visited
-    # after all its consumers, so an entry never outlives its use.
-    owned = set()
-    pop, get = acc.pop, acc.get
-    # Anomaly mode and a trace look at every contribution; otherwise, on plain arrays, the
-    # batched fast paths apply.
-    anomaly = _state.anomaly
-    watched = anomaly or trace is not None
-    fast = not create_graph and not watched
-    pending = {}  # matrix -> [(left, right), ...]: its gradient is sum left^T right
-    epoch = next(_backward_count)
-    if not retain_graph:
-        _remember_release(epoch, len(nodes))
-    with set_grad_enabled(create_graph):
-        for t in nodes:
-            g = pop(t, None)
-            if pending:
-                parts = pending.pop(t, None)
-                if parts is not None:
-                    g = _stacked_products(parts, g)
-                    parts = None  # the factors may be large: free them now
-            if g is None:
+    # ---- the capabilities an op may declare (see Op.backward_into / backward_split) -------
+    def add_into(self, op, g, t):
+        """Indexing: add into one zero-initialised buffer per input instead of making a
+        full-size array at every use (x[t] in a loop over t would otherwise cost O(T^2))."""
+        inp = t._inputs[0]
+        if not inp.requires_grad:
+            return
+        buf = self.acc.get(inp)
+        if buf is None or inp not in self.owned:
+            fresh = np.zeros(inp.shape, dtype=np.result_type(g, inp._data))
+            if buf is not None:
+                fresh += buf
+            buf = self.acc[inp] = fresh
+            self.owned.add(inp)
+        op.backward_into(g, t, buf)
+
+    def defer(self, weight, left, right):
+        """weight's gradient gets left^T right, computed with its other uses when the sweep
+        reaches it."""
+        parts = self.pending.get(weight)
+        if parts is None:
+            self.pending[weight] = [(left, right)]
+        else:
+            parts.append((left, right))
+
+    def products(self, t, g):
+        """`g` plus the deferred products of `t`'s uses as a weight, if any."""
+        parts = self.pending.pop(t, None)
+        return g if parts is None else _stacked_products(parts, g)
+
+    # ---- what happens on arrival at a node, and the observers ------------------------------
+    def arrive(self, t, g, want, captured):
+        if t._hooks:
+            g = _apply_hooks(t, g, self.xp)
+        if want is not None:
+            if t in want:
+                captured[t] = g
+        elif t._retain:
+            _accumulate_grad(t, g, self.create_graph)
+        return g
+
+    def watch(self, t, g, grads):
+        """Sum each contribution to its input's shape and show the observers."""
+        grads, sent = list(grads), []
+        for k, (inp, gi) in enumerate(zip(t._inputs, grads)):
+            if gi is None or not inp.requires_grad:
                 continue
-            if t._hooks:
-                g = _apply_hooks(t, g, xp)
-            if want is not None:
-                if t in want:
-                    captured[t] = g
-            elif t._retain:
-                _accumulate_grad(t, g, create_graph)
-            op = t._op
-            grads = None
-            if op.batched and fast:
-                grads = _batched_backward(op, g, t, acc, owned, pending)
-            if grads is None:
-                grads = op.backward(g, t, xp)
-                if watched:
-                    grads = _watch(t, g, grads, xp, anomaly, trace)
-            for inp, gi in zip(t._inputs, grads):
-                if gi is None or not inp.requires_grad:
-                    continue
-                prev = get(inp)
-                if gi.shape != inp._data.shape:
-                    gi = xp.sum_to(gi, inp._data.shape)
-                    if prev is None and type(gi) is np.ndarray:  # summed into a new array
-                        acc[inp] = gi
-                        owned.add(inp)
-                        continue
-                if prev is None:
-                    acc[inp] = gi
-                elif inp in owned:
-                    prev += gi
-                else:
-                    prev = acc[inp] = prev + gi
-                    if type(prev) is np.ndarray:  # 0-d results are immutable scalars
-                        owned.add(inp)
-            if not retain_graph:
-                t._inputs = None
-                t._saved = None
-                t._epoch = epoch
-        # Every deferred product first: a leaf's hook may change another leaf in place (an
-        # optimizer step inside backward), and the products must read the forward values.
-        while pending:
-            leaf, parts = pending.popitem()  # popped: its factors are freed once used
+            if gi.shape != inp._data.shape:
+                gi = grads[k] = self.xp.sum_to(gi, inp._data.shape)
+            sent.append((k, inp, gi))
+        for observer in self.observers:
+            observer.node(t, g, sent)
+        return grads
+
+    def finish(self, leaves, want, captured):
+        """Every deferred product first (a leaf's hook may change another leaf in place, an
+        optimizer step inside backward, and the products must read the forward values);
+        then each leaf's hooks and `.grad`."""
+        acc, owned = self.acc, self.owned
+        while self.pending:
+            leaf, parts = self.pending.popitem()  # popped: its factors are freed once used
             acc[leaf] = _stacked_products(parts, acc.get(leaf))
             owned.add(leaf)
         parts = None
@@ -292,7 +255,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
                 continue
             if leaf._hooks:
                 owned.discard(leaf)  # a hook may have kept it
-                g = _apply_hooks(leaf, g, xp)
+                g = _apply_hooks(leaf, g, self.xp)
             if want is not None:
                 if leaf in want:
                     captured[leaf] = g
@@ -301,8 +264,104 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, trace=Non
                 if leaf.grad is None and leaf in owned and g.dtype == leaf._data.dtype:
                     leaf.grad = _make(g)  # an array only the sweep held: no copy needed
                 else:
-                    _accumulate_grad(leaf, g, create_graph)
+                    _accumulate_grad(leaf, g, self.create_graph)
+
+
+def _observers(observer):
+    found = [AnomalyObserver()] if _state.anomaly else []
+    if observer is not None:
+        found.append(observer)
+    return found
+
+
+def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=None):
+    """The reverse sweep: each node, newest first, hands the gradient it received to its op's
+    rule and adds what comes out into its inputs' gradients. With `wanted` (tensors), return
+    their gradients instead of writing `.grad` anywhere."""
+    epoch = next(_backward_count)
+    nodes, leaves = _collect(roots, epoch, claim=not retain_graph)
+    sweep = _Sweep(create_graph, _observers(observer))
+    acc, owned, xp, watched = sweep.acc, sweep.owned, sweep.xp, bool(sweep.observers)
+    for r, g in zip(roots, root_grads):
+        acc[r] = g if r not in acc else acc[r] + g
+    want, captured = (None if wanted is None else set(wanted)), {}
+    fast = not create_graph and not watched  # the ops' declared fast paths may run
+    if not retain_graph:
+        _remember_release(epoch, len(nodes))
+    try:
+        with set_grad_enabled(create_graph):
+            for t in nodes:
+                g = acc.pop(t, None)
+                if sweep.pending:
+                    g = sweep.products(t, g)
+                if g is None:  # nothing reached it: not freed, not claimed
+                    t._epoch = None
+                    continue
+                if t._hooks or t._retain or want is not None:
+                    g = sweep.arrive(t, g, want, captured)
+                op = t._op
+                if fast and op.fast_backward is not None:
+                    grads = op.fast_backward(op, g, t, sweep)
+                else:
+                    grads = op.backward(g, t, xp)
+                    if watched:
+                        grads = sweep.watch(t, g, grads)
+                for inp, gi in zip(t._inputs, grads):  # the chain rule: add into each input
+                    if gi is None or not inp.requires_grad:
+                        continue
+                    prev = acc.get(inp)
+                    if gi.shape != inp._data.shape:
+                        gi = xp.sum_to(gi, inp._data.shape)
+                        if prev is None and type(gi) is np.ndarray:  # summed into a new array
+                            acc[inp] = gi
+                            owned.add(inp)
+                            continue
+                    if prev is None:
+                        acc[inp] = gi
+                    elif inp in owned:
+                        prev += gi
+                    else:
+                        acc[inp] = prev = prev + gi
+                        if type(prev) is np.ndarray:  # 0-d results are immutable scalars
+                            owned.add(inp)
+                if not retain_graph:
+                    t._inputs = t._saved = None
+            sweep.finish(leaves, want, captured)
+    except BaseException:
+        if not retain_graph:  # what was not freed stays usable
+            for t in nodes:
+                if t._inputs is not None:
+                    t._epoch = None
+        raise
     return captured
+
+
+def node_vjp(node, grad):
+    """What the derivative rule of `node` (a recorded tensor) sends to each of its inputs for
+    the incoming gradient `grad` (an array of node's shape): a list with one array per input,
+    summed to that input's shape, or None where an input gets nothing. Nothing is recorded or
+    accumulated; tools that carry a gradient through part of a graph use it."""
+    if node.is_leaf:
+        raise ValueError("node_vjp: the tensor is a leaf; it has no rule")
+    inputs = node.inputs  # raises if the graph was freed
+    grad = np.asarray(grad)
+    if grad.shape != node.shape:
+        raise ValueError(f"node_vjp: the gradient has shape {grad.shape}, the node {node.shape}")
+    result = []
+    for inp, gi in zip(inputs, node._op.backward(grad, node, ArrayMath)):
+        if gi is None or not inp.requires_grad:
+            result.append(None)
+        else:
+            result.append(gi if gi.shape == inp.shape else ArrayMath.sum_to(gi, inp.shape))
+    return result
+
+
+class AnomalyObserver(SweepObserver):
+    """Anomaly mode's check of every contribution (see detect_anomaly)."""
+
+    def node(self, tensor, grad, sent):
+        for k, _, gi in sent:
+            check_gradient(tensor, k, gi)
 
 
 def _root_gradient(op, t, gradient, create_graph):
@@ -328,21 +387,22 @@ def _root_gradient(op, t, gradient, create_graph):
     return g
 
 
-def backward(tensor, gradient=None, retain_graph=None, create_graph=False):
+def backward(tensor, gradient=None, retain_graph=None, create_graph=False, observer=None):
     """Accumulate the gradient of `tensor` into `.grad` of every leaf that requires grad.
 
     `gradient` is d(loss)/d(tensor); it may be omitted for a one-element tensor. Without
     `retain_graph` the graph's saved values are released. With `create_graph` the sweep
-    itself is recorded, so the gradients can be differentiated again.
+    itself is recorded, so the gradients can be differentiated again. An `observer`
+    (a SweepObserver) is shown every step of the sweep.
     """
     if retain_graph is None:
         retain_graph = create_graph
     g = _root_gradient("backward", tensor, gradient, create_graph)
-    _sweep((tensor,), (g,), retain_graph, create_graph)
+    _sweep((tensor,), (g,), retain_graph, create_graph, observer=observer)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
-         allow_unused=False):
+         allow_unused=False, observer=None):
     """Gradients of `outputs` with respect to `inputs`, returned as a tuple (nothing is
     written to `.grad`). As `torch.autograd.grad`."""
     single_output = isinstance(outputs, Tensor)
@@ -359,7 +419,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     if retain_graph is None:
         retain_graph = create_graph
     roots = [_root_gradient("grad", o, g, create_graph) for o, g in zip(outputs, grad_outputs)]
-    captured = _sweep(outputs, roots, retain_graph, create_graph, wanted=inputs)
+    captured = _sweep(outputs, roots, retain_graph, create_graph, wanted=inputs,
+                      observer=observer)
     result = []
     for k, t in enumerate(inputs):
         g = captured.get(t)

@@ -11,7 +11,7 @@ from numpy import asarray, ndarray
 
 from .anomaly import remember
 from .grad_mode import _state
-from .tensor import Tensor
+from .tensor import Tensor, fill
 
 _new = object.__new__
 
@@ -32,9 +32,47 @@ def stamp_inplace():
 
 REGISTRY = {}
 
+_UNDECLARED = object()
+# What every registered op class must say about itself (see Op).
+DECLARATIONS = ("inputs", "saves", "view", "rule", "hazard", "memory")
+
+
+class Memory:
+    """What an op's derivative rule allocates, for the backward-memory replay (peak_memory):
+    - `same`: input positions handed the incoming gradient itself (no new buffer) when the
+      input has the output's shape;
+    - `view`: every contribution is a view of the incoming gradient (slices, reshapes);
+    - `temporaries`: output-sized arrays the rule holds beside its result while it runs.
+    Anything else is a new buffer of the input's size per contribution."""
+
+    __slots__ = ("same", "view", "temporaries")
+
+    def __init__(self, same=(), view=False, temporaries=0):
+        self.same, self.view, self.temporaries = tuple(same), bool(view), int(temporaries)
+
+    def __repr__(self):
+        return f"Memory(same={self.same}, view={self.view}, temporaries={self.temporaries})"
+
 
 class Op:
-    """A differentiable operation. Subclasses set `name` and write `backward`.
+    """A differentiable operation: one class says everything about it.
+
+    Declarations (a registered op that leaves one out is refused when its class is made):
+    - `name`: registers the op (`ag.ops_registry`).
+    - `inputs`: the role of each input tensor, in order, e.g. ("x", "weight", "bias");
+      ("*tensors",) for any number.
+    - `saves`: what the derivative reads, by role: input roles, "output" (its own value), and
+      roles that are not inputs: non-differentiated arguments (targets, conditions, indices),
+      which the forward passes to `record` first in `saved`, in this order, and which are
+      copied there. The engine checks exactly the declared inputs and output for in-place
+      changes before a backward (as PyTorch's save_for_backward), so a rule never reads a
+      value other than the one its forward saw.
+    - `view`: True when the output may share the first input's memory (they then share one
+      version counter: a change through either is a change of both).
+    - `rule`: the derivative in words, as the trace prints it.
+    - `hazard`: None, or a function(out) -> message when the op received values about to make
+      an Inf/NaN or stop the gradient (anomaly mode's warn_hazards).
+    - `memory`: a `Memory`, what the rule allocates (the backward-memory replay).
 
     `backward(g, out, xp)` returns one gradient per input (None where an input gets none).
     `out` is the output tensor: its `_inputs` and `_saved` are what the forward kept. Rules are
@@ -42,34 +80,45 @@ class Op:
     `TensorMath` (tensors, recorded, for `create_graph=True`); `xp.val(t)` gives the value of
     a tensor in the current kind. Gradients may come back in a broadcast shape: the engine
     sums them back to each input's shape.
+
+    Optional capabilities (fast paths the sweep uses when nothing watches it):
+    - `backward_into(g, out, buf)`: for one input with a sparse gradient (indexing), add the
+      input's gradient into `buf` in place.
+    - `backward_split(g, out)` with `split_input`: the input at `split_input` is a matrix W
+      with gradient left^T @ right; return (the inputs' gradients with None for W, left,
+      right), or None where it does not apply. The sweep keeps the (left, right) pairs of
+      every use of W and multiplies once, stacked, when it reaches W.
     """
 
     name = None
-    uses_inputs = True  # the rule reads input values: they must not be modified in place
-    uses_output = False  # the rule reads the output value
-    # Optional fast path for ops with one input and a sparse gradient: backward_into(g, out,
-    # buf) adds the input's gradient into `buf` (zeros or earlier gradient) in place.
+    inputs = saves = view = rule = hazard = memory = _UNDECLARED
     backward_into = None
-    # Optional fast path for ops whose input `split_input` is a matrix W with gradient
-    # left^T @ right (matmul, addmm, linear): backward_split(g, out) returns (the inputs'
-    # gradients with None for W, left, right), or None where it does not apply. The sweep
-    # keeps the (left, right) pairs of every use of W and multiplies once, stacked, when it
-    # reaches W: one large product for a weight shared by T time steps instead of T small.
     backward_split = None
     split_input = None
-    batched = False  # has one of the two fast paths above (set for each subclass)
+    # Derived from the declarations when the class is made (never set by hand):
+    checked_inputs = ()  # input positions whose versions a backward checks; None: all
+    reads_output = False
+    constants = 0  # leading entries of `_saved` that are non-differentiated arguments
+    fast_backward = None  # the sweep's entry to the capability above, or None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "backward" in cls.__dict__:  # a new rule: inherited fast paths would bypass it
-            for fast_path in ("backward_into", "backward_split"):
-                if fast_path not in cls.__dict__:
-                    setattr(cls, fast_path, None)
-        cls.batched = cls.backward_into is not None or cls.backward_split is not None
-        if cls.name is not None:
-            if cls.name in REGISTRY:
-                raise RuntimeError(f"op {cls.name!r} registered twice")
-            REGISTRY[cls.name] = cls
+            for capability in ("backward_into", "backward_split"):
+                if capability not in cls.__dict__:
+                    setattr(cls, capability, None)
+        cls.fast_backward = (_sparse_backward if cls.backward_into is not None else
+                             _split_backward if cls.backward_split is not None else None)
+        if cls.name is None:  # an abstract family (declarations may be partial)
+            return
+        missing = [d for d in DECLARATIONS if getattr(cls, d) is _UNDECLARED]
+        if missing:
+            raise TypeError(f"op {cls.name!r} ({cls.__name__}) must declare "
+                            f"{', '.join(missing)} (see autograd_core.Op)")
+        _derive_checks(cls)
+        if cls.name in REGISTRY:
+            raise RuntimeError(f"op {cls.name!r} registered twice")
+        REGISTRY[cls.name] = cls
 
     def __repr__(self):
         return f"<{type(self).__name__}Backward>"
@@ -79,37 +128,65 @@ class Op:
         raise NotImplementedError
 
 
+def _derive_checks(cls):
+    roles, saves = tuple(cls.inputs), tuple(cls.saves)
+    if not isinstance(cls.memory, Memory):
+        raise TypeError(f"op {cls.name!r}: memory must be a Memory, got {cls.memory!r}")
+    input_saves = [r for r in saves if r in roles]
+    cls.reads_output = "output" in saves
+    cls.constants = len([r for r in saves if r not in roles and r != "output"])
+    variadic = any(r.startswith("*") for r in roles)
+    if input_saves and (variadic or set(input_saves) == set(roles)):
+        cls.checked_inputs = None  # every input
+    else:
+        cls.checked_inputs = tuple(sorted(roles.index(r) for r in input_saves))
+
+
+def _sparse_backward(op, g, out, sweep):
+    sweep.add_into(op, g, out)
+    return ()
+
+
+def _split_backward(op, g, out, sweep):
+    weight = out._inputs[op.split_input]
+    split = op.backward_split(g, out) if weight.requires_grad else None
+    if split is None:
+        return op.backward(g, out, sweep.xp)
+    grads, left, right = split
+    sweep.defer(weight, left, right)
+    return grads
+
+
+def snapshot(value):
+    """A copy of the arrays in a non-differentiated argument (an index may be a tuple of
+    them): changing the caller's array later cannot change the gradient."""
+    if type(value) is ndarray:
+        return value.copy()
+    if type(value) is tuple:
+        return tuple(snapshot(v) for v in value)
+    return value
+
+
 def record(op, data, inputs, saved=None):
     """Wrap `data` as the output of `op`; link it to `inputs` when a gradient can flow.
-    (The hot path of every op: each slot is written exactly once.)"""
+    An op that saves non-differentiated arguments passes them first in `saved` (a tuple);
+    they are copied here (see Op.saves)."""
     if type(data) is not ndarray:  # numpy gives 0-d results as scalars
         data = asarray(data)
-    out = _new(Tensor)
-    out._data = data
-    out.grad = None
-    out.name = None
-    out._hooks = None
-    out._retain = False
-    out._version = 0
     if _state.enabled:
         for t in inputs:
             if t.requires_grad:
-                out.requires_grad = True
-                out._op = op
-                out._inputs = inputs
-                out._saved = saved
-                out._seq = next(clock)
-                out._step = _state.step
+                if op.constants:
+                    saved = _copy_constants(saved, op.constants)
+                out = fill(_new(Tensor), data, True, op, inputs, saved, next(clock), _state.step)
                 if _state.anomaly:
                     remember(out)
                 return out
-    out.requires_grad = False
-    out._op = None
-    out._inputs = ()
-    out._saved = None
-    out._seq = 0
-    out._step = None
-    return out
+    return fill(_new(Tensor), data)
+
+
+def _copy_constants(saved, count):
+    return tuple(snapshot(v) for v in saved[:count]) + tuple(saved[count:])
 
 
 def as_tensor(value):

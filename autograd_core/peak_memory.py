@@ -4,17 +4,6 @@ import numpy as np
 
 from .graph import by_creation, saved_arrays
 
-# Rules that hand an input the incoming gradient itself (where the shapes agree; otherwise the
-# engine sums it down into a new buffer): op name -> input positions.
-_SAME_GRADIENT = {"add": (0, 1), "add_scalar": (0,), "sub": (0,), "addmm": (0,),
-                  "linear": (2,)}
-# Rules whose every contribution is a view of the incoming gradient (slices, reshapes, a
-# broadcast): no new buffer, and the incoming one lives as long as any view of it.
-_VIEW_OF_GRADIENT = ("reshape", "transpose", "stack", "concatenate", "sum", "sum_to")
-# Rules that hold one temporary of the output's size beside their result (g (1 - y^2)).
-_ONE_TEMPORARY = ("tanh", "sigmoid")
-
-
 def backward_peak(root, tensors):
     """(held, peak): the bytes only the graph behind `root` holds, and the most that the
     graph and the gradients hold at once during `root.backward()` without retain_graph
@@ -26,12 +15,12 @@ def backward_peak(root, tensors):
       gradient, and visits the nodes newest first, as the sweep does.
     - A visit computes a contribution for each input that requires grad: a new buffer of the
       input's size, except where the rule passes on the incoming gradient or a view of it
-      (_SAME_GRADIENT, _VIEW_OF_GRADIENT), adds into one buffer (`backward_into`, indexing)
+      (as the op's `memory` declares: `same`, `view`), adds into one buffer (`backward_into`, indexing)
       or defers a weight's product (`backward_split`: the incoming gradient is kept until
       the weight is reached, then all uses are stacked and multiplied at once). An input's
       first contribution is kept as its gradient; a second one is summed into a new buffer,
-      later ones in place. The rules in _ONE_TEMPORARY need one more output-sized array
-      while they run.
+      later ones in place. A rule declaring `temporaries` needs that many more output-sized
+      arrays while it runs.
     - After the visit the node's incoming gradient and its saved arrays are dropped (a
       buffer is freed when nothing refers to it any more: no pending gradient or view, no
       saved value of a node still to be visited). Node outputs stay until the sweep ends
@@ -143,6 +132,7 @@ def _incoming(t, replay, pending, deferred):
 def _contribute(t, incoming, replay, pending, deferred):
     """What visiting `t` sends to its inputs, as the sweep would."""
     op, weight = t._op, _split_weight(t)
+    memory = op.memory
     sent = []
     for k, inp in enumerate(t._inputs):
         if not inp.requires_grad:
@@ -156,13 +146,12 @@ def _contribute(t, incoming, replay, pending, deferred):
                 pending[inp] = replay.new(inp._data.nbytes, summed=True)
                 if prev is not None:
                     replay.drop(prev)
-        elif op.name in _VIEW_OF_GRADIENT or (k in _SAME_GRADIENT.get(op.name, ())
-                                             and inp.shape == t.shape):
+        elif memory.view or (k in memory.same and inp.shape == t.shape):
             sent.append((inp, replay.share(incoming)))
         else:
             sent.append((inp, replay.new(inp._data.nbytes)))
-    if op.name in _ONE_TEMPORARY:
-        replay.briefly(t._data.nbytes)
+    if memory.temporaries:
+        replay.briefly(memory.temporaries * t._data.nbytes)
     for inp, gi in sent:  # every contribution is alive until all are added in
         prev = pending.get(inp)
         if prev is None:

@@ -68,20 +68,10 @@ class Tensor:
         arr = _to_array(data, dtype)
         if requires_grad:
             _check_can_require_grad(arr)
-        self._version = 0
+        fill(self, arr, bool(requires_grad))
+        self.name = name
         if isinstance(data, Tensor) and arr is data._data:
             share_version(self, data)
-        self._data = arr
-        self.requires_grad = bool(requires_grad)
-        self.grad = None
-        self._op = None
-        self._inputs = ()
-        self._saved = None
-        self._seq = 0
-        self.name = name
-        self._hooks = None
-        self._retain = False
-        self._step = None
 
     # ---- the array ---------------------------------------------------------------------
     @property
@@ -188,10 +178,11 @@ class Tensor:
         return f"Tensor({body}{''.join(', ' + e for e in extra)})"
 
     # ---- autograd ----------------------------------------------------------------------
-    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, observer=None):
         """Accumulate d(self)/d(leaf) into every leaf's `.grad` (see `engine.backward`)."""
         from .engine import backward
-        backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph)
+        backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph,
+                 observer=observer)
 
     def detach(self):
         """A new leaf sharing this data (and its version counter), cut from the graph."""
@@ -308,22 +299,28 @@ class Tensor:
 _new = object.__new__
 
 
-def _make(data):
-    """A tensor around an existing ndarray, without any checks (the ops' fast path)."""
-    t = _new(Tensor)
+def fill(t, data, requires_grad=False, op=None, inputs=(), saved=None, seq=0, step=None):
+    """Set every slot of the new tensor `t` (the one place they are written: Tensor(),
+    `_make` and the ops' `record` all come here). Returns `t`."""
     t._data = data
-    t.requires_grad = False
+    t.requires_grad = requires_grad
     t.grad = None
-    t._op = None
-    t._inputs = ()
-    t._saved = None
-    t._seq = 0
+    t._op = op
+    t._inputs = inputs
+    t._saved = saved
+    t._seq = seq
     t._version = 0
     t.name = None
     t._hooks = None
     t._retain = False
-    t._step = None
+    t._step = step
+    t._epoch = None
     return t
+
+
+def _make(data):
+    """A tensor around an existing ndarray, without any checks (the ops' fast path)."""
+    return fill(_new(Tensor), data)
 
 
 class _SharedVersion:

@@ -13,34 +13,9 @@ import pathlib
 import numpy as np
 
 from . import viz
-from .engine import _root_gradient, _sweep
+from .engine import SweepObserver, grad
 from .graph import walk
 from .viz import _param_names
-
-RULES = {
-    "add": "d(a + b) = (g, g)", "sub": "d(a - b) = (g, -g)", "neg": "d(-x) = -g",
-    "mul": "d(a * b) = (g * b, g * a)", "div": "d(a / b) = (g / b, -g * a / b^2)",
-    "add_scalar": "d(x + c) = g", "rsub_scalar": "d(c - x) = -g", "mul_scalar": "d(c x) = c g",
-    "div_scalar": "d(x / c) = g / c", "rdiv_scalar": "d(c / x) = -c g / x^2",
-    "pow": "d(a^b) = (g b a^(b-1), g a^b log a)", "pow_scalar": "d(x^c) = c x^(c-1) g",
-    "rpow_scalar": "d(c^x) = c^x log c g", "exp": "d exp = exp(x) g", "log": "d log = g / x",
-    "sqrt": "d sqrt = g / (2 sqrt(x))", "abs": "d|x| = sign(x) g",
-    "tanh": "d tanh = (1 - y^2) g", "sigmoid": "d sigmoid = y (1 - y) g",
-    "relu": "d relu = g where x > 0", "clip": "g where min <= x <= max",
-    "maximum": "g to the larger (half each on ties)", "minimum": "g to the smaller",
-    "where": "g to the chosen side", "matmul": "d(A @ B) = (g B^T, A^T g)",
-    "addmm": "d(c + A @ B) = (g, g B^T, A^T g)", "linear": "d(x W^T + b) = (g W, g^T x, g)",
-    "sum": "g spread over the summed axes",
-    "mean": "g / n spread over the axes", "max": "g to the maxima (split on ties)",
-    "min": "g to the minima (split on ties)", "logsumexp": "g softmax(x)",
-    "softmax": "y (g - sum(g y))", "log_softmax": "g - softmax(x) sum(g)",
-    "softmax_cross_entropy": "(softmax(x) - onehot(target)) g",
-    "getitem": "g put back at the index", "scatter": "g read at the index",
-    "reshape": "g reshaped back", "transpose": "g transposed back",
-    "broadcast_to": "g summed over the broadcast axes", "sum_to": "g broadcast back",
-    "stack": "g split along the new axis", "concatenate": "g split along the axis",
-    "astype": "g converted back",
-}
 
 FRAMES_MAX_NODES = 200  # every frame redraws the whole graph: frames are for small graphs
 FRAME_FORMATS = ("dot",) + viz.FORMATS
@@ -198,25 +173,32 @@ def trace_backward(loss, params=None):
     names = _param_names(params)
     label = _labeller(tensors, names)
     leaves = [t for t in tensors if t._op is None and t.requires_grad]
-    rows, totals = [], {}
+    recorder = _RowRecorder(label)
+    found = grad(loss, leaves, retain_graph=True, allow_unused=True, observer=recorder)
+    gradients = {label[t]: np.asarray(g.data) for t, g in zip(leaves, found) if g is not None}
+    return BackwardTrace(recorder.rows, gradients, recorder.totals,
+                         _drawn_graph(tensors, label, names, loss))
 
-    def record_step(node, g, sent):
-        row = {"index": len(rows) + 1, "node": label[node], "op": node._op.name,
-               "step": node._step, "grad_shape": list(np.shape(g)),
-               "grad_norm": float(np.linalg.norm(g)), "rule": RULES.get(node._op.name, ""),
+
+class _RowRecorder(SweepObserver):
+    """One row per node the sweep visits: what came in, the rule, what went to each input."""
+
+    def __init__(self, label):
+        self.label, self.rows, self.totals = label, [], {}
+
+    def node(self, tensor, grad, sent):
+        label, totals = self.label, self.totals
+        row = {"index": len(self.rows) + 1, "node": label[tensor], "op": tensor.op.name,
+               "step": tensor.step, "grad_shape": list(np.shape(grad)),
+               "grad_norm": float(np.linalg.norm(grad)), "rule": tensor.op.rule,
                "sent": []}
         for k, inp, gi in sent:
             entry = {"input": label[inp], "index": k, "norm": float(np.linalg.norm(gi))}
-            if inp._op is None:
+            if inp.is_leaf:
                 totals[label[inp]] = totals.get(label[inp], 0) + np.asarray(gi)
                 entry["total_norm"] = float(np.linalg.norm(totals[label[inp]]))
             row["sent"].append(entry)
-        rows.append(row)
-
-    root = _root_gradient("trace_backward", loss, None, False)
-    captured = _sweep((loss,), (root,), True, False, wanted=leaves, trace=record_step)
-    gradients = {label[t]: np.asarray(captured[t]) for t in leaves if t in captured}
-    return BackwardTrace(rows, gradients, totals, _drawn_graph(tensors, label, names, loss))
+        self.rows.append(row)
 
 
 def _drawn_graph(tensors, label, names, loss):

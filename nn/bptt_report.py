@@ -8,13 +8,13 @@ hand-written derivative.
 What "the contribution of step t" means
 ---------------------------------------
 Recurrent layers record each step inside `ag.step_scope(t)`, so every node of step t carries
-`_step == t`; nodes recorded outside any step carry `_step is None`. A contribution is from step
+`step == t`; nodes recorded outside any step carry `step is None`. A contribution is from step
 t when it leaves a node of step t towards a node outside the steps: a weight or bias used as
 is, a transpose or slice of one made before the loop (`w_hh.T`, `w_hh[:2H]`), or the input
 projection of all steps `p = x_flat W_ih^T + b` whose row block `p[t]` is read inside step t.
-The sweep's trace callback catches those boundary contributions as they are sent; each is then
-carried down to the parameters through the few nodes between the steps (transposes, slices,
-the projection matmul) with the engine's own rules, stopping wherever it would re-enter a step
+An observer of the sweep (`ag.SweepObserver`) catches those boundary contributions as they are
+sent; each is then carried down to the parameters through the few nodes between the steps
+(transposes, slices, the projection matmul) with the engine's own rules (`ag.node_vjp`), stopping wherever it would re-enter a step
 (that step's own contributions are counted where they leave it; so a stacked layer's input
 projection, which reads the layer below, counts nothing twice). So step t's share of
 `weight_ih` is delta_t x_t^T, as in the notes, although the engine ran the input projection of
@@ -31,10 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autograd_core.backmath import ArrayMath
-from autograd_core.engine import _sweep
-from autograd_core.graph import walk
-from autograd_core.tensor import Tensor
+import autograd_core as ag
+from autograd_core import Tensor
 
 from .diagnostics import decay_rate, state_list
 
@@ -134,17 +132,18 @@ def bptt_report(loss, params, hidden_states, *, allow_unused=True,
     named = _named_params(params)
     states = state_list(hidden_states, _WHERE)
     _check_loss(loss)
-    graph = walk((loss,), _WHERE)
+    graph = ag.walk_graph(loss)
     in_graph = set(graph)
     _check_states(states, in_graph, graph)
     _check_used(named, in_graph, allow_unused)
 
-    row_of = {h._step: i for i, h in enumerate(states)}
+    row_of = {h.step: i for i, h in enumerate(states)}
     split = _StepSplit(graph, named, row_of, len(states))
+    wanted = states + list(named.values())
+    found = ag.grad(loss, wanted, retain_graph=True, allow_unused=True, observer=split)
+    captured = {t: g for t, g in zip(wanted, found) if g is not None}
     root = np.ones(loss.shape, dtype=loss.dtype)
-    captured = _sweep((loss,), (root,), True, False, wanted=states + list(named.values()),
-                      trace=split.record)
-    outside = split.push({loss: root}) if loss._step is None else {}
+    outside = split.push({loss: root}) if loss.step is None else {}
 
     norms = np.array([_norm(captured.get(h)) for h in states])
     try:
@@ -153,7 +152,7 @@ def bptt_report(loss, params, hidden_states, *, allow_unused=True,
         rate = float("nan")
     contributions = split.totals
     return BPTTReport(
-        steps=np.array([h._step for h in states]), state_grad_norms=norms,
+        steps=np.array([h.step for h in states]), state_grad_norms=norms,
         contributions=contributions,
         contribution_norms={n: np.sqrt((c.reshape(len(states), -1) ** 2).sum(axis=1))
                             for n, c in contributions.items()},
@@ -161,26 +160,26 @@ def bptt_report(loss, params, hidden_states, *, allow_unused=True,
         decay_rate=rate, verdict=classify(rate, vanishing_below, exploding_above))
 
 
-class _StepSplit:
-    """The sweep's trace callback: catches what each step sends out of the steps and carries
-    it down to the parameters, into that step's row of `totals`."""
+class _StepSplit(ag.SweepObserver):
+    """Watches the sweep: catches what each step sends out of the steps and carries it down
+    to the parameters, into that step's row of `totals`."""
 
     def __init__(self, graph, named, row_of, steps):
         # Nodes outside every step that a gradient can reach, newest first (a topological
         # order); parameters are leaves, so they come last.
-        self.between = [t for t in graph if t.requires_grad and t._step is None]
+        self.between = [t for t in graph if t.requires_grad and t.step is None]
         self.position = {t: i for i, t in enumerate(self.between)}
         self.name_of = {p: n for n, p in named.items()}
         self.row_of = row_of
         self.totals = {n: np.zeros((steps,) + p.shape) for n, p in named.items()}
 
-    def record(self, node, grad, sent):
-        step = node._step
+    def node(self, node, grad, sent):
+        step = node.step
         if step is None:
             return
         row = self.row_of[step]
         for _, inp, contribution in sent:
-            if inp._step is None:
+            if inp.step is None:
                 for param, g in self.push({inp: contribution}).items():
                     self.totals[self.name_of[param]][row] += g
 
@@ -195,12 +194,10 @@ class _StepSplit:
                 continue
             if node in self.name_of:
                 arrived[node] = g
-            if node._op is not None:
-                for inp, gi in zip(node._inputs, node._op.backward(g, node, ArrayMath)):
-                    if gi is None or not inp.requires_grad or inp._step is not None:
+            if not node.is_leaf:
+                for inp, gi in zip(node.inputs, ag.node_vjp(node, g)):
+                    if gi is None or inp.step is not None:
                         continue
-                    if gi.shape != inp.shape:
-                        gi = ArrayMath.sum_to(gi, inp.shape)
                     prev = acc.get(inp)
                     acc[inp] = gi if prev is None else prev + gi
             if not acc:
@@ -220,7 +217,7 @@ def _named_params(params):
     if not named:
         raise ValueError(f"{_WHERE}: no parameters given")
     for name, p in named.items():
-        if not isinstance(p, Tensor) or not p.requires_grad or p._op is not None:
+        if not isinstance(p, Tensor) or not p.requires_grad or not p.is_leaf:
             raise TypeError(f"{_WHERE}: parameter {name!r} must be a leaf Tensor that "
                             f"requires grad, got {_describe(p)}")
     return named
@@ -244,18 +241,18 @@ def _check_states(states, in_graph, graph):
             raise ValueError(f"{_WHERE}: hidden state {i} (shape {tuple(h.shape)}) is not in "
                              f"the loss's graph: the loss does not depend on it (a state of "
                              f"another run, or detached?)")
-        if h._step is None:
+        if h.step is None:
             raise ValueError(f"{_WHERE}: hidden state {i} was recorded outside any step "
                              f"scope (model without step scopes): the model must run each "
                              f"time step inside `with ag.step_scope(t):`")
-        if h._step in seen:
-            raise ValueError(f"{_WHERE}: hidden states {seen[h._step]} and {i} were both "
-                             f"recorded in step {h._step}; pass one state per step")
-        if seen and h._step < states[i - 1]._step:
+        if h.step in seen:
+            raise ValueError(f"{_WHERE}: hidden states {seen[h.step]} and {i} were both "
+                             f"recorded in step {h.step}; pass one state per step")
+        if seen and h.step < states[i - 1].step:
             raise ValueError(f"{_WHERE}: hidden states must be in time order; state {i} is "
-                             f"from step {h._step}, after step {states[i - 1]._step}")
-        seen[h._step] = i
-    orphan = sorted({t._step for t in graph if t._step is not None} - set(seen))
+                             f"from step {h.step}, after step {states[i - 1].step}")
+        seen[h.step] = i
+    orphan = sorted({t.step for t in graph if t.step is not None} - set(seen))
     if orphan:
         raise ValueError(f"{_WHERE}: the loss's graph has nodes recorded in step(s) "
                          f"{orphan[:10]} but no hidden state from them; pass every h_t")
@@ -272,7 +269,7 @@ def _check_used(named, in_graph, allow_unused):
 def _describe(p):
     if not isinstance(p, Tensor):
         return type(p).__name__
-    return "a tensor made by an op" if p._op is not None else "a tensor without requires_grad"
+    return "a tensor made by an op" if not p.is_leaf else "a tensor without requires_grad"
 
 
 def _norm(g):

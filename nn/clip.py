@@ -4,8 +4,9 @@ import math
 
 import numpy as np
 
+import autograd_core as ag
+
 from autograd_core import Tensor
-from autograd_core.grad_mode import no_grad
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
@@ -62,7 +63,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                            f"error_if_nonfinite=False to go on anyway")
     coef = max_norm / (total + 1e-6)
     if not coef >= 1.0:  # also scales when the total is nan, as torch does
-        with no_grad():
+        with ag.no_grad():
             for g in grads:
                 g.mul_(coef)
     return total
@@ -73,6 +74,6 @@ def clip_grad_value_(parameters, clip_value):
     clip_value = float(clip_value)
     if not clip_value >= 0:
         raise ValueError(f"clip_grad_value_: clip_value must be >= 0, got {clip_value}")
-    with no_grad():
+    with ag.no_grad():
         for g in _grads(parameters, "clip_grad_value_"):
             g.copy_(np.clip(g.numpy(), -clip_value, clip_value))

@@ -4,20 +4,17 @@ import numpy as np
 
 import autograd_core as ag
 
-_VIEWS = ("swapaxes", "transpose", "getitem", "reshape")
-
-
 def step_states(output):
     """The per-step hidden states h_1..h_T behind a recurrent layer's `output` (the tensor the
     layer stacked them into), in time order."""
     t = output
-    while t._op is not None and t._op.name in _VIEWS and t._inputs:
-        t = t._inputs[0]
-    if t._op is None or t._op.name != "stack" or not t._inputs:
+    while t.op is not None and t.op.view:
+        t = t.inputs[0]
+    if t.op is None or t.op.name != "stack":
         raise ValueError("step_states: expected the output of a recurrent layer (a stack of "
                          "per-step states recorded with grad); got a tensor made by "
-                         f"{t._op.name if t._op else 'no op'}")
-    return list(t._inputs)
+                         f"{t.op.name if t.op else 'no op'}")
+    return list(t.inputs)
 
 
 def state_list(hidden_states, where):

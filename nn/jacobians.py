@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import autograd_core as ag
-from autograd_core.graph import check_intact
-from autograd_core.tensor import Tensor
+from autograd_core import Tensor
 
 from .diagnostics import state_list
 
@@ -96,7 +95,7 @@ def jacobian_report(hidden_states, loss=None, model=None, *, per_sample=True, to
     beta_w = _beta_w(model)
     back = len(states) - 1 - np.arange(len(states))
     return JacobianReport(
-        steps=np.array([h._step for h in states]), sigma=sigma, sigma_per_sample=sigma_ps,
+        steps=np.array([h.step for h in states]), sigma=sigma, sigma_per_sample=sigma_ps,
         iterations=np.array([n for _, n, _ in per_step]),
         converged=np.array([c for _, _, c in per_step]), running_product=product,
         observed_ratio=None if loss is None else _observed_ratio(loss, states),
@@ -191,18 +190,18 @@ def _consecutive_states(hidden_states):
         raise ValueError(f"{_WHERE}: need at least two consecutive hidden states, got "
                          f"{len(states)}")
     for i, h in enumerate(states):
-        if h._op is None or not h.requires_grad:
+        if h.is_leaf or not h.requires_grad:
             raise ValueError(f"{_WHERE}: hidden state {i} is not in a recorded graph (a leaf, "
                              f"detached, or made under no_grad)")
-        check_intact(h, _WHERE)
-        if h._step is None:
+        _check_intact(h)
+        if h.step is None:
             raise ValueError(f"{_WHERE}: hidden state {i} was recorded outside any step "
                              f"scope (model without step scopes): the model must run each "
                              f"time step inside `with ag.step_scope(t):`")
     for i, (h_prev, h_next) in enumerate(zip(states, states[1:])):
-        if h_next._step != h_prev._step + 1:
+        if h_next.step != h_prev.step + 1:
             raise ValueError(f"{_WHERE}: hidden states {i} and {i + 1} are not consecutive: "
-                             f"recorded in steps {h_prev._step} and {h_next._step}")
+                             f"recorded in steps {h_prev.step} and {h_next.step}")
         if h_prev.shape != h_next.shape:
             raise ValueError(f"{_WHERE}: hidden states {i} and {i + 1} have shapes "
                              f"{tuple(h_prev.shape)} and {tuple(h_next.shape)}")
@@ -216,16 +215,25 @@ def _consecutive_states(hidden_states):
 def _reads_within_step(h_next, h_prev):
     """Whether the step that recorded h_next reads h_prev: a walk that enters only nodes of
     that step and nodes outside every step."""
-    step, seen, stack = h_next._step, {h_next}, [h_next]
+    step, seen, stack = h_next.step, {h_next}, [h_next]
     while stack:
         node = stack.pop()
         if node is h_prev:
             return True
-        if node._step is not None and node._step != step:
+        if node.step is not None and node.step != step:
             continue
-        check_intact(node, _WHERE)
-        for inp in node._inputs:
+        for inp in _check_intact(node):
             if inp not in seen:
                 seen.add(inp)
                 stack.append(inp)
     return False
+
+
+def _check_intact(t):
+    """t's inputs; a freed graph is one line that names this tool."""
+    try:
+        return t.inputs
+    except RuntimeError:
+        raise RuntimeError(f"{_WHERE}: the graph behind a hidden state was freed by a "
+                           f"backward; call it before backward, or backward(retain_graph=True)"
+                           ) from None

@@ -2,8 +2,6 @@
 import numpy as np
 
 import autograd_core as ag
-from autograd_core.function import as_tensor
-from autograd_core.ops.reductions import checked_softmax_cross_entropy
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -27,7 +25,7 @@ def _class_targets(where, target, scores, axis):
 
 def _checked_class_targets(where, target, scores, axis):
     """Integer class indices for `scores` (classes on `axis`), with named errors."""
-    target = np.asarray(target._data if isinstance(target, ag.Tensor) else target)
+    target = np.asarray(target.data if isinstance(target, ag.Tensor) else target)
     if target.dtype.kind not in "iu":
         raise TypeError(f"{where}: class targets must be integers, got dtype {target.dtype}")
     classes = scores.shape[axis]
@@ -45,7 +43,7 @@ def nll_loss(log_probs, target, reduction="mean", weight=None, axis=-1):
     """Negative log-likelihood of integer class `target` under `log_probs` (classes on `axis`,
     the last by default). `weight` (C,) weights each class; the mean is then the weighted mean,
     as torch.nn.functional.nll_loss."""
-    log_probs = as_tensor(log_probs)
+    log_probs = ag.as_tensor(log_probs)
     return _nll("nll_loss", log_probs, target, reduction, weight, axis % max(log_probs.ndim, 1))
 
 
@@ -74,15 +72,15 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
     `target` holds integer class indices (shape of logits without the class axis) or class
     probabilities (shape of logits). Computed as -log_softmax, so logits of any size are safe.
     """
-    logits = as_tensor(logits)
+    logits = ag.as_tensor(logits)
     if logits.ndim == 0:
         raise ValueError("cross_entropy: logits need a class axis, got a 0-d tensor")
     axis = axis % logits.ndim
     _check_reduction("cross_entropy", reduction)
-    target_arr = target._data if isinstance(target, ag.Tensor) else np.asarray(target)
+    target_arr = target.data if isinstance(target, ag.Tensor) else np.asarray(target)
     if weight is None and axis == logits.ndim - 1 and target_arr.dtype.kind in "iu":
         target_arr = _checked_class_targets("cross_entropy", target_arr, logits, axis)
-        return _reduce(checked_softmax_cross_entropy(logits, target_arr), reduction,
+        return _reduce(ag.softmax_cross_entropy(logits, target_arr), reduction,
                        "cross_entropy")
     log_probs = ag.log_softmax(logits, axis=axis)
     if target_arr.dtype.kind == "f":
@@ -101,7 +99,7 @@ def sequence_cross_entropy(logits, targets, step_weights=None):
     """L = sum_t w_t L_t for logits (T, B, C) and integer targets (T, B), with L_t the
     batch-mean cross-entropy at step t. `step_weights` (T,) defaults to all ones; note 000's
     question is `step_weights=(0.1, 0.1, 0.8)`. One call, one graph."""
-    logits = as_tensor(logits)
+    logits = ag.as_tensor(logits)
     if logits.ndim != 3:
         raise ValueError(f"sequence_cross_entropy: logits must be (T, B, C), got "
                          f"{tuple(logits.shape)}")
@@ -117,7 +115,7 @@ def sequence_cross_entropy(logits, targets, step_weights=None):
 
 def mse_loss(input, target, reduction="mean"):
     """Mean squared error, as torch.nn.functional.mse_loss."""
-    input, target = as_tensor(input), as_tensor(target)
+    input, target = ag.as_tensor(input), ag.as_tensor(target)
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target shape "
                          f"{target.shape} differ")
@@ -128,7 +126,7 @@ def mse_loss(input, target, reduction="mean"):
 def binary_cross_entropy_with_logits(logits, target, reduction="mean", pos_weight=None):
     """-[y log σ(x) + (1 - y) log(1 - σ(x))], computed as max(x, 0) - x y + log(1 + e^-|x|)
     (never overflows). `pos_weight` multiplies the positive term, as in torch."""
-    logits, target = as_tensor(logits), as_tensor(target)
+    logits, target = ag.as_tensor(logits), ag.as_tensor(target)
     if logits.shape != target.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: logits shape {logits.shape} and "
                          f"target shape {target.shape} differ")
@@ -138,6 +136,6 @@ def binary_cross_entropy_with_logits(logits, target, reduction="mean", pos_weigh
     if pos_weight is None:
         loss = (1 - target) * logits + softplus_neg
     else:
-        pw = as_tensor(np.asarray(pos_weight, dtype=logits.dtype))
+        pw = ag.as_tensor(np.asarray(pos_weight, dtype=logits.dtype))
         loss = (1 - target) * logits + (1 + (pw - 1) * target) * softplus_neg
     return _reduce(loss, reduction, "binary_cross_entropy_with_logits")

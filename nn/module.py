@@ -15,9 +15,9 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+import autograd_core as ag
+
 from autograd_core import Tensor
-from autograd_core.grad_mode import no_grad
-from autograd_core.tensor import _to_array
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", "missing_keys unexpected_keys")
 
@@ -32,7 +32,7 @@ class Parameter(Tensor):
     __slots__ = ("_home", "_auto_name")
 
     def __init__(self, data, requires_grad=True, name=None):
-        arr = _to_array(data, None)  # Python floats and lists -> float32, as Tensor
+        arr = ag.as_tensor(data).data  # Python floats and lists -> float32, as Tensor
         if arr.dtype.kind != "f":
             arr = arr.astype(np.float32)
         super().__init__(arr, requires_grad=requires_grad, name=name)
@@ -229,7 +229,7 @@ class Module:
 
     def to(self, dtype):
         """Convert every parameter to `dtype` (e.g. np.float64 for gradient checks)."""
-        with no_grad():
+        with ag.no_grad():
             for p in self.parameters():
                 p.data = p.numpy().astype(dtype)
                 p.grad = None
@@ -269,7 +269,7 @@ class Module:
                 raise ValueError(f"load_state_dict: shape mismatch for {name}: the checkpoint "
                                  f"has {arr.shape}, the model has {params[name].shape}")
             staged[name] = arr
-        with no_grad():
+        with ag.no_grad():
             for name, arr in staged.items():
                 p = params[name]
                 p.data = np.array(arr, dtype=p.dtype, copy=True)

@@ -1,7 +1,7 @@
 """Optimizers with torch.optim's update rules: SGD (momentum, dampening, Nesterov, weight
 decay), Adam and AdamW (decoupled weight decay).
 
-Parameters are updated in place on their numpy arrays under `no_grad()`, so every step bumps
+Parameters are updated in place on their numpy arrays under `ag.no_grad()`, so every step bumps
 their version counter. State (momentum buffers, moments, step counts) is plain numpy arrays and
 Python numbers, and `state_dict()` / `load_state_dict()` round-trip it, keyed by the index of
 each parameter in the order the groups list them (as torch does).
@@ -13,8 +13,9 @@ import math
 
 import numpy as np
 
+import autograd_core as ag
+
 from autograd_core import Tensor
-from autograd_core.grad_mode import enable_grad, no_grad
 
 from .clip import clip_grad_norm_, clip_grad_value_  # noqa: F401  (also nn.optim.clip_*)
 
@@ -120,7 +121,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 else:
-                    with no_grad():
+                    with ag.no_grad():
                         p.grad.zero_()
 
     def step(self, closure=None):
@@ -128,9 +129,9 @@ class Optimizer:
         are skipped). `closure`, if given, re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
-            with enable_grad():
+            with ag.enable_grad():
                 loss = closure()
-        with no_grad():
+        with ag.no_grad():
             for group in self.param_groups:
                 self._update(group)
         return loss

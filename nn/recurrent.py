@@ -16,8 +16,6 @@ import math
 import numpy as np
 
 import autograd_core as ag
-from autograd_core.function import as_tensor
-from autograd_core.grad_mode import step_scope
 
 from .init import get_rng, uniform
 from .layers import _check_sizes
@@ -114,12 +112,12 @@ class _Recurrent(Module):
         if self.mode == "rnn":
             act = ag.tanh if self.nonlinearity == "tanh" else ag.relu
             for t in range(steps):
-                with step_scope(t):
+                with ag.step_scope(t):
                     h = rnn_step(proj[t], h, w_hh, act)
                 outs.append(h)
         elif self.mode == "lstm":
             for t in range(steps):
-                with step_scope(t):
+                with ag.step_scope(t):
                     h, c = lstm_step(proj[t], h, c, w_hh, hsize)
                 outs.append(h)
         else:
@@ -131,12 +129,12 @@ class _Recurrent(Module):
             if self.variant == "notes":
                 w_rz, w_n = w_hh[:cut], w_hh[cut:]
                 for t in range(steps):
-                    with step_scope(t):
+                    with ag.step_scope(t):
                         h = gru_step_notes(p_rz[t], p_n[t], h, w_rz, w_n, hsize)
                     outs.append(h)
             else:
                 for t in range(steps):
-                    with step_scope(t):
+                    with ag.step_scope(t):
                         h = gru_step_torch(p_rz[t], p_n[t], h, w_hh, b_hh, hsize)
                     outs.append(h)
         return outs, h, c
@@ -175,7 +173,7 @@ class _Layer(_Recurrent):
         name, shape = type(self).__name__, (self.num_layers, batch, self.hidden_size)
         if state is None:
             return ag.Tensor(np.zeros(shape, dtype=dtype))
-        state = as_tensor(state)
+        state = ag.as_tensor(state)
         if unbatched and state.ndim == 2:
             state = state[:, None]
         if state.shape != shape:
@@ -189,7 +187,7 @@ class _Layer(_Recurrent):
         unbatched). hx: initial state (num_layers, B, H); for LSTM a pair (h0, c0). Returns
         (output, h_n), output (T, B, H) from the last layer; LSTM returns (output, (h_n, c_n))."""
         name = type(self).__name__
-        x = as_tensor(x)
+        x = ag.as_tensor(x)
         if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
             raise ValueError(f"{name}: expected input of shape (T, B, {self.input_size}) (or "
                              f"(T, {self.input_size}) unbatched), got {tuple(x.shape)}")
@@ -272,7 +270,7 @@ class _Cell(_Recurrent):
 
     def _step(self, x, h, c):
         name = type(self).__name__
-        x = as_tensor(x)
+        x = ag.as_tensor(x)
         unbatched = x.ndim == 1
         if unbatched:
             x = x[None]
@@ -282,7 +280,7 @@ class _Cell(_Recurrent):
         shape = (x.shape[0], self.hidden_size)
         states = []
         for s in (h, c):
-            s = ag.Tensor(np.zeros(shape, dtype=x.dtype)) if s is None else as_tensor(s)
+            s = ag.Tensor(np.zeros(shape, dtype=x.dtype)) if s is None else ag.as_tensor(s)
             s = s[None] if unbatched and s.ndim == 1 else s
             if s.shape != shape:
                 raise ValueError(f"{name}: state must have shape {shape}, got {tuple(s.shape)}")

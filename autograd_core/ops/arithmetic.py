@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from ..function import Op, as_tensor, record
+from .. import hazards  # noqa: F401  (the ops name their hazard checks)
+from ..function import Memory, Op, as_tensor, record
 from ..tensor import Tensor
 from ._checks import SCALARS, broadcast_error
 
@@ -24,7 +25,12 @@ def _binary(op, name, fn, a, b):
 
 class Add(Op):
     name = "add"
-    uses_inputs = False
+    inputs = ("a", "b")
+    saves = ()
+    view = False
+    rule = "d(a + b) = (g, g)"
+    hazard = None
+    memory = Memory(same=(0, 1))
 
     @staticmethod
     def backward(g, out, xp):
@@ -33,7 +39,12 @@ class Add(Op):
 
 class AddScalar(Op):
     name = "add_scalar"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = False
+    rule = "d(x + c) = g"
+    hazard = None
+    memory = Memory(same=(0,))
 
     @staticmethod
     def backward(g, out, xp):
@@ -51,7 +62,12 @@ def add(a, b):
 
 class Sub(Op):
     name = "sub"
-    uses_inputs = False
+    inputs = ("a", "b")
+    saves = ()
+    view = False
+    rule = "d(a - b) = (g, -g)"
+    hazard = None
+    memory = Memory(same=(0,))
 
     @staticmethod
     def backward(g, out, xp):
@@ -61,7 +77,12 @@ class Sub(Op):
 class RSubScalar(Op):
     """c - x."""
     name = "rsub_scalar"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = False
+    rule = "d(c - x) = -g"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -79,7 +100,12 @@ def sub(a, b):
 
 class Neg(Op):
     name = "neg"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = False
+    rule = "d(-x) = -g"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -94,6 +120,12 @@ def neg(x):
 
 class Mul(Op):
     name = "mul"
+    inputs = ("a", "b")
+    saves = ("a", "b")
+    view = False
+    rule = "d(a * b) = (g * b, g * a)"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -104,7 +136,12 @@ class Mul(Op):
 
 class MulScalar(Op):
     name = "mul_scalar"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = False
+    rule = "d(c x) = c g"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -122,6 +159,12 @@ def mul(a, b):
 
 class Div(Op):
     name = "div"
+    inputs = ("a", "b")
+    saves = ("a", "b")
+    view = False
+    rule = "d(a / b) = (g / b, -g * a / b^2)"
+    hazard = hazards.divisor_near_zero
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -135,7 +178,12 @@ class Div(Op):
 class DivScalar(Op):
     """x / c."""
     name = "div_scalar"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = False
+    rule = "d(x / c) = g / c"
+    hazard = hazards.constant_divisor_near_zero
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -145,6 +193,12 @@ class DivScalar(Op):
 class RDivScalar(Op):
     """c / x: d/dx = -c / x^2."""
     name = "rdiv_scalar"
+    inputs = ("x",)
+    saves = ("x",)
+    view = False
+    rule = "d(c / x) = -c g / x^2"
+    hazard = hazards.reciprocal_near_zero
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -170,6 +224,12 @@ def _log_where_positive(xp, x, raw):
 class Pow(Op):
     """a ** b with a tensor exponent: d/da = b a^(b-1), d/db = a^b log a."""
     name = "pow"
+    inputs = ("a", "b")
+    saves = ("a", "b", "output")
+    view = False
+    rule = "d(a^b) = (g b a^(b-1), g a^b log a)"
+    hazard = hazards.pow_overflow
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -194,6 +254,12 @@ class Pow(Op):
 class PowScalar(Op):
     """x ** c: d/dx = c x^(c-1); 0 at x = 0 when 0 < c < 1 (see Sqrt)."""
     name = "pow_scalar"
+    inputs = ("x",)
+    saves = ("x",)
+    view = False
+    rule = "d(x^c) = c x^(c-1) g"
+    hazard = hazards.pow_scalar_overflow
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -213,8 +279,12 @@ class PowScalar(Op):
 class RPowScalar(Op):
     """c ** x: d/dx = c^x log c."""
     name = "rpow_scalar"
-    uses_inputs = False
-    uses_output = True
+    inputs = ("x",)
+    saves = ("output",)
+    view = False
+    rule = "d(c^x) = c^x log c g"
+    hazard = hazards.rpow_overflow
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -238,6 +308,12 @@ def _split_mask(first, second, dtype):
 
 class Maximum(Op):
     name = "maximum"
+    inputs = ("a", "b")
+    saves = ("a", "b")
+    view = False
+    rule = "g to the larger (half each on ties)"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -253,6 +329,12 @@ def maximum(a, b):
 
 class Minimum(Op):
     name = "minimum"
+    inputs = ("a", "b")
+    saves = ("a", "b")
+    view = False
+    rule = "g to the smaller (half each on ties)"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -268,11 +350,16 @@ def minimum(a, b):
 
 class Where(Op):
     name = "where"
-    uses_inputs = False
+    inputs = ("a", "b")
+    saves = ("condition",)
+    view = False
+    rule = "g to the chosen side"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
-        cond = out._saved
+        cond = out._saved[0]
         return xp.where(cond, g, 0.0), xp.where(cond, 0.0, g)
 
 
@@ -287,7 +374,7 @@ def where(condition, a, b):
     except ValueError:
         raise ValueError(f"where: condition, a and b could not be broadcast together: shapes "
                          f"{cond.shape}, {a.shape} and {b.shape}") from None
-    return record(Where, data, (a, b), cond)
+    return record(Where, data, (a, b), (cond,))
 
 
 def _operands(a, b):

@@ -1,7 +1,7 @@
 """Indexing (ints, slices, None, ..., boolean masks, integer arrays) and its adjoint."""
 import numpy as np
 
-from ..function import Op, as_tensor, record
+from ..function import Memory, Op, as_tensor, record
 from ..tensor import _index_arrays, share_version
 
 _BASIC = (int, np.integer, slice, type(None), type(Ellipsis))
@@ -35,7 +35,12 @@ def scatter_array(g, shape, index, basic):
 
 class GetItem(Op):
     name = "getitem"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ("index",)
+    view = True
+    rule = "g put back at the index"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -67,7 +72,12 @@ def getitem(x, index):
 class Scatter(Op):
     """The adjoint of indexing: its gradient is indexing again (needed for create_graph)."""
     name = "scatter"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ("index",)
+    view = False
+    rule = "g read at the index"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):

@@ -1,7 +1,7 @@
 """Joining and splitting: concatenate, stack, split."""
 import numpy as np
 
-from ..function import Op, as_tensor, record
+from ..function import Memory, Op, as_tensor, record
 from ._checks import normalize_axis, shape_error
 from .indexing import getitem
 
@@ -19,7 +19,12 @@ def _tensors(op, tensors):
 
 class Concatenate(Op):
     name = "concatenate"
-    uses_inputs = False
+    inputs = ("*tensors",)
+    saves = ()
+    view = False
+    rule = "g split along the axis"
+    hazard = None
+    memory = Memory(view=True)
 
     @staticmethod
     def backward(g, out, xp):
@@ -43,7 +48,12 @@ def concatenate(tensors, axis=0):
 
 class Stack(Op):
     name = "stack"
-    uses_inputs = False
+    inputs = ("*tensors",)
+    saves = ()
+    view = False
+    rule = "g split along the new axis"
+    hazard = None
+    memory = Memory(view=True)
 
     @staticmethod
     def backward(g, out, xp):

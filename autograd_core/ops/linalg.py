@@ -1,7 +1,7 @@
 """Matrix product with numpy's matmul semantics (1-D, 2-D and batched broadcasting)."""
 import numpy as np
 
-from ..function import Op, as_tensor, record
+from ..function import Memory, Op, as_tensor, record
 from ._checks import shape_error
 
 
@@ -9,6 +9,12 @@ class MatMul(Op):
     """C = A @ B: dA = dC @ B^T, dB = A^T @ dC (batch axes are summed back by the engine).
     A 1-D operand is a row (left) or column (right) vector that numpy drops from the result."""
     name = "matmul"
+    inputs = ("a", "b")
+    saves = ("a", "b")
+    view = False
+    rule = "d(A @ B) = (g B^T, A^T g)"
+    hazard = None
+    memory = Memory()
     split_input = 1
 
     @staticmethod
@@ -61,6 +67,12 @@ class AddMM(Op):
     """c + a @ b for 2-D a and b in one node (the affine map of every layer and recurrent
     step): dc = g (summed to c's shape), da = g b^T, db = a^T g."""
     name = "addmm"
+    inputs = ("c", "a", "b")
+    saves = ("a", "b")
+    view = False
+    rule = "d(c + A @ B) = (g, g B^T, A^T g)"
+    hazard = None
+    memory = Memory(same=(0,))
     split_input = 2
 
     @staticmethod
@@ -110,6 +122,12 @@ class Linear(Op):
     """x @ weight^T + bias, as torch.nn.functional.linear: dx = g W, dW = g^T x (in W's own
     layout, no transposed copy), dbias = g (summed to bias's shape by the engine)."""
     name = "linear"
+    inputs = ("x", "weight", "bias")
+    saves = ("x", "weight")
+    view = False
+    rule = "d(x W^T + b) = (g W, g^T x, g)"
+    hazard = None
+    memory = Memory(same=(2,))
     split_input = 1
 
     @staticmethod

@@ -1,7 +1,7 @@
 """Reductions along axes (sum mean max min logsumexp) and softmax / log_softmax."""
 import numpy as np
 
-from ..function import Op, as_tensor, record
+from ..function import Memory, Op, as_tensor, record
 from ._checks import kept_shape, normalize_axes, normalize_axis
 
 
@@ -12,7 +12,12 @@ def _spread(g, x, axes, xp):
 
 class Sum(Op):
     name = "sum"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = False
+    rule = "g spread over the summed axes"
+    hazard = None
+    memory = Memory(view=True)
 
     @staticmethod
     def backward(g, out, xp):
@@ -29,7 +34,12 @@ def sum(x, axis=None, keepdims=False):
 
 class Mean(Op):
     name = "mean"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = False
+    rule = "g / n spread over the axes"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -72,10 +82,22 @@ class _Extremum(Op):
 
 class Max(_Extremum):
     name = "max"
+    inputs = ("x",)
+    saves = ("x", "output")
+    view = False
+    rule = "g to the maxima (split on ties)"
+    hazard = None
+    memory = Memory()
 
 
 class Min(_Extremum):
     name = "min"
+    inputs = ("x",)
+    saves = ("x", "output")
+    view = False
+    rule = "g to the minima (split on ties)"
+    hazard = None
+    memory = Memory()
 
 
 def _extremum(op, fn, x, axis, keepdims):
@@ -106,6 +128,12 @@ def _stable_logsumexp(data, axes):
 class LogSumExp(Op):
     """d logsumexp(x) = softmax(x) along the reduced axes."""
     name = "logsumexp"
+    inputs = ("x",)
+    saves = ("x",)
+    view = False
+    rule = "g softmax(x)"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -131,8 +159,12 @@ def logsumexp(x, axis=None, keepdims=False):
 class Softmax(Op):
     """d softmax: y * (g - sum(g * y)) along the axis."""
     name = "softmax"
-    uses_inputs = False
-    uses_output = True
+    inputs = ("x",)
+    saves = ("output",)
+    view = False
+    rule = "y (g - sum(g y))"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -152,8 +184,12 @@ def softmax(x, axis=-1):
 class LogSoftmax(Op):
     """d log_softmax: g - softmax(x) * sum(g) along the axis."""
     name = "log_softmax"
-    uses_inputs = False
-    uses_output = True
+    inputs = ("x",)
+    saves = ("output",)
+    view = False
+    rule = "g - softmax(x) sum(g)"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -174,7 +210,12 @@ class SoftmaxCrossEntropy(Op):
     """-log softmax(x)[target] along the last axis, per row, in one node:
     d/dx = (softmax(x) - onehot(target)) * g. The forward keeps the probabilities."""
     name = "softmax_cross_entropy"
-    uses_inputs = False
+    inputs = ("logits",)
+    saves = ("target", "logits")
+    view = False
+    rule = "(softmax(x) - onehot(target)) g"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):

@@ -2,14 +2,19 @@
 Their gradients only move numbers around, so each rule is the inverse shape operation."""
 import numpy as np
 
-from ..function import Op, as_tensor, record
+from ..function import Memory, Op, as_tensor, record
 from ..tensor import share_version
 from ._checks import normalize_axis, shape_error
 
 
 class Reshape(Op):
     name = "reshape"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = True
+    rule = "g reshaped back"
+    hazard = None
+    memory = Memory(view=True)
 
     @staticmethod
     def backward(g, out, xp):
@@ -51,7 +56,12 @@ def squeeze(x, axis=None):
 
 class Transpose(Op):
     name = "transpose"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = True
+    rule = "g transposed back"
+    hazard = None
+    memory = Memory(view=True)
 
     @staticmethod
     def backward(g, out, xp):
@@ -85,7 +95,12 @@ def swapaxes(x, axis1, axis2):
 
 class BroadcastTo(Op):
     name = "broadcast_to"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = True
+    rule = "g summed over the broadcast axes"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -127,7 +142,12 @@ def broadcast_array(a, shape):
 
 class SumTo(Op):
     name = "sum_to"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = False
+    rule = "g broadcast back"
+    hazard = None
+    memory = Memory(view=True)
 
     @staticmethod
     def backward(g, out, xp):
@@ -146,7 +166,12 @@ def sum_to(x, shape):
 
 class AsType(Op):
     name = "astype"
-    uses_inputs = False
+    inputs = ("x",)
+    saves = ()
+    view = False
+    rule = "g converted back"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):

@@ -1,14 +1,19 @@
 """Elementwise functions of one tensor: exp log sqrt abs tanh sigmoid relu clip."""
 import numpy as np
 
-from ..function import Op, as_tensor, record
+from .. import hazards  # noqa: F401  (the ops name their hazard checks)
+from ..function import Memory, Op, as_tensor, record
 from ..tensor import Tensor
 
 
 class Exp(Op):
     name = "exp"
-    uses_inputs = False
-    uses_output = True
+    inputs = ("x",)
+    saves = ("output",)
+    view = False
+    rule = "d exp(x) = exp(x) g"
+    hazard = hazards.exp_overflow
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -22,6 +27,12 @@ def exp(x):
 
 class Log(Op):
     name = "log"
+    inputs = ("x",)
+    saves = ("x",)
+    view = False
+    rule = "d log(x) = g / x"
+    hazard = hazards.log_near_zero
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -39,8 +50,12 @@ class Sqrt(Op):
     instead (a subgradient of the norms built on sqrt, e.g. |x| = sqrt(x^2), so that
     sqrt(sum(x^2)) has a finite gradient at x = 0 instead of nan)."""
     name = "sqrt"
-    uses_inputs = False
-    uses_output = True
+    inputs = ("x",)
+    saves = ("output",)
+    view = False
+    rule = "d sqrt(x) = g / (2 sqrt(x))"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -59,6 +74,12 @@ def sqrt(x):
 class Abs(Op):
     """d|x| = sign(x); the subgradient 0 is used at x = 0 (as PyTorch does)."""
     name = "abs"
+    inputs = ("x",)
+    saves = ("x",)
+    view = False
+    rule = "d|x| = sign(x) g"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -73,8 +94,12 @@ def abs(x):
 class Tanh(Op):
     """d tanh = 1 - tanh^2, computed from the output."""
     name = "tanh"
-    uses_inputs = False
-    uses_output = True
+    inputs = ("x",)
+    saves = ("output",)
+    view = False
+    rule = "d tanh(x) = (1 - y^2) g"
+    hazard = hazards.tanh_saturated
+    memory = Memory(temporaries=1)
 
     @staticmethod
     def backward(g, out, xp):
@@ -90,8 +115,12 @@ def tanh(x):
 class Sigmoid(Op):
     """d sigmoid = s (1 - s), computed from the output."""
     name = "sigmoid"
-    uses_inputs = False
-    uses_output = True
+    inputs = ("x",)
+    saves = ("output",)
+    view = False
+    rule = "d sigmoid(x) = y (1 - y) g"
+    hazard = hazards.sigmoid_saturated
+    memory = Memory(temporaries=1)
 
     @staticmethod
     def backward(g, out, xp):
@@ -124,6 +153,12 @@ def _half(dtype):
 class Relu(Op):
     """d relu = 1 where x > 0, else 0 (0 at x = 0, as PyTorch)."""
     name = "relu"
+    inputs = ("x",)
+    saves = ("x",)
+    view = False
+    rule = "d relu(x) = g where x > 0"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
@@ -139,11 +174,17 @@ class Clip(Op):
     """Gradient to x where min <= x <= max (bounds included, as PyTorch's clamp), else to the
     bound that was applied, when that bound is a tensor."""
     name = "clip"
+    inputs = ("x", "min", "max")
+    saves = ("bounds", "x", "min", "max")
+    view = False
+    rule = "g where min <= x <= max, else to the bound applied"
+    hazard = None
+    memory = Memory()
 
     @staticmethod
     def backward(g, out, xp):
         x = out._inputs[0]._data
-        lo, hi, lo_is_input, hi_is_input = out._saved
+        (lo, hi), lo_is_input, hi_is_input = out._saved
         below = x < lo if lo is not None else np.zeros(x.shape, dtype=bool)
         above = x > hi if hi is not None else np.zeros(x.shape, dtype=bool)
         grads = [g * ~(below | above)]
@@ -172,4 +213,4 @@ def clip(x, min=None, max=None):
         raise ValueError(f"clip: bounds do not broadcast with a tensor of shape {x.shape}") \
             from None
     return record(Clip, data, tuple(inputs),
-                  (lo, hi, isinstance(min, Tensor), isinstance(max, Tensor)))
+                  ((lo, hi), isinstance(min, Tensor), isinstance(max, Tensor)))

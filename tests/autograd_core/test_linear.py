@@ -12,17 +12,21 @@ def normal(rng, shape, dtype=np.float64):
     return rng.standard_normal(shape).astype(dtype)
 
 
+_SPLIT_OPS = (linalg.Linear, linalg.AddMM, linalg.MatMul)
+_FAST = {op: op.fast_backward for op in _SPLIT_OPS}
+
+
 def plain_rules():
     """Turn the batched path off (restored by the fixture below)."""
-    for op in (linalg.Linear, linalg.AddMM, linalg.MatMul):
-        op.batched = False
+    for op in _SPLIT_OPS:
+        op.fast_backward = None
 
 
 @pytest.fixture
 def restore_batched():
     yield
-    for op in (linalg.Linear, linalg.AddMM, linalg.MatMul):
-        op.batched = True
+    for op in _SPLIT_OPS:
+        op.fast_backward = _FAST[op]
 
 
 def unrolled(w, u, xs, h0, extra_use):

@@ -27,14 +27,14 @@ FAST_OPS = (linalg.Linear, linalg.AddMM, linalg.MatMul, indexing.GetItem)
 @contextlib.contextmanager
 def plain():
     """The sweep without its batched paths: every rule runs as written."""
-    saved = [op.batched for op in FAST_OPS]
+    saved = [op.fast_backward for op in FAST_OPS]
     for op in FAST_OPS:
-        op.batched = False
+        op.fast_backward = None
     try:
         yield
     finally:
         for op, b in zip(FAST_OPS, saved):
-            op.batched = b
+            op.fast_backward = b
 
 
 def leaf(rng, shape, dtype=np.float64, scale=1.0):
@@ -553,7 +553,7 @@ def test_a_subclass_with_its_own_rule_does_not_inherit_the_fast_path():
             return tuple(2 * gi for gi in MatMul.backward(g, out, xp))
 
     try:
-        assert DoubledMatMul.backward_split is None and not DoubledMatMul.batched
+        assert DoubledMatMul.backward_split is None and DoubledMatMul.fast_backward is None
         a = ag.Tensor(np.eye(2), requires_grad=True)
         w = ag.Tensor(np.arange(4.0).reshape(2, 2), requires_grad=True)
         record(DoubledMatMul, a.numpy() @ w.numpy(), (a, w)).sum().backward()

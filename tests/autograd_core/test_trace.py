@@ -30,7 +30,7 @@ def test_rows_follow_the_sweep_with_steps_rules_and_norms():
     assert rows[0]["op"] == "sum" and rows[0]["grad_norm"] == 1.0
     tanh_rows = [r for r in rows if r["op"] == "tanh"]
     assert [r["step"] for r in tanh_rows] == [2, 1, 0]  # back in time
-    assert all(r["rule"] == "d tanh = (1 - y^2) g" for r in tanh_rows)
+    assert all(r["rule"] == "d tanh(x) = (1 - y^2) g" for r in tanh_rows)
     # what a node receives is the sum of what was sent to it
     received = {}
     for r in rows:
