@@ -8,8 +8,6 @@
 """
 import numpy as _np
 
-from ._malloc import MALLOC_TUNED  # noqa: F401  (see _malloc.py)
-
 from .tensor import Tensor  # noqa: I001  (must come first: the ops import it)
 from .anomaly import AnomalyError, HazardWarning, detect_anomaly, is_anomaly_enabled
 from .engine import SweepObserver, backward, grad, node_vjp
@@ -22,15 +20,10 @@ from .paths import count_paths
 from .trace import BackwardTrace, trace_backward
 from .stats import GraphGrowthMonitor, GraphGrowthWarning, GraphStats, graph_stats
 from .viz import GraphTooLargeError, render, to_dot
-from .ops.arithmetic import add, div, maximum, minimum, mul, neg, pow, sub, where
-from .ops.indexing import getitem, scatter
-from .ops.joining import concatenate, split, stack
-from .ops.linalg import addmm, linear, matmul
-from .ops.reductions import (log_softmax, logsumexp, max, mean, min, softmax,
-                             softmax_cross_entropy, sum)
-from .ops.shape import (astype, broadcast_to, expand_dims, reshape, squeeze, sum_to, swapaxes,
-                        transpose)
-from .ops.unary import abs, clip, exp, log, relu, sigmoid, sqrt, tanh
+from .malloc_tuning import tune_malloc
+from .ops import PUBLIC as _OPS
+
+globals().update(_OPS)  # ag.add, ag.exp, ag.softplus, ...: every op module's __all__
 
 
 def as_tensor(value):
@@ -53,16 +46,13 @@ def ones(shape, dtype="float32", requires_grad=False):
 
 
 __all__ = [
-    "Tensor", "tensor", "as_tensor", "Memory", "zeros", "ones", "backward", "grad", "SweepObserver", "node_vjp", "no_grad", "enable_grad",
-    "set_grad_enabled", "is_grad_enabled", "step_scope", "current_step", "gradcheck", "gradgradcheck", "GradcheckError",
-    "Op", "ops_registry", "detect_anomaly", "is_anomaly_enabled", "AnomalyError",
-    "HazardWarning",
-    "walk_graph", "count_paths", "graph_stats", "GraphStats", "GraphGrowthMonitor", "GraphGrowthWarning",
-    "trace_backward", "BackwardTrace", "to_dot", "render", "GraphTooLargeError",
-    "add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum", "where",
-    "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "clip",
-    "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "softmax_cross_entropy", "matmul",
-    "addmm", "linear",
-    "reshape", "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "sum_to",
-    "astype", "concatenate", "stack", "split", "getitem", "scatter",
-]
+    "Tensor", "tensor", "as_tensor", "zeros", "ones",
+    "backward", "grad", "SweepObserver", "node_vjp",
+    "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "step_scope", "current_step",
+    "gradcheck", "gradgradcheck", "GradcheckError",
+    "Op", "Memory", "ops_registry",
+    "detect_anomaly", "is_anomaly_enabled", "AnomalyError", "HazardWarning",
+    "walk_graph", "count_paths", "graph_stats", "GraphStats", "GraphGrowthMonitor",
+    "GraphGrowthWarning", "trace_backward", "BackwardTrace", "to_dot", "render",
+    "GraphTooLargeError", "tune_malloc",
+] + sorted(_OPS)

@@ -14,45 +14,24 @@ from .tensor import Tensor, _make, _numpy_call_kwargs
 
 
 class _Methods:
-    # ---- operators ---------------------------------------------------------------------
-    def __add__(self, other):
-        return _ar.add(self, other)
-
+    # ---- operators (+ - * / ** @, unary minus and indexing are bound directly below) ------
     def __radd__(self, other):
         return _ar.add(other, self)
-
-    def __sub__(self, other):
-        return _ar.sub(self, other)
 
     def __rsub__(self, other):
         return _ar.sub(other, self)
 
-    def __mul__(self, other):
-        return _ar.mul(self, other)
-
     def __rmul__(self, other):
         return _ar.mul(other, self)
-
-    def __truediv__(self, other):
-        return _ar.div(self, other)
 
     def __rtruediv__(self, other):
         return _ar.div(other, self)
 
-    def __pow__(self, other):
-        return _ar.pow(self, other)
-
     def __rpow__(self, other):
         return _ar.pow(other, self)
 
-    def __matmul__(self, other):
-        return _la.matmul(self, other)
-
     def __rmatmul__(self, other):
         return _la.matmul(other, self)
-
-    def __neg__(self):
-        return _ar.neg(self)
 
     def __pos__(self):
         return self
@@ -81,9 +60,6 @@ class _Methods:
 
     def __ne__(self, other):
         return self._compare(other, np.not_equal)
-
-    def __getitem__(self, index):
-        return _ix.getitem(self, index)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         fn = _UFUNCS.get(ufunc) if method == "__call__" and not kwargs else None
@@ -180,7 +156,8 @@ for _name, _value in vars(_Methods).items():
                      "__hash__"):  # _Methods defines __eq__, so its __hash__ is None
         setattr(Tensor, _name, _value)
 
-# The commonest operators call the op functions directly (one Python call fewer).
+# The commonest operators are the op functions themselves (one Python call fewer than a method
+# that calls them).
 Tensor.__add__ = _ar.add
 Tensor.__sub__ = _ar.sub
 Tensor.__mul__ = _ar.mul

@@ -14,6 +14,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 
+import autograd_core as ag  # noqa: E402
+
 from . import MODULES  # noqa: E402
 from ._common import machine_info  # noqa: E402
 
@@ -76,6 +78,7 @@ def main(argv=None):
                         help="fewer warm-ups and repeats: a smoke run, not for quoting")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args(argv)
+    ag.tune_malloc()  # as the `bptt` command does: the engine's speed as users run it
 
     modules = _load()
     if args.list:

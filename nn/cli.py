@@ -282,6 +282,7 @@ def build_parser():
 
 
 def main(argv=None):
+    ag.tune_malloc()  # a command owns its process: let malloc keep freed arrays (see there)
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:

@@ -12,6 +12,8 @@ from ..function import Memory, Op, as_tensor, record
 from ..tensor import Tensor
 from ._checks import SCALARS, broadcast_error
 
+__all__ = ["add", "div", "maximum", "minimum", "mul", "neg", "pow", "sub", "where"]  # exported as ag.<name>
+
 
 def _binary(op, name, fn, a, b):
     if not (isinstance(a, Tensor) and isinstance(b, Tensor)):

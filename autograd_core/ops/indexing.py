@@ -4,6 +4,8 @@ import numpy as np
 from ..function import Memory, Op, as_tensor, record
 from ..tensor import _index_arrays, share_version
 
+__all__ = ["getitem", "scatter"]  # exported as ag.<name>
+
 _BASIC = (int, np.integer, slice, type(None), type(Ellipsis))
 
 

@@ -5,6 +5,8 @@ from ..function import Memory, Op, as_tensor, record
 from ._checks import normalize_axis, shape_error
 from .indexing import getitem
 
+__all__ = ["concatenate", "split", "stack"]  # exported as ag.<name>
+
 
 def _take(g, axis, index):
     return g[(slice(None),) * axis + (index,)]

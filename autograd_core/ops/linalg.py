@@ -4,6 +4,8 @@ import numpy as np
 from ..function import Memory, Op, as_tensor, record
 from ._checks import shape_error
 
+__all__ = ["addmm", "linear", "matmul"]  # exported as ag.<name>
+
 
 class MatMul(Op):
     """C = A @ B: dA = dC @ B^T, dB = A^T @ dC (batch axes are summed back by the engine).

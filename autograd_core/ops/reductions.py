@@ -4,6 +4,8 @@ import numpy as np
 from ..function import Memory, Op, as_tensor, record
 from ._checks import kept_shape, normalize_axes, normalize_axis
 
+__all__ = ["log_softmax", "logsumexp", "max", "mean", "min", "softmax", "softmax_cross_entropy", "sum"]  # exported as ag.<name>
+
 
 def _spread(g, x, axes, xp):
     """The gradient of a reduction, put back in the input's shape (keepdims, then broadcast)."""

@@ -6,6 +6,8 @@ from ..function import Memory, Op, as_tensor, record
 from ..tensor import share_version
 from ._checks import normalize_axis, shape_error
 
+__all__ = ["astype", "broadcast_to", "expand_dims", "reshape", "squeeze", "sum_to", "swapaxes", "transpose"]  # exported as ag.<name>
+
 
 class Reshape(Op):
     name = "reshape"

@@ -1,9 +1,11 @@
-"""Elementwise functions of one tensor: exp log sqrt abs tanh sigmoid relu clip."""
+"""Elementwise functions of one tensor: exp log sqrt abs tanh sigmoid logsigmoid relu clip."""
 import numpy as np
 
 from .. import hazards  # noqa: F401  (the ops name their hazard checks)
 from ..function import Memory, Op, as_tensor, record
 from ..tensor import Tensor
+
+__all__ = ["abs", "clip", "exp", "log", "logsigmoid", "relu", "sigmoid", "sqrt", "tanh"]  # exported as ag.<name>
 
 
 class Exp(Op):
@@ -129,25 +131,51 @@ class Sigmoid(Op):
 
 
 def sigmoid(x):
-    """1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2: no overflow for any x."""
+    """1 / (1 + exp(-x)), accurate to a few units in the last place wherever the value is a
+    normal number of the dtype (float32: down to x = -87), and never overflowing."""
     x = as_tensor(x)
-    half = _half(x._data.dtype)
-    data = np.tanh(x._data * half)
-    data += 1
-    data *= half
-    return record(Sigmoid, data, (x,))
+    return record(Sigmoid, sigmoid_array(x._data), (x,))
 
 
-_HALVES = {}
+def sigmoid_array(x):
+    """1 / (1 + exp(-x)) on an array: a few units in the last place from the true value, and
+    exactly 0 (or 1) where exp(-x) overflows (underflows): the true value there is below the
+    dtype's smallest normal number (within it of 1). Neither is an error worth a warning."""
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    e = np.negative(x)
+    if type(e) is not np.ndarray:  # a 0-d input gives a numpy scalar
+        e = np.asarray(e)
+    with np.errstate(over="ignore", under="ignore"):
+        np.exp(e, out=e)
+    e += 1
+    return np.reciprocal(e, out=e)
 
 
-def _half(dtype):
-    # 0.5 as a 0-d array of the input's dtype: numpy multiplies two arrays faster than an
-    # array and a Python float.
-    half = _HALVES.get(dtype)
-    if half is None:
-        half = _HALVES[dtype] = np.asarray(0.5, dtype=dtype if dtype.kind == "f" else None)
-    return half
+class LogSigmoid(Op):
+    """log sigmoid(x) = min(x, 0) - log1p(exp(-|x|)): finite for every finite x (where
+    log(sigmoid(x)) underflows to log(0)); d/dx = sigmoid(-x)."""
+    name = "logsigmoid"
+    inputs = ("x",)
+    saves = ("x",)
+    view = False
+    rule = "d log sigmoid(x) = sigmoid(-x) g"
+    hazard = None
+    memory = Memory(temporaries=1)
+
+    @staticmethod
+    def backward(g, out, xp):
+        x = out._inputs[0]
+        if xp.recording:  # create_graph: sigmoid(-x) as a function of x
+            return (g * sigmoid(-x),)
+        return (g * sigmoid_array(-x._data),)
+
+
+def logsigmoid(x):
+    """log(sigmoid(x)), computed without forming sigmoid(x) (as torch's logsigmoid)."""
+    x = as_tensor(x)
+    xd = x._data if x._data.dtype.kind == "f" else x._data.astype(np.float64)
+    return record(LogSigmoid, np.minimum(xd, 0) - np.log1p(np.exp(-np.abs(xd))), (x,))
 
 
 class Relu(Op):

@@ -233,6 +233,7 @@ class Program:
 # ---- the builder ---------------------------------------------------------------------------------
 KINKED = ("abs", "relu", "clip", "maximum", "minimum", "max", "min")
 KINDS = ("tanh", "add", "mul", "sub", "div", "pow", "exp", "log", "sqrt", "sigmoid", "neg",
+         "softplus", "logsigmoid",
          "astype", "sum", "mean", "logsumexp", "softmax", "log_softmax",
          "softmax_cross_entropy", "matmul", "addmm", "linear", "reshape",
          "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "sum_to",
@@ -402,6 +403,12 @@ class Builder:
     def op_sigmoid(self):
         a = self.pick()
         self.emit(self.ch.choice([f"ag.sigmoid({a})", f"{a}.sigmoid()"]))
+
+    def op_softplus(self):
+        self.emit(f"ag.softplus({self.pick()})")
+
+    def op_logsigmoid(self):
+        self.emit(f"ag.logsigmoid({self.pick()})")
 
     def op_exp(self):
         a = self.bounded(self.pick(), 3.0)

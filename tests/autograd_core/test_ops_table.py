@@ -201,6 +201,9 @@ unary_case("tanh", [("ag.tanh", ag.tanh), ("x.tanh()", lambda x: x.tanh()),
                     ("np.tanh", np.tanh)], np.tanh, wide)
 unary_case("sigmoid", [("ag.sigmoid", ag.sigmoid), ("x.sigmoid()", lambda x: x.sigmoid())],
            lambda x: 1.0 / (1.0 + np.exp(-x)), wide)
+unary_case("logsigmoid", [("ag.logsigmoid", ag.logsigmoid)], lambda x: -np.logaddexp(0.0, -x),
+           wide)
+unary_case("softplus", [("ag.softplus", ag.softplus)], lambda x: np.logaddexp(0.0, x), wide)
 unary_case("relu", [("ag.relu", ag.relu), ("x.relu()", lambda x: x.relu())],
            lambda x: np.maximum(x, 0.0), away)
 

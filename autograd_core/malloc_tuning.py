@@ -5,8 +5,12 @@ An autodiff step allocates and frees the same few array sizes thousands of times
 defaults, arrays above 128 KiB are mmap'ed and unmapped one by one and the heap top is trimmed
 as soon as it is free, so every op pays page faults to get memory back: measured on a GRU step
 (batch 32, hidden 128, T = 50) this was a quarter of the step time. Raising the mmap and trim
-thresholds lets malloc reuse the memory, as PyTorch's caching allocator does. Set
-AUTOGRAD_CORE_MALLOPT=0 to leave malloc alone.
+thresholds lets malloc reuse the memory, as PyTorch's caching allocator does.
+
+Importing autograd_core changes nothing: a program opts in by calling `tune_malloc()` once (the
+`bptt` command and the benchmarks do). It affects the whole process, so a library that embeds
+the engine should leave the choice to its application. AUTOGRAD_CORE_MALLOPT=0 turns the opt-in
+off again (to compare).
 """
 import ctypes
 import os
@@ -17,7 +21,8 @@ _MIB = 1 << 20
 
 
 def tune_malloc():
-    """Apply the thresholds once; returns True when they were applied."""
+    """Raise glibc's mmap and trim thresholds for this process; True when applied (False off
+    Linux/glibc or with AUTOGRAD_CORE_MALLOPT=0). Calling it again changes nothing more."""
     if not sys.platform.startswith("linux") or os.environ.get("AUTOGRAD_CORE_MALLOPT") == "0":
         return False
     try:
@@ -28,5 +33,3 @@ def tune_malloc():
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 * _MIB) and mallopt(_M_TRIM_THRESHOLD, 256 * _MIB)
                 and mallopt(_M_TOP_PAD, 16 * _MIB))
 
-
-MALLOC_TUNED = tune_malloc()
