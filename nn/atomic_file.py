@@ -8,7 +8,8 @@ The temporary file is named `.<name>.tmp-<pid>-<8 hex digits>`, so that a later 
 same path can recognise the ones that a killed process (SIGKILL, power loss) left behind, and
 remove those whose process no longer runs on this machine. Only regular files are replaced: a
 symbolic link, a directory, a device, a FIFO or a socket at `path` is refused (`os.replace`
-would silently swap a link or a device node for a plain file).
+would silently swap a link or a device node for a plain file). The check is made just before
+the temporary file is written; a path turned into a link while it is written is replaced.
 """
 import errno
 import os

@@ -169,6 +169,8 @@ def _read(path):
         return read_npz(path)
     except ArchiveError as e:
         raise CheckpointError(f"{where} cannot be read: {e}") from None
+    except PermissionError as e:
+        raise CheckpointError(f"{where} cannot be read: {e.strerror}") from None
     except _READ_ERRORS as e:
         raise CheckpointError(f"{where} cannot be read: the file is corrupt, truncated or not "
                               f"a checkpoint ({type(e).__name__}: {e})") from e

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import autograd_core as ag
-from nn.checkpoint import CheckpointError, CheckpointKeyError, load, save
+from nn import npz_archive
+from nn.checkpoint import CheckpointError, load, save
 from nn.module import Module, Parameter
 from nn.optim import SGD, Adam
 
@@ -331,6 +332,19 @@ def test_only_regular_files_are_read(tmp_path):
     save({"w": np.arange(3.0)}, tmp_path / "real.npz")
     os.symlink(tmp_path / "real.npz", tmp_path / "link.npz")
     np.testing.assert_array_equal(load(tmp_path / "link.npz")["w"], [0.0, 1.0, 2.0])
+
+
+def test_an_unreadable_file_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "locked.npz"
+    save({"w": np.zeros(2)}, path)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(npz_archive.os, "open", denied)
+    with pytest.raises(CheckpointError, match=r"locked\.npz' cannot be read: Permission "
+                                              r"denied$"):
+        load(path)
 
 
 # ---- what is accepted -------------------------------------------------------------------
