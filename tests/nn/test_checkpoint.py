@@ -1,5 +1,6 @@
 """Checkpoints: round-trips of parameters and optimizer state, atomic writes, and clear errors
 for missing, corrupt, truncated or mismatched files."""
+import errno
 import os
 import pathlib
 import zipfile
@@ -10,7 +11,8 @@ import pytest
 
 import autograd_core as ag
 from nn import checkpoint
-from nn.checkpoint import CheckpointError, CheckpointKeyError, load, save
+from nn.checkpoint import (CheckpointError, CheckpointKeyError, CheckpointWriteError,
+                           load, save)
 from nn.module import Module, Parameter, Sequential
 from nn.optim import SGD, Adam
 
@@ -198,8 +200,9 @@ def test_save_overwrites_and_reports_bad_destinations(tmp_path):
     save(Net(seed=2), path)
     np.testing.assert_array_equal(load(path)["scale"], [3.5])
     assert os.listdir(tmp_path) == ["c.npz"]
-    with pytest.raises(FileNotFoundError, match="folder"):
+    with pytest.raises(CheckpointWriteError, match="folder of the file does not exist") as info:
         save(Net(), tmp_path / "no" / "such" / "c.npz")
+    assert info.value.errno == errno.ENOENT and isinstance(info.value, OSError)
     with pytest.raises(CheckpointError, match="reserved"):
         save({"__optimizer__/x": np.zeros(1)}, path)
     with pytest.raises(CheckpointError, match=r"'names' has dtype .*numeric"):
