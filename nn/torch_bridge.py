@@ -62,12 +62,10 @@ def _one_dtype(where, dtypes, default):
 def _check_same_keys(where, ours, theirs):
     """Both sides must hold exactly the same parameter names (in the same order)."""
     if list(ours) != list(theirs):
-        only_ours = [k for k in ours if k not in theirs]
-        only_theirs = [k for k in theirs if k not in ours]
-        detail = "; ".join(part for part in (
-            f"only here: {', '.join(only_ours)}" if only_ours else "",
-            f"only in torch: {', '.join(only_theirs)}" if only_theirs else "",
-            "same names in another order" if not (only_ours or only_theirs) else "") if part)
+        parts = [f"only {side}: {', '.join(keys)}" for side, keys in (
+            ("here", [k for k in ours if k not in theirs]),
+            ("in torch", [k for k in theirs if k not in ours])) if keys]
+        detail = "; ".join(parts) or "the same names in another order"
         raise ValueError(f"{where}: the parameters do not line up ({detail})")
 
 
@@ -91,7 +89,7 @@ def to_torch(module):
     _check_same_keys(f"to_torch({type(module).__name__})", params, named)
     with torch.no_grad():
         for name, p in params.items():
-            named[name].copy_(torch.from_numpy(p.numpy()))
+            named[name].copy_(torch.from_numpy(np.ascontiguousarray(p.numpy())))
             named[name].requires_grad_(p.requires_grad)
     theirs.train(module.training)
     return theirs

@@ -307,6 +307,14 @@ def test_the_copies_share_no_memory():
     np.testing.assert_array_equal(back.weight.numpy(), ours.weight.numpy() + 1.0)
 
 
+def test_any_memory_layout_is_copied():
+    ours = nn.Linear(I, H, rng=0, dtype=F64)
+    reversed_rows = ours.weight.numpy()[::-1].copy()[::-1]  # negative strides
+    ours.weight.data = reversed_rows
+    assert ours.weight.numpy().strides[0] < 0
+    np.testing.assert_array_equal(nn.to_torch(ours).weight.detach().numpy(), reversed_rows)
+
+
 def test_random_generators_are_left_as_they_were():
     torch.manual_seed(11)
     nn.manual_seed(11)
