@@ -11,6 +11,7 @@ from .losses import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, 
 from .models import RecurrentClassifier
 from .module import Module, ModuleList, Parameter, Sequential
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .torch_bridge import from_torch, optimizer_to_torch, to_torch
 
 __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "Linear", "Embedding", "Tanh",
@@ -19,5 +20,5 @@ __all__ = [
     "binary_cross_entropy_with_logits", "sequence_cross_entropy", "manual_seed", "optim", "checkpoint", "save", "load",
     "diagnostics", "tasks", "bptt_report", "BPTTReport", "jacobians", "jacobian_report",
     "JacobianReport", "step_jacobian",
-    "clip_grad_norm_", "clip_grad_value_",
+    "clip_grad_norm_", "clip_grad_value_", "to_torch", "from_torch", "optimizer_to_torch",
 ]
