@@ -57,12 +57,12 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv=None):
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     # signal handlers can only be set from the main thread; elsewhere SIGTERM keeps its default
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
+        parser = build_parser()
         args = parser.parse_args(argv or [DEFAULT_COMMAND])
         if args.command is None:
             args = parser.parse_args([DEFAULT_COMMAND, *argv])

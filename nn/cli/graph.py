@@ -24,7 +24,9 @@ DESCRIPTION = ("Render the unrolled graph of a small RNN or GRU with Graphviz an
 EPILOG = "examples:\n  bptt graph\n  bptt graph --model rnn --steps 3 --format png --grad"
 
 FORMATS = ("svg", "png", "pdf")
-MAX_STEPS = 40  # a 40-step GRU is ~1,200 boxes: dot draws it in seconds; bptt report goes longer
+# A 40-step GRU (~1,200 boxes) takes dot about a second; at 100 steps dot fails ("trouble in
+# init_rank") after 9 s, at 150 it runs for minutes. bptt report handles long sequences.
+MAX_STEPS = 40
 DOT_SECONDS = 60
 _WHERE = "bptt graph"
 
@@ -42,7 +44,7 @@ def add_arguments(p):
 
 
 def run(args):
-    out = destination(args.out, f"graph-{args.model}")
+    out = destination(args.out, f"graph-{args.model}", _WHERE)
     rng = np.random.default_rng(args.seed)
     model = RecurrentClassifier(2, 3, 2, cell=args.model, rng=args.seed, dtype=np.float64)
     xs = rng.standard_normal((args.steps, 1, 2))
@@ -57,7 +59,7 @@ def run(args):
               f"graphviz); the DOT source is written instead", file=sys.stderr)
     # the drawing reads the graph before anything else: count_paths leaves it as it was
     dot = ag.to_dot(loss, params=model, show_grad=args.grad)
-    with RunFolder(out) as folder:
+    with RunFolder(out, _WHERE) as folder:
         source = folder / f"{args.model}-unrolled.dot"
         source.write_text(dot.source)
         if exe is not None:

@@ -107,13 +107,13 @@ def run(args):
     if task == "adding" and args.length < 2:
         raise UsageError(f"{_WHERE}: the adding task needs --length 2 or more (one marked "
                          f"number in each half)")
-    out = destination(args.out, f"report-{task}")
+    out = destination(args.out, f"report-{task}", _WHERE)
     print(f"task: {task}, length {args.length}, batch {args.batch}, seed {args.seed}; loss "
           f"{'on every step (averaged)' if args.every_step else 'on the last step only'}; "
           f"float64")
     print("each row t: ||dL/dh_t|| and the norm of step t's share of each parameter's "
           "gradient\n(delta_t s_(t-1)^T for W_hh, note 003); the shares add up to the gradient")
-    with RunFolder(out) as folder:
+    with RunFolder(out, _WHERE) as folder:
         written, no_plot = _report_all(models, task, folder, args)
     if no_plot:
         print("\nmatplotlib is not installed: no plots (pip install matplotlib)")

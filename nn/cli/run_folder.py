@@ -17,9 +17,9 @@ from .arguments import UsageError
 RUNS = pathlib.Path("runs")
 
 
-def destination(out, prefix):
+def destination(out, prefix, where):
     """The folder a run will end in: `out`, or a new runs/<prefix>-<time>. Refuses a folder
-    that already holds something; creates nothing."""
+    that already holds something; creates nothing. `where` ("bptt train") starts messages."""
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = RUNS / f"{prefix}-{stamp}"
@@ -29,18 +29,19 @@ def destination(out, prefix):
             out = RUNS / f"{prefix}-{stamp}-{n}"
     out = pathlib.Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"output folder {out} already exists and is not empty; choose another "
+        raise UsageError(f"{where}: output folder {out} already exists and is not empty; choose another "
                          f"with --out (results are never written over an earlier run)")
     return out
 
 
 class RunFolder:
-    """`with RunFolder(dest) as tmp:` write into `tmp`; on a clean exit it becomes `dest`.
+    """`with RunFolder(dest, "bptt train") as tmp:` write into `tmp`; on a clean exit it
+    becomes `dest`.
 
     `dest` comes from `destination()`, after every argument has been checked."""
 
-    def __init__(self, dest):
-        self.dest = pathlib.Path(dest)
+    def __init__(self, dest, where):
+        self.dest, self.where = pathlib.Path(dest), where
         self.tmp = None
         self._made = []  # parent folders this run created, innermost last
 
@@ -55,7 +56,7 @@ class RunFolder:
                                                      suffix=".partial", dir=parent))
         except OSError as exc:
             self._remove()
-            raise UsageError(f"cannot write to output folder {self.dest}: "
+            raise UsageError(f"{self.where}: cannot write to output folder {self.dest}: "
                              f"{exc.strerror or exc}") from None
         return self.tmp
 
@@ -70,7 +71,7 @@ class RunFolder:
             self._remove()
             if issubclass(kind, OSError) and not issubclass(kind, BrokenPipeError):
                 # a full disk or a vanished folder while the results were written
-                raise UsageError(f"cannot write the results to {self.dest}: "
+                raise UsageError(f"{self.where}: cannot write the results to {self.dest}: "
                                  f"{exc.strerror or exc}; nothing was kept") from None
         return False
 
@@ -82,7 +83,7 @@ class RunFolder:
         except OSError as exc:
             reason = ("it was created by someone else meanwhile"
                       if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) else exc.strerror or exc)
-            raise UsageError(f"cannot move the results to {self.dest}: {reason}") from None
+            raise UsageError(f"{self.where}: cannot move the results to {self.dest}: {reason}") from None
         self.tmp = None
 
     def _remove(self):

@@ -54,11 +54,11 @@ def config(args):
 
 def run(args):
     cfg = config(args)
-    out = destination(args.out, f"train-{cfg.task}")  # checked before anything is written
+    out = destination(args.out, f"train-{cfg.task}", "bptt train")  # before anything is made
     print(f"task: {cfg.task}, length {cfg.length}; models {', '.join(cfg.models)}, hidden "
           f"{cfg.hidden}; {cfg.steps} steps of batch {cfg.batch}, {cfg.optimizer} lr {cfg.lr}, "
           f"clip {cfg.clip}; seed {cfg.seed}")
-    with RunFolder(out) as folder:
+    with RunFolder(out, "bptt train") as folder:
         rows, baseline, plots = training.run(cfg, folder, sys.stdout)
     print(f"\nresults (fresh data; baseline: {baseline})")
     print(table(rows))
