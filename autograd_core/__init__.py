@@ -6,6 +6,8 @@
     y.backward()
     x.grad            # Tensor([2., 4.])
 """
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
+
 import numpy as _np
 
 from ._malloc import MALLOC_TUNED  # noqa: F401  (see _malloc.py)
