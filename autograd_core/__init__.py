@@ -6,6 +6,8 @@
     y.backward()
     x.grad            # Tensor([2., 4.])
 """
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
+
 import numpy as _np
 
 from .tensor import Tensor  # noqa: I001  (must come first: the ops import it)

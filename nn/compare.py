@@ -1,6 +1,8 @@
 """Engine gradients against the hand-derived reference (`nn.manual`), as a table.
 
-    python -m nn.compare [--seed N] [--models mlp,rnn,gru] [--dtype float64] [--perturb NAME]
+    nn.compare.compare(seed=0, models=("mlp", "rnn", "gru"), dtype=np.float64, perturb=None)
+
+(from the command line: `bptt check [--seed N] [--models ...] [--dtype ...] [--perturb NAME]`)
 
 For each model the `nn` model and the reference get the same weights and the same random data;
 the engine differentiates the model's plain forward code (`loss.backward()`), the reference runs
@@ -14,12 +16,10 @@ the notes' hand-written backward pass. One row per compared quantity:
 `max abs diff` is max |engine - reference| over the entries; `max rel diff` is that divided by
 max |reference| (relative to the quantity's scale, so entries that happen to be near zero do not
 blow it up). A row is ok when its relative difference is at most the tolerance (1e-10 in float64).
-`--perturb NAME` adds a small error (1e-6 of its scale) to one entry of that parameter's engine
-gradient, to show the check catches it; `MODEL:NAME` restricts it to one model. The command exits
-with status 1 when any row is not ok.
+`perturb=NAME` adds a small error (1e-6 of its scale) to one entry of that parameter's engine
+gradient, to show the check catches it; `MODEL:NAME` restricts it to one model. `bptt check`
+exits with status 1 when any row is not ok.
 """
-import argparse
-import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -191,51 +191,3 @@ def format_table(rows):
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([fmt(header), rule, *(fmt(line) for line in body)])
-
-
-def add_arguments(parser):
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help=f"comma-separated, from {', '.join(MODELS)} "
-                             f"(default {','.join(DEFAULT_MODELS)})")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float64",
-                        help="the engine's float type (default float64)")
-    parser.add_argument("--perturb", metavar="NAME", default=None,
-                        help="add a small error to the engine gradient of parameter NAME "
-                             "(or MODEL:NAME) to show that the check fails")
-    return parser
-
-
-def build_parser():
-    return add_arguments(argparse.ArgumentParser(
-        prog="python -m nn.compare",
-        description="Compare the engine's gradients with the hand-derived reference of the "
-                    "notes (nn.manual), model by model and parameter by parameter.",
-        epilog="example: python -m nn.compare --models rnn,gru-torch --perturb rnn.weight_hh_l0"))
-
-
-def run(args, parser):
-    """Print the comparison table for parsed `args`; 0 when all agree, 1 otherwise."""
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    try:
-        rows = compare(seed=args.seed, models=models, dtype=DTYPES[args.dtype],
-                       perturb=args.perturb)
-    except ValueError as exc:
-        parser.error(str(exc))
-    print(format_table(rows))
-    bad = [r for r in rows if not r.ok]
-    if bad:
-        print(f"\n{len(bad)} of {len(rows)} differences exceed their tolerance: "
-              + ", ".join(f"{r.model} {r.parameter}" for r in bad))
-        return 1
-    print(f"\nall {len(rows)} differences within tolerance")
-    return 0
-
-
-def main(argv=None):
-    parser = build_parser()
-    return run(parser.parse_args(sys.argv[1:] if argv is None else argv), parser)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,16 +1,9 @@
-"""`python -m nn.compare`: the engine-vs-reference table, its rows and its exit codes."""
-import os
-import subprocess
-import sys
-
+"""nn.compare: the engine-vs-reference rows and their table (`bptt check` in test_cli_check)."""
 import numpy as np
 import pytest
 
 import nn
-from nn.compare import MODELS, PERTURBATION, Row, compare, format_table, main
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+from nn.compare import MODELS, PERTURBATION, Row, compare, format_table
 
 def expected_names(model):
     if model.startswith("mlp"):
@@ -102,49 +95,3 @@ def test_format_table():
     # columns line up: every cell of a column starts at the header's offset
     assert lines[2].index("rnn.weight_hh_l0") == lines[3].index("out.bias") == \
         lines[0].index("parameter")
-
-
-def test_main_prints_the_table_and_returns_0(capsys):
-    assert main([]) == 0
-    out = capsys.readouterr().out
-    assert out.splitlines()[0].split()[:2] == ["model", "parameter"]
-    for model in ("mlp", "rnn", "gru"):
-        for name in expected_names(model):
-            assert any(line.split()[:2] == [model, name] for line in out.splitlines()), name
-    assert "FAIL" not in out
-    assert "all 23 differences within tolerance" in out
-
-
-def test_main_options(capsys):
-    assert main(["--seed", "2", "--models", "rnn-relu,gru-torch", "--dtype", "float32"]) == 0
-    out = capsys.readouterr().out
-    table = out.split("\n\n")[0].splitlines()[2:]
-    assert [line.split()[0] for line in table] == ["rnn-relu"] * 8 + ["gru-torch"] * 8
-    assert {line.split()[4] for line in table} == {"1e-04"}
-
-
-def test_main_perturb_returns_1(capsys):
-    assert main(["--models", "rnn", "--perturb", "rnn.weight_ih_l0"]) == 1
-    out = capsys.readouterr().out
-    fails = [line.split()[:2] for line in out.splitlines() if line.endswith("FAIL")]
-    assert fails == [["rnn", "rnn.weight_ih_l0"]]
-    assert "1 of 8 differences exceed their tolerance: rnn rnn.weight_ih_l0" in out
-
-
-@pytest.mark.parametrize("argv", [["--perturb", "nope"], ["--models", "mlp,bogus"],
-                                  ["--seed", "x"]])
-def test_main_bad_arguments_exit_2(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    assert "error" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("argv,code", [([], 0), (["--perturb", "gru:rnn.bias_hh_l0"], 1)])
-def test_python_dash_m_exit_codes(argv, code):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "nn.compare", *argv], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == code, proc.stderr
-    assert proc.stdout.startswith("model")
-    assert ("FAIL" in proc.stdout) == (code == 1)

@@ -1,7 +1,7 @@
 """The `bptt report` job: where BPTT's gradient comes from, step by step, for the models of
 `bptt train` (untrained, or loaded from a `bptt train` output folder).
 
-The model, the task data and the loss are train's own (`SequenceModel`, `_task`), run in
+The model, the task data and the loss are train's own (`SequenceModel`, `task_setup`), run in
 float64 so that the sum check sits at rounding level. The report covers the recurrent layer's
 parameters: the read-out after the last step gets its gradient without passing through time.
 """
@@ -10,11 +10,13 @@ import pathlib
 
 import numpy as np
 
-from . import checkpoint
-from .bptt_report import bptt_report
-from .cli import UsageError, _model_list, _positive, new_output_folder
-from .diagnostics import step_states
-from .train import MODELS, TASKS, SequenceModel, TrainConfig, _task
+from .. import checkpoint
+from ..bptt_report import bptt_report
+from ..diagnostics import step_states
+from . import sizes
+from .arguments import UsageError, model_list, positive, seed
+from .run_folder import RunFolder, destination
+from .training import MODELS, TASKS, SequenceModel, TrainConfig, task_setup
 
 JACOBIAN_STATES = 10  # --jacobian without a number: states 1..10 (GRU, hidden 32: ~2 s)
 JACOBIAN_TOL = 1e-6  # the table prints 5 significant digits; 1e-10 costs 1.5x the iterations
@@ -23,6 +25,7 @@ FULL_TABLE_UP_TO = 20
 
 _WHERE = "bptt report"
 
+HELP = "each time step's share of the gradient (RNN, GRU)"
 DESCRIPTION = """\
 Split the gradient of each recurrent weight into the share of every time step (note 003:
 dL/dW = sum_t delta_t s_{t-1}^T) from one reverse sweep, beside ||dL/dh_t||, for the RNN and
@@ -48,18 +51,18 @@ examples:
 
 def add_arguments(p):
     d = TrainConfig()
-    p.add_argument("--models", type=_model_list, default=None,
+    p.add_argument("--models", type=model_list(MODELS), default=None,
                    help=f"comma-separated, from {', '.join(MODELS)} (default rnn,gru, or "
                         f"those in --checkpoint)")
     p.add_argument("--task", choices=TASKS, default=None,
                    help=f"adding or remember, as in train (default {d.task}, or the "
                         f"checkpoint's)")
-    p.add_argument("--length", type=_positive(int), default=d.length,
+    p.add_argument("--length", type=positive(int), default=d.length,
                    help=f"sequence length T (default {d.length})")
-    p.add_argument("--hidden", type=_positive(int), default=None,
+    p.add_argument("--hidden", type=positive(int), default=None,
                    help=f"hidden size (default {d.hidden}, or the checkpoint's)")
-    p.add_argument("--batch", type=_positive(int), default=8, help="batch size (default 8)")
-    p.add_argument("--seed", type=int, default=d.seed,
+    p.add_argument("--batch", type=positive(int), default=8, help="batch size (default 8)")
+    p.add_argument("--seed", type=seed, default=d.seed,
                    help=f"seed of the initial weights and of the data (default {d.seed})")
     p.add_argument("--checkpoint", metavar="FOLDER", default=None,
                    help="a `bptt train` output folder: report its trained rnn.npz / gru.npz")
@@ -76,7 +79,7 @@ def add_arguments(p):
                    help=f"print every row (by default a table longer than "
                         f"{FULL_TABLE_UP_TO} steps shows step 1, about ten evenly spaced "
                         f"steps and the last {TAIL_ROWS}; the .npz always has every step)")
-    p.add_argument("--jacobian", type=_positive(int), nargs="?", const=JACOBIAN_STATES,
+    p.add_argument("--jacobian", type=positive(int), nargs="?", const=JACOBIAN_STATES,
                    default=None, metavar="N",
                    help=f"also print sigma_max(dh_(t+1)/dh_t) for states 1..N (default N "
                         f"{JACOBIAN_STATES}); slow: the cost grows as N^2 (GRU, hidden 32, "
@@ -90,6 +93,11 @@ def run(args):
         raise UsageError(f"{_WHERE}: --jacobian needs at least 2 states, got {args.jacobian}")
     if args.jacobian is not None and args.length < 2:
         raise UsageError(f"{_WHERE}: --jacobian needs --length 2 or more")
+    d = TrainConfig()
+    # before any model is built: an untrained model of --hidden 1000000 alone is terabytes
+    sizes.refuse_if_too_large(_WHERE, args.models or d.models, args.hidden or d.hidden,
+                              args.batch, args.length, itemsize=8, inputs=d.symbols,
+                              training=False)
     models = load_models(args)  # every check before the output folder is made
     tasks = {cfg.task for _, _, cfg in models.values()}
     if len(tasks) > 1:
@@ -99,12 +107,23 @@ def run(args):
     if task == "adding" and args.length < 2:
         raise UsageError(f"{_WHERE}: the adding task needs --length 2 or more (one marked "
                          f"number in each half)")
-    out = new_output_folder(args.out, f"report-{task}")
+    out = destination(args.out, f"report-{task}", _WHERE)
     print(f"task: {task}, length {args.length}, batch {args.batch}, seed {args.seed}; loss "
           f"{'on every step (averaged)' if args.every_step else 'on the last step only'}; "
           f"float64")
     print("each row t: ||dL/dh_t|| and the norm of step t's share of each parameter's "
           "gradient\n(delta_t s_(t-1)^T for W_hh, note 003); the shares add up to the gradient")
+    with RunFolder(out, _WHERE) as folder:
+        written, no_plot = _report_all(models, task, folder, args)
+    if no_plot:
+        print("\nmatplotlib is not installed: no plots (pip install matplotlib)")
+    print(f"\nwritten to {out}/: {', '.join(written)}")
+    return 0
+
+
+def _report_all(models, task, folder, args):
+    """Print each model's report and write its files into `folder`; returns (the file names
+    written, whether plots were skipped for want of matplotlib)."""
     written, no_plot = [], False
     for cell, (model, source, cfg) in models.items():
         print(f"\n== {cell}: hidden {cfg.hidden}, {source}")
@@ -114,19 +133,16 @@ def run(args):
         if args.jacobian is not None:
             print(_jacobian_table(loss, model, states, args))
         print(_sum_check(report, loss, model))
-        report.save_npz(out / f"{cell}_bptt.npz")
+        report.save_npz(folder / f"{cell}_bptt.npz")
         written.append(f"{cell}_bptt.npz")
         try:
-            report.plot(out / f"{cell}_bptt.png", names=_weight_names(report),
+            report.plot(folder / f"{cell}_bptt.png", names=_weight_names(report),
                         title=f"{cell.upper()}, {task} task, T = {args.length}: "
                               f"each step's share of the gradient")
             written.append(f"{cell}_bptt.png")
         except ImportError:
             no_plot = True
-    if no_plot:
-        print("\nmatplotlib is not installed: no plots (pip install matplotlib)")
-    print(f"\nwritten to {out}/: {', '.join(written)}")
-    return 0
+    return written, no_plot
 
 
 # ---- models ------------------------------------------------------------------------------
@@ -137,7 +153,7 @@ def load_models(args):
         task = args.task or TrainConfig().task
         hidden = args.hidden or TrainConfig().hidden
         cfg = TrainConfig(task=task, length=args.length, hidden=hidden, seed=args.seed)
-        _, n_in, n_out, _, _ = _task(cfg)
+        _, n_in, n_out, _, _ = task_setup(cfg)
         return {cell: (SequenceModel(cell, n_in, hidden, n_out, rng=args.seed).double(),
                        f"untrained (the initial weights of bptt train --seed {args.seed})", cfg)
                 for cell in args.models or TrainConfig().models}
@@ -198,7 +214,7 @@ def _one_line(exc):
 # ---- the report --------------------------------------------------------------------------
 def _report(model, cfg, args):
     """(BPTTReport, loss, hidden states) on one fresh batch of the task."""
-    make, _, _, score, _ = _task(cfg)
+    make, _, _, score, _ = task_setup(cfg)
     # the batch train's gradient-flow diagnostic draws from: fresh data, not a training batch
     xs, target = make(args.batch, np.random.default_rng(args.seed + 20_000))
     pred, hidden = model(xs.astype(np.float64))
@@ -240,7 +256,7 @@ def _decay_line(report, length):
 
 
 def _jacobian_table(loss, model, states, args):
-    from .jacobians import jacobian_report
+    from ..jacobians import jacobian_report
     n = min(args.jacobian, args.length)
     jac = jacobian_report(states[:n], loss, model, tol=JACOBIAN_TOL)
     lines = [f"\nJacobians of states 1..{n} (T below is {n}): sigma_k = largest singular "

@@ -11,11 +11,11 @@ import numpy as np
 
 import autograd_core as ag
 
-from . import checkpoint, diagnostics, optim, tasks
-from .clip import clip_grad_norm_
-from .layers import Linear
-from .module import Module
-from .recurrent import GRU, RNN
+from .. import checkpoint, diagnostics, optim, tasks
+from ..clip import clip_grad_norm_
+from ..layers import Linear
+from ..module import Module
+from ..recurrent import GRU, RNN
 
 TASKS = ("adding", "remember")
 MODELS = {"rnn": RNN, "gru": GRU}
@@ -50,14 +50,14 @@ class SequenceModel(Module):
         return self.out(h_n[0]), hidden
 
 
-def _task(cfg):
+def task_setup(cfg):
     """(batch maker, input size, output size, loss_and_accuracy, baseline description)."""
     if cfg.task == "adding":
         def make(batch, rng):
             return tasks.adding_problem(batch, cfg.length, rng)
 
         def score(pred, target):
-            from .losses import mse_loss
+            from ..losses import mse_loss
             pred = pred[:, 0]
             accuracy = float((np.abs(pred.numpy() - target) < 0.04).mean())
             return mse_loss(pred, target), accuracy
@@ -67,7 +67,7 @@ def _task(cfg):
         return tasks.remember_first(batch, cfg.length, cfg.symbols, rng)
 
     def score(logits, target):
-        from .losses import cross_entropy
+        from ..losses import cross_entropy
         accuracy = float((logits.numpy().argmax(axis=1) == target).mean())
         return cross_entropy(logits, target), accuracy
     return make, cfg.symbols, cfg.symbols, score, f"accuracy {1 / cfg.symbols:.2f} (chance)"
@@ -75,7 +75,7 @@ def _task(cfg):
 
 def train_one(cell, cfg, progress=None):
     """Train one model; returns (model, optimizer, history dict of lists)."""
-    make, n_in, n_out, score, _ = _task(cfg)
+    make, n_in, n_out, score, _ = task_setup(cfg)
     rng = np.random.default_rng(cfg.seed)
     model = SequenceModel(cell, n_in, cfg.hidden, n_out, rng=cfg.seed)
     params = list(model.parameters())
@@ -102,7 +102,7 @@ def train_one(cell, cfg, progress=None):
 
 def evaluate(model, cfg, batches=8):
     """Mean loss and accuracy on fresh data (a different seed from training)."""
-    make, _, _, score, _ = _task(cfg)
+    make, _, _, score, _ = task_setup(cfg)
     rng = np.random.default_rng(cfg.seed + 10_000)
     losses, accs = [], []
     with ag.no_grad():
@@ -117,7 +117,7 @@ def evaluate(model, cfg, batches=8):
 
 def flow(model, cfg):
     """||dL/dh_t|| for each step t on one fresh batch (the gradient-flow diagnostic)."""
-    make, _, _, score, _ = _task(cfg)
+    make, _, _, score, _ = task_setup(cfg)
     xs, target = make(cfg.batch, np.random.default_rng(cfg.seed + 20_000))
     pred, hidden = model(xs)
     loss, _ = score(pred, target)
@@ -126,7 +126,7 @@ def flow(model, cfg):
 
 def plot_losses(histories, path, title):
     """Running-mean loss curves of every model, log scale."""
-    from .plots import log_plot
+    from ..plots import log_plot
     curves = {}
     for label, hist in histories.items():
         loss = np.asarray(hist["loss"])
@@ -139,7 +139,7 @@ def plot_losses(histories, path, title):
 def run(cfg, out_dir, stream):
     """Train every model of cfg, write checkpoints, history and plots into out_dir; returns
     the summary rows."""
-    _, _, _, _, baseline = _task(cfg)
+    _, _, _, _, baseline = task_setup(cfg)
     histories, flows, rows = {}, {}, []
     for cell in cfg.models:
         from .progress import Progress
