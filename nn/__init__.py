@@ -1,6 +1,8 @@
 """nn: layers and models as plain forward code on autograd_core (no backward code here)."""
 from . import checkpoint, diagnostics, jacobians, optim, tasks
 from .bptt_report import BPTTReport, bptt_report
+from .check_backward import BackwardReport, check_backward
+from . import testing
 from .checkpoint import load, save
 from .clip import clip_grad_norm_, clip_grad_value_
 from .init import manual_seed
@@ -20,4 +22,5 @@ __all__ = [
     "diagnostics", "tasks", "bptt_report", "BPTTReport", "jacobians", "jacobian_report",
     "JacobianReport", "step_jacobian",
     "clip_grad_norm_", "clip_grad_value_",
+    "check_backward", "BackwardReport", "testing",
 ]
