@@ -156,6 +156,9 @@ def _report_paths(model, loss, states):
 
 # ---- check / bench / demo ----------------------------------------------------------------------
 def cmd_check(args):
+    if args.mine is not None or args.model is not None or args.steps is not None:
+        from .check_mine_command import run  # bptt check --mine FILE.py: a learner's backward
+        return run(args)
     return compare.run(args, args.parser)
 
 
@@ -244,9 +247,12 @@ def build_parser():
                                    "formulas of the notes (nn.manual), parameter by "
                                    "parameter; exit 1 if any difference exceeds its tolerance.",
                        epilog="examples:\n  bptt check\n  bptt check --models rnn "
-                              "--perturb rnn.weight_hh_l0   (shows a failure)",
+                              "--perturb rnn.weight_hh_l0   (shows a failure)\n  bptt check "
+                              "--mine my_backward.py --model gru --steps 5",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     compare.add_arguments(p)
+    from . import check_mine_command
+    check_mine_command.add_arguments(p, seed=False)
     p.set_defaults(func=cmd_check, parser=p)
 
     p = sub.add_parser("graph", help="draw an unrolled RNN or GRU and count its paths",
