@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from nn.check_mine_command import MODELS, check_backward_file, example_problem
+import nn
+from nn.learner_file import MODELS, example_problem
 from nn.cli import main
 
 # A learner's file: BPTT of the notes' RNN, written out by hand.
@@ -77,7 +78,7 @@ def test_every_model_can_be_checked_from_a_file(tmp_path, model):
     make = "mlp_student()" if model.startswith("mlp") else f"student({model!r})"
     path = learner_file(tmp_path, "from tests.nn.backward_students import mlp_student, "
                                   f"student\nbackward = {make}\n")
-    report = check_backward_file(path, model=model, steps=3, seed=1)
+    report = nn.check_backward_file(path, model=model, steps=3, seed=1)
     assert report.ok, report.table()
     assert report.kind == ("mlp" if model.startswith("mlp") else MODELS[model]["cell"])
 
