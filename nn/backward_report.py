@@ -18,8 +18,8 @@ GATE_NAMES = {"gru": ("r", "z", "n"), "lstm": ("i", "f", "g", "o")}
 
 @dataclass
 class Row:
-    """One compared quantity. `step` is 1..T (recurrent), the layer 1..L ("delta" of an MLP),
-    or None for a whole gradient. `problem` says why there is nothing to compare (missing,
+    """One compared quantity. `step` is 1..T (recurrent; None for a whole gradient) or the
+    layer 1..L (MLP). `problem` says why there is nothing to compare (missing,
     wrong shape, not finite); then `rel` is inf."""
     parameter: str
     step: object
@@ -38,8 +38,8 @@ class Row:
 @dataclass
 class Divergence:
     """The first disagreement: `parameter` (a state_dict name, "dh" or "delta"; None when the
-    learner's backward raised or returned no dict), `step` (1..T, the layer for "delta", or
-    None), `max_rel` (its normwise relative difference, inf when nothing could be compared),
+    learner's backward raised or returned no dict), `step` (1..T, or None for a whole
+    gradient; for an MLP the layer 1..L), `max_rel` (its normwise relative difference, inf when nothing could be compared),
     and `where` (a sentence saying where to look)."""
     parameter: object
     step: object
@@ -172,10 +172,10 @@ def diagnose(report, loss=None):
     return Divergence(bad.parameter, bad.step, bad.rel, where)
 
 
-def _problem_words(r):
+def _problem_words(r, per_step=True):
     if r.problem == "missing":
         return (f"the result has no {r.parameter!r}"
-                + ("" if r.step is None else f" for step {r.step}")
+                + ("" if r.step is None or not per_step else f" for step {r.step}")
                 + ": return one gradient per parameter, under its state_dict name.")
     if r.problem.startswith("shape"):
         return (f"{r.parameter}: {r.problem}; each array has the shape of what it "
@@ -184,6 +184,7 @@ def _problem_words(r):
 
 
 def _given(report, parameter):
+    """The per-step (or per-layer) rows of `parameter`."""
     return [r for r in report.rows if r.parameter == parameter and r.step is not None]
 
 
@@ -226,7 +227,7 @@ def _layer(name):
 
 def _mlp_words(report, r, loss):
     if r.problem:
-        return _problem_words(r)
+        return _problem_words(r, per_step=False)
     if r.parameter == "delta":
         l, last = r.step, report.steps
         if l == last:

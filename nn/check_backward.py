@@ -181,38 +181,47 @@ def _location(exc):
 
 # ---- comparing --------------------------------------------------------------------------------
 def _compare_all(ref, result, report):
-    family, kind = ref["family"], ref["kind"]
-    known = set(ref["order"]) | set(_EXTRA[family])
+    """Append one row per quantity to `report.rows`, in the order of the reverse sweep."""
+    extra = _EXTRA[ref["family"]]
     for key in result:
-        if key not in known:
+        if key not in ref["order"] and key not in extra:
             report.notes.append(f"unknown key {key!r} ignored (expected the state_dict names "
-                                f"{', '.join(ref['order'])}, or {', '.join(_EXTRA[family])})")
-    if family == "recurrent":
-        per_step = _sequence_dict(result.get("per_step"), "per_step", ref, report)
-        dh = _sequence(result.get("dh"), "dh", ref["steps"], report)
-        for t in reversed(range(ref["steps"])):
-            outputs = [n for n in ref["order"] if n.startswith("out.")]
-            for name in outputs:
-                if name in per_step:
-                    report.rows.append(compare(name, t + 1, ref["per_step"][name][t],
-                                               per_step[name][t], kind))
-            if dh is not None:
-                report.rows.append(compare("dh", t + 1, ref["dh"][t], dh[t], kind))
-            for name in ref["order"]:
-                if name in per_step and name not in outputs:
-                    report.rows.append(compare(name, t + 1, ref["per_step"][name][t],
-                                               per_step[name][t], kind))
+                                f"{', '.join(ref['order'])}, or {', '.join(extra)})")
+    rows = _recurrent_rows if ref["family"] == "recurrent" else _mlp_rows
+    compared = list(rows(ref, result, report))  # malformed "per_step"/"dh"/"delta" rows first
+    report.rows.extend(compared)
+
+
+def _recurrent_rows(ref, result, report):
+    """Steps T..1 (the output layer's terms, dL/dh_t, the recurrent layer's terms), then the
+    whole gradients."""
+    kind, steps = ref["kind"], ref["steps"]
+    per_step = _sequence_dict(result.get("per_step"), "per_step", ref, report)
+    dh = _sequence(result.get("dh"), "dh", steps, report)
+    outputs = [n for n in ref["order"] if n.startswith("out.")]
+    recurrent = [n for n in ref["order"] if n not in outputs]
+    for t in reversed(range(steps)):
+        for name in outputs:
+            if name in per_step:
+                yield compare(name, t + 1, ref["per_step"][name][t], per_step[name][t], kind)
+        if dh is not None:
+            yield compare("dh", t + 1, ref["dh"][t], dh[t], kind)
+        for name in recurrent:
+            if name in per_step:
+                yield compare(name, t + 1, ref["per_step"][name][t], per_step[name][t], kind)
+    for name in ref["order"]:
+        yield compare(name, None, ref["total"][name], result.get(name), kind)
+
+
+def _mlp_rows(ref, result, report):
+    """Layers L..1: delta^(l) when given, then W^(l) and b^(l); `step` is the layer l."""
+    delta = _sequence(result.get("delta"), "delta", ref["steps"], report)
+    for l in reversed(range(ref["steps"])):
+        if delta is not None:
+            yield compare("delta", l + 1, ref["delta"][l], delta[l])
         for name in ref["order"]:
-            report.rows.append(compare(name, None, ref["total"][name], result.get(name), kind))
-    else:
-        delta = _sequence(result.get("delta"), "delta", ref["steps"], report)
-        for l in reversed(range(ref["steps"])):
-            if delta is not None:
-                report.rows.append(compare("delta", l + 1, ref["delta"][l], delta[l]))
-            for name in ref["order"]:
-                if name.startswith(f"layers.{l}."):
-                    report.rows.append(compare(name, None, ref["total"][name],
-                                               result.get(name)))
+            if name.startswith(f"layers.{l}."):
+                yield compare(name, l + 1, ref["total"][name], result.get(name))
 
 
 def _sequence(value, key, length, report):

@@ -63,6 +63,7 @@ def run(args):
 
 def _describe(path, model, net, xs, targets):
     shapes = ", ".join(f"{n} {tuple(v.shape)}" for n, v in net.state_dict().items())
-    time = "" if isinstance(net, MLP) else f"T = {xs.shape[0]} steps, step_weights all ones, "
+    time = ("step_weights None, " if isinstance(net, MLP)
+            else f"T = {xs.shape[0]} steps, step_weights all ones, ")
     return (f"checking backward() of {path} for model {model}: {time}xs {xs.shape}, targets "
             f"{targets.shape}\nparams (float64): {shapes}\n")

@@ -60,7 +60,7 @@ def test_a_correct_mlp_derivation_passes_layer_by_layer(loss, activation):
     assert report.ok, report.table()
     # layer 3 first (delta^(3), W^(3), b^(3)), down to layer 1
     assert [(r.parameter, r.step) for r in report.rows][:3] == [
-        ("delta", 3), ("layers.2.weight", None), ("layers.2.bias", None)]
+        ("delta", 3), ("layers.2.weight", 3), ("layers.2.bias", 3)]
     assert len(report.rows) == 9
 
 
@@ -194,7 +194,7 @@ def test_a_wrong_outer_product_in_the_mlp_names_its_weight(layer):
     model, x, y = mlp_problem("cross_entropy")
     report = nn.check_backward(mlp_student(outer_slip_at=layer), model, x, y)
     d = report.first_divergence
-    assert (d.parameter, d.step) == (f"layers.{layer - 1}.weight", None), report.table()
+    assert (d.parameter, d.step) == (f"layers.{layer - 1}.weight", layer), report.table()
     assert f"delta^({layer}) agrees" in d.where and "outer product" in d.where
 
 
@@ -209,7 +209,7 @@ def test_an_mlp_slip_without_delta_names_the_parameter():
     model, x, y = mlp_problem("mse")
     report = nn.check_backward(mlp_student(recursion_slip_at=1, delta=False), model, x, y)
     d = report.first_divergence
-    assert (d.parameter, d.step) == ("layers.0.weight", None)
+    assert (d.parameter, d.step) == ("layers.0.weight", 1)
     assert "Return 'delta'" in d.where
 
 
@@ -288,6 +288,19 @@ def test_a_student_that_raises_is_reported_with_where_it_raised():
     table = report.table()
     assert table.startswith("backward raised ValueError: matmul")
     assert "test_check_backward.py" in table and "in broken" in table
+
+
+def test_a_missing_mlp_gradient_is_reported():
+    model, x, y = mlp_problem("cross_entropy")
+
+    def backward(params, x_, y_, w):
+        result = mlp_student()(params, x_, y_, w)
+        del result["layers.1.bias"]
+        return result
+
+    d = nn.check_backward(backward, model, x, y).first_divergence
+    assert (d.parameter, d.step, d.max_rel) == ("layers.1.bias", 2, np.inf)
+    assert d.where.startswith("the result has no 'layers.1.bias': return one gradient")
 
 
 def test_a_student_that_returns_no_dict_is_reported():
