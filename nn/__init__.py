@@ -1,6 +1,9 @@
 """nn: layers and models as plain forward code on autograd_core (no backward code here)."""
 from . import checkpoint, diagnostics, jacobians, optim, tasks
 from .bptt_report import BPTTReport, bptt_report
+from .check_backward import BackwardReport, check_backward
+from . import testing
+from .learner_file import check_backward_file
 from .checkpoint import load, save
 from .clip import clip_grad_norm_, clip_grad_value_
 from .init import manual_seed
@@ -21,4 +24,5 @@ __all__ = [
     "diagnostics", "tasks", "bptt_report", "BPTTReport", "jacobians", "jacobian_report",
     "JacobianReport", "step_jacobian",
     "clip_grad_norm_", "clip_grad_value_", "to_torch", "from_torch", "optimizer_to_torch",
+    "check_backward", "BackwardReport", "check_backward_file", "testing",
 ]
