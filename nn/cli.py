@@ -116,42 +116,27 @@ def cmd_report(args):
 
 # ---- graph -----------------------------------------------------------------------------------
 def cmd_graph(args):
-    import nn
+    from . import graph_view
     from .diagnostics import step_states
+    problem = graph_view.check_steps(args.steps)
+    if problem:
+        raise UsageError(f"graph: {problem}")
     out = new_output_folder(args.out, f"graph-{args.model}")
-    rng = np.random.default_rng(args.seed)
-    model = nn.RecurrentClassifier(2, 3, 2, cell=args.model, rng=args.seed, dtype=np.float64)
-    xs = rng.standard_normal((args.steps, 1, 2))
-    logits, hidden, _ = model(xs)
-    loss = nn.sequence_cross_entropy(logits, rng.integers(0, 2, (args.steps, 1)))
-    states = step_states(hidden)
-    path = out / f"{args.model}-unrolled.{args.format}"
+    model, loss, hidden = graph_view.build(args.model, args.steps, args.seed)
+    view, why = graph_view.view_for(args.view, args.steps)
+    path = out / f"{args.model}-{view}.{args.format}"
     try:
-        ag.render(loss, path, format=args.format, params=model, show_grad=args.grad)
-        print(f"graph of the {args.steps}-step {args.model.upper()} written to {path}")
-    except RuntimeError as exc:
+        graph_view.draw(loss, path, model, view, args.format, args.grad)
+        print(f"graph of the {args.steps}-step {args.model.upper()} ({view} view) written to "
+              f"{path}" + (f"\n{why}" if why else ""))
+    except (RuntimeError, ag.GraphTooLargeError) as exc:
         print(f"bptt graph: {exc}", file=sys.stderr)
         return 1
     finally:
-        _report_paths(args.model, loss, states)
+        print("\n" + "\n".join(graph_view.state_path_lines(args.model, loss,
+                                                            step_states(hidden))))
+        print("\n" + "\n".join(graph_view.gru_lstm_table()))
     return 0
-
-
-def _report_paths(model, loss, states):
-    last = states[-1]
-    if model == "gru":
-        print("\nbackprop paths from h_T back to h_(T-k) (note 001):")
-        print("   k   through z, r, h~, h   over every op")
-        for k in range(1, len(states)):
-            named = ag.count_paths(last, states[-1 - k], through=["z", "r", "h~", "h"])
-            every = ag.count_paths(last, states[-1 - k])
-            print(f"  {k:2d}   {named:>19}   {every:>13}")
-        print("  (the note counts 4^k; over every op z reaches h_t twice, (1-z)*h and z*h~)")
-    else:
-        print("\nbackprop paths from each hidden state S_t to the loss (note 000):")
-        for t, s in enumerate(states, start=1):
-            print(f"  S_{t}: {ag.count_paths(loss, s, through=['h'])} through the states, "
-                  f"{ag.count_paths(loss, s)} over every op")
 
 
 # ---- check / bench / demo ----------------------------------------------------------------------
@@ -254,12 +239,15 @@ def build_parser():
                                    "Graphviz and report the backprop path counts of notes 000 "
                                    "and 001.",
                        epilog="examples:\n  bptt graph\n  bptt graph --model rnn --steps 3 "
-                              "--format png --grad",
+                              "--format png --grad\n  bptt graph --view ops --steps 2",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=("gru", "rnn"), default="gru", help="(default gru)")
+    p.add_argument("--model", choices=("gru", "rnn", "lstm"), default="gru",
+                   help="(default gru)")
     p.add_argument("--steps", type=_positive(int), default=3, help="time steps (default 3)")
     p.add_argument("--format", choices=ag.viz.FORMATS, default="svg", help="(default svg)")
     p.add_argument("--grad", action="store_true", help="show each tensor's gradient norm")
+    from . import graph_view
+    graph_view.add_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default=None, help="output folder (default: a new runs/graph-...)")
     p.set_defaults(func=cmd_graph)
