@@ -4,6 +4,7 @@
     bptt report           where BPTT's gradient comes from, step by step (note 003)
     bptt check            engine gradients vs the notes' hand-derived formulas
     bptt graph            draw an unrolled GRU and count its backprop paths (note 001)
+    bptt explore          an HTML page that steps through the reverse sweep
     bptt bench            the speed comparisons
 """
 import argparse
@@ -251,6 +252,14 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default=None, help="output folder (default: a new runs/graph-...)")
     p.set_defaults(func=cmd_graph)
+
+    from . import explore_command
+    p = sub.add_parser("explore", help="an HTML page that steps through the reverse sweep",
+                       description=explore_command.DESCRIPTION,
+                       epilog=explore_command.EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    explore_command.add_arguments(p)
+    p.set_defaults(func=explore_command.run)
 
     p = sub.add_parser("bench", help="run the speed comparisons (ratios in one run)",
                        description="Time the engine against hand-written numpy and PyTorch "

@@ -67,7 +67,7 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", ["train", "check", "graph", "bench", "demo"])
+@pytest.mark.parametrize("command", ["train", "check", "graph", "explore", "bench", "demo"])
 def test_every_subcommand_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
