@@ -55,6 +55,14 @@ class BackwardTrace:
         with open(f"{prefix}.json", "w") as f:
             f.write(self.to_json() + "\n")
 
+    def to_html(self, path, roots=None, params=None):
+        """Write the sweep explorer to `path`: one self-contained HTML page that steps
+        through these rows on the drawing of the graph (see `autograd_core.explorer`).
+        Pass the traced loss as `roots` (its graph still recorded) for the notes-level
+        drawing of an nn RNN, GRU or LSTM; without it every op is drawn."""
+        from .explorer import write_page
+        return write_page(self, path, roots, params)
+
     def frames(self, max_nodes=FRAMES_MAX_NODES, cluster_steps=True, rankdir="LR"):
         """The sweep as `graphviz.Digraph`s: [0] is the forward graph, [i] the graph while
         row i runs. That row's node is red, the nodes visited before it grey, the edges to

@@ -61,8 +61,11 @@ def _style(t, names, roots):
     return {"shape": "box"}
 
 
+VIEWS = ("ops", "notes", "rolled")
+
+
 def to_dot(roots, params=None, show_grad=False, cluster_steps=True,
-           max_nodes=DEFAULT_MAX_NODES, rankdir="LR"):
+           max_nodes=DEFAULT_MAX_NODES, rankdir="LR", view="ops"):
     """A `graphviz.Digraph` of the graph recorded behind `roots` (a tensor or a list).
 
     - `params`: a Module, a dict or (name, tensor) pairs naming the leaves (parameter names
@@ -74,9 +77,17 @@ def to_dot(roots, params=None, show_grad=False, cluster_steps=True,
       grouped in a box per time step.
     - A graph of more than `max_nodes` tensors raises GraphTooLargeError instead of
       producing a drawing that would take the renderer minutes.
+    - `view`: "ops" (every op, the default), "notes" (the picture of notes 000 and 001:
+      only named tensors, leaves and the root, per step x_t, S_t or the gates, y_t, L_t,
+      every parameter fanning into every step; see `notes_view`) or "rolled" (the notes
+      view of one step, "x T"). The notes view draws up to `notes_view.MAX_STEPS` steps.
     Draw before backward, or after backward(retain_graph=True): a backward frees the graph.
     """
+    if view not in VIEWS:
+        raise ValueError(f"to_dot: view must be one of {VIEWS}, got {view!r}")
     roots = [roots] if isinstance(roots, Tensor) else list(roots)
+    if view != "ops":
+        return _notes_dot(roots, params, show_grad, view, max_nodes)
     tensors = walk(roots, "to_dot", limit=max_nodes)
     if tensors is None:
         raise too_large("to_dot", max_nodes)
@@ -86,6 +97,48 @@ def to_dot(roots, params=None, show_grad=False, cluster_steps=True,
     drawn = describe(tensors, lambda t: _label(t, names, norms),
                      lambda t: _style(t, names, root_set))
     return build_dot(drawn, cluster_steps=cluster_steps, rankdir=rankdir)
+
+
+def _notes_dot(roots, params, show_grad, view, max_nodes):
+    from . import notes_view
+    # the drawing is small whatever the graph: walk a much larger graph than the op view draws
+    tensors = walk(roots, "to_dot", limit=max_nodes * 100)
+    if tensors is None:
+        raise too_large("to_dot", max_nodes * 100)
+    norms = _grad_norms(roots, tensors) if show_grad else {}
+    drawn, ng = notes_of(tensors, roots, params)
+    if view == "notes" and ng.steps > notes_view.MAX_STEPS:
+        raise GraphTooLargeError(
+            f"to_dot: {ng.steps} steps are too many for the unrolled notes view (at most "
+            f"{notes_view.MAX_STEPS}); draw it with view=\"rolled\"")
+    # the norm of a tensor drawn as one node (a per-step copy or a gate's box shows none)
+    grads = {}
+    for t, d in zip(tensors, drawn):
+        if t in norms and d.ident in ng.nodes:
+            grads[d.ident] = norms[t]
+        elif t in norms and d.kind == "param" and len(ng.groups.get(d.ident, ())) == 1:
+            ident = ng.groups[d.ident][0]
+            if "\n" not in ng.nodes[ident].label:
+                grads[ident] = norms[t]
+
+    def tooltip(n):
+        extra = f"\\n|grad| {grads[n.ident]:.3g}" if n.ident in grads else ""
+        attrs = {"tooltip": f"{n.label} {n.value}"}
+        if extra:
+            attrs["label"] = n.label + extra
+        return attrs
+    return notes_view.notes_dot(ng, rolled=view == "rolled", node_attrs=tooltip)
+
+
+def notes_of(tensors, roots, params=None):
+    """(DrawnTensors, notes_view.NotesGraph) of `tensors` (from `walk(roots)`)."""
+    from . import notes_view
+    names = _param_names(params)
+    drawn = describe(tensors, lambda t: "", lambda t: {})
+    ids = {t: d.ident for t, d in zip(tensors, drawn)}
+    ng = notes_view.notes_graph(drawn, [ids[r] for r in roots],
+                                {ids[t]: n for t, n in names.items() if t in ids})
+    return drawn, ng
 
 
 def too_large(where, max_nodes):
@@ -102,14 +155,44 @@ class DrawnTensor(NamedTuple):
     op: Optional[str]  # None for a leaf
     inputs: tuple  # DOT ids of the op's inputs, in argument order
     step: Optional[int]
+    name: Optional[str] = None  # the tensor's own name
+    shape: tuple = ()
+    kind: str = "op"  # "param" (a leaf that learns), "data" (other leaves) or "op"
+    value: str = ""  # a few of its numbers, for the explorer's hover text
+    rows: tuple = ()  # the same per index of the first axis, for step-less named tensors
 
 
 def describe(tensors, label, style):
     """One DrawnTensor per tensor (newest first, as `walk` gives them)."""
     ids = {t: f"t{k}" for k, t in enumerate(tensors)}
     return [DrawnTensor(ids[t], label(t), style(t), t._op.name if t._op else None,
-                        tuple(ids[i] for i in t._inputs) if t._op else (), t._step)
+                        tuple(ids[i] for i in t._inputs) if t._op else (), t._step, t.name,
+                        tuple(t.shape), _kind(t), summary(t._data), _rows(t))
             for t in tensors]
+
+
+def _kind(t):
+    if t._op is not None:
+        return "op"
+    return "param" if t.requires_grad else "data"
+
+
+def summary(array, count=4):
+    """A few numbers of `array`, e.g. "[0.12 -0.5 0.33 ...] (2, 3)"."""
+    flat = np.asarray(array).ravel()
+    shown = " ".join(f"{v:.3g}" for v in flat[:count].tolist())
+    more = " ..." if flat.size > count else ""
+    return f"[{shown}{more}] {tuple(np.shape(array))}"
+
+
+def _rows(t, limit=64):
+    """Per-step values of a tensor that may hold a whole sequence (time on the first axis):
+    only leaves and named tensors outside a step, and only short sequences."""
+    if t._step is not None or t.ndim == 0 or t.shape[0] > limit:
+        return ()
+    if t._op is not None and t.name is None:
+        return ()
+    return tuple(summary(row) for row in t._data)
 
 
 def build_dot(drawn, cluster_steps=True, rankdir="LR", graph_attrs=None, node_attrs=None,

@@ -82,19 +82,27 @@ ACTIVATIONS = {"tanh": ag.tanh, "sigmoid": ag.sigmoid, "relu": ag.relu}
 
 class MLP(Module):
     """The notes' multilayer perceptron: `sizes = [n0, n1, ..., nL]`, activation f after every
-    layer but the last (the output is linear: apply a loss to it). Parameters
-    `layers.{i}.weight` and `layers.{i}.bias`, as the hand-derived reference expects."""
+    hidden layer. The last layer is linear by default (apply a loss to it);
+    `output_activation="sigmoid"` (or "tanh", "relu") applies f to z^(L) as well, the
+    a^(L) = f(z^(L)) of notes 002 and 004 whose delta^(L) = -(y - a^(L)) * f'(z^(L)).
+    Parameters `layers.{i}.weight` and `layers.{i}.bias`, as the hand-derived reference
+    expects."""
 
-    def __init__(self, sizes, activation="tanh", rng=None, dtype=np.float32):
+    def __init__(self, sizes, activation="tanh", rng=None, dtype=np.float32,
+                 output_activation=None):
         super().__init__()
         if len(sizes) < 2:
             raise ValueError(f"MLP: sizes needs at least an input and an output size, got "
                              f"{list(sizes)}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"MLP: unknown activation {activation!r}; choose one of "
-                             f"{', '.join(ACTIVATIONS)}")
+        for what, name in (("activation", activation), ("output_activation",
+                                                         output_activation)):
+            if name not in ACTIVATIONS and not (what == "output_activation" and name is None):
+                raise ValueError(f"MLP: unknown {what} {name!r}; choose one of "
+                                 f"{', '.join(ACTIVATIONS)}"
+                                 + (" or None" if what == "output_activation" else ""))
         rng = get_rng(rng)
         self.sizes, self.activation = list(sizes), activation
+        self.output_activation = output_activation
         self.layers = ModuleList(Linear(a, b, rng=rng, dtype=dtype)
                                  for a, b in zip(sizes, sizes[1:]))
 
@@ -105,10 +113,14 @@ class MLP(Module):
             x = layer(x)
             if i < last:
                 x = f(x)
+        if self.output_activation is not None:
+            x = ACTIVATIONS[self.output_activation](x)
         return x
 
     def extra_repr(self):
-        return f"sizes={self.sizes}, activation={self.activation!r}"
+        extra = ("" if self.output_activation is None else
+                 f", output_activation={self.output_activation!r}")
+        return f"sizes={self.sizes}, activation={self.activation!r}{extra}"
 
 
 def _check_sizes(where, **sizes):

@@ -104,13 +104,14 @@ def sequence_cross_entropy(logits, targets, step_weights=None):
         raise ValueError(f"sequence_cross_entropy: logits must be (T, B, C), got "
                          f"{tuple(logits.shape)}")
     per_step = cross_entropy(logits, targets, reduction="none").mean(axis=1)
+    per_step.name = "L"  # the notes' L_t; the notes-level drawing shows one per step
     if step_weights is None:
         return per_step.sum()
     w = np.asarray(step_weights, dtype=logits.dtype)
     if w.shape != (logits.shape[0],):
         raise ValueError(f"sequence_cross_entropy: step_weights must have shape "
                          f"({logits.shape[0]},) (one per time step), got {w.shape}")
-    return (per_step * w).sum()
+    return (per_step * ag.Tensor(w, name="step_weights")).sum()
 
 
 def mse_loss(input, target, reduction="mean"):

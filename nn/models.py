@@ -34,7 +34,9 @@ class RecurrentClassifier(Module):
         """xs (T, B, input_size) -> (logits (T, B, num_classes), hidden states (T, B, H),
         final state)."""
         hidden, final = self.rnn(xs, h0)
-        return self.out(hidden), hidden, final
+        logits = self.out(hidden)
+        logits.name = "y"  # the notes' y_t, one per step in the notes-level drawing
+        return logits, hidden, final
 
     def loss(self, xs, targets, step_weights=None, h0=None):
         """L = sum_t w_t L_t (see `sequence_cross_entropy`)."""

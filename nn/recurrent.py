@@ -206,7 +206,8 @@ class _Layer(_Recurrent):
         layer_in, h_finals, c_finals = x, [], []
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = self._layer_params(k)
-            outs, h, c = self._run(layer_in, h0[k], None if c0 is None else c0[k], w_ih, w_hh,
+            h_start, c_start = _start(h0, k, "h0"), None if c0 is None else _start(c0, k, "c0")
+            outs, h, c = self._run(layer_in, h_start, c_start, w_ih, w_hh,
                                    self._input_bias(b_ih, b_hh), b_hh)
             layer_in = ag.stack(outs, axis=0)
             h_finals.append(h)
@@ -319,6 +320,14 @@ class LSTMCell(_Cell):
     def forward(self, x, state=None):
         h, c = _state_pair(type(self).__name__, state)
         return self._step(x, h, c)
+
+
+def _start(states, k, name):
+    """Layer k's initial state, named as the notes' S_0 / h_0 / C_0 for the notes-level
+    drawing (a fresh tensor: the caller's own is left as it is)."""
+    state = states[k]
+    state.name = name
+    return state
 
 
 def _state_pair(name, state):

@@ -19,3 +19,32 @@ def dot_program():
         if os.environ.get("REQUIRE_DOT"):
             pytest.fail("REQUIRE_DOT is set but the Graphviz 'dot' program is not on PATH")
         pytest.skip("Graphviz 'dot' is not installed")
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium driven by Playwright (the system browser: Playwright's own
+    download is not needed). Skips unless both are installed; CI sets REQUIRE_BROWSER=1,
+    and then they must be."""
+    exe = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if exe is None or sync_playwright is None:
+        missing = "chromium" if exe is None else "the playwright package"
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail(f"REQUIRE_BROWSER is set but {missing} is not installed")
+        pytest.skip(f"{missing} is not installed")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()

@@ -14,7 +14,7 @@ import threading
 
 import autograd_core as ag
 
-from . import bench, check, demo, graph, report, train
+from . import bench, check, demo, explore, graph, report, train
 from .arguments import UsageError
 
 # One module per subcommand, each with HELP, DESCRIPTION, EPILOG, add_arguments(parser) and
@@ -24,6 +24,7 @@ COMMANDS = {
     "report": report,
     "check": check,
     "graph": graph,
+    "explore": explore,
     "bench": bench,
     "demo": demo,
 }

@@ -41,8 +41,8 @@ def test_errors():
     x = ag.Tensor([1.0], requires_grad=True)
     other = ag.Tensor([2.0], requires_grad=True)
     y = ag.tanh(x) * 3.0
-    with pytest.raises(ValueError, match="not in the graph"):
-        ag.count_paths(y, other)
+    assert ag.count_paths(y, other) == 0            # not behind y: no path, not an error
+    assert ag.count_paths(y, other, through="h") == 0
     with pytest.raises(TypeError, match="through"):
         ag.count_paths(y, x, through=[1.5])
     with pytest.raises(TypeError, match="through"):
@@ -53,6 +53,10 @@ def test_errors():
         ag.count_paths(y, np.ones(1))
     with pytest.raises(TypeError, match="output must be a Tensor"):
         ag.count_paths(1.0, x)
+    with pytest.raises(TypeError, match="input must be a Tensor or a non-empty list"):
+        ag.count_paths(y, [])
+    with pytest.raises(TypeError, match="input must be a Tensor or a list"):
+        ag.count_paths(y, [x, "h"])
     y.backward(ag.Tensor([1.0]))
     with pytest.raises(RuntimeError, match="freed"):
         ag.count_paths(y, x)
@@ -162,3 +166,63 @@ def test_100k_node_chain():
     assert ag.count_paths(y, x) == 2 ** 100
     assert ag.count_paths(y, mid) == 2 ** 49
     assert ag.count_paths(y, x, through=[]) == 1
+
+
+# ------------------------------------------------------------- several tensors at once
+def test_several_inputs_give_one_count_each_and_several_outputs_sum():
+    x = ag.Tensor([0.5], requires_grad=True)
+    a, b = ag.exp(x), ag.tanh(x)
+    y, z = a * b + a, b * 2.0
+    assert ag.count_paths(y, [x, a, b]) == [3, 2, 1]
+    assert ag.count_paths(y, (b, x)) == [1, 3]
+    assert ag.count_paths([y, z], [x, a, b]) == [3 + 1, 2, 1 + 1]
+    assert ag.count_paths([y, z], x, through=[]) == 2   # one contracted route from each
+    assert ag.count_paths([y, y], x) == 3               # an output named twice counts once
+
+
+def test_exclusive_counts_between_two_states():
+    # y <- a <- x, y <- x: exclusively from y to the state {a, x}, the path through a ends at a.
+    x = ag.Tensor([0.5], requires_grad=True)
+    a = ag.tanh(x)
+    y = a * x
+    assert ag.count_paths(y, [a, x]) == [1, 2]
+    assert ag.count_paths(y, [a, x], exclusive=True) == [1, 1]
+    # ... and from the state {y, a}, a path leaving y through a starts at a instead.
+    assert ag.count_paths([y, a], x) == 2 + 1
+    assert ag.count_paths([y, a], x, exclusive=True) == 2
+
+
+def test_all_states_of_a_long_unroll_in_one_pass():
+    # Every state of an 800-step GRU in one call: the same numbers as one call per state.
+    hs = gru_states(T=800, H=2)
+    counts = ag.count_paths(hs[-1], hs, through=GRU_NAMES)
+    assert counts[-4:] == [64, 16, 4, 1]
+    assert counts[0] == 4 ** 799
+    assert ag.count_paths(hs[-1], hs)[-4:] == [125, 25, 5, 1]
+    assert [ag.count_paths(hs[-1], h, through=GRU_NAMES) for h in hs[-4:]] == [64, 16, 4, 1]
+
+
+# ------------------------------------------------------------- note 001: LSTM vs GRU
+def lstm_states(T=4, H=3, seed=0):
+    lstm = nn.LSTM(2, H, rng=seed)
+    out, _ = lstm(np.random.default_rng(seed).normal(size=(T, 1, 2)).astype(np.float32))
+    nodes = ag.walk_graph(out)
+    hs = [t for t in nodes if t.name == "h"][::-1]
+    cs = [t for t in nodes if t.name == "c"][::-1]
+    assert [t.step for t in hs] == [t.step for t in cs] == list(range(T))
+    return hs, cs
+
+
+@pytest.mark.parametrize("through", [None, ["i", "f", "g", "o", "c", "h"]])
+def test_lstm_has_24_paths_from_T_to_T_minus_2_where_the_gru_has_16(through):
+    # Note 001: "from T back to T-2 the LSTM has 24 paths, the GRU only 16". One LSTM step:
+    # h_t = o * tanh(c_t), c_t = f * c_{t-1} + i * g; o, f, i, g each read h_{t-1}. From the
+    # state (h_t, c_t) back to (h_{t-1}, c_{t-1}): h_t -> o -> h_{t-1}, c_t -> f, i, g ->
+    # h_{t-1}, c_t -> c_{t-1}: 4 + 1.
+    hs, cs = lstm_states(T=4)
+    state = [hs[-1], cs[-1]]
+    assert ag.count_paths(state, [hs[-2], cs[-2]], through=through, exclusive=True) == [4, 1]
+    h2, c2 = ag.count_paths(state, [hs[-3], cs[-3]], through=through, exclusive=True)
+    assert (h2, c2) == (19, 5) and h2 + c2 == 24
+    gru_h = gru_states(T=4)
+    assert ag.count_paths(gru_h[-1], gru_h[-3], through=GRU_NAMES) == 16

@@ -67,7 +67,7 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", ["train", "check", "graph", "bench", "demo"])
+@pytest.mark.parametrize("command", ["train", "check", "graph", "explore", "bench", "demo"])
 def test_every_subcommand_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -85,19 +85,52 @@ def test_check_passes_and_fails_when_a_gradient_is_perturbed(capsys):
 @NEED_DOT
 def test_graph_renders_and_reports_the_notes_path_counts(tmp_path, capsys):
     out = tmp_path / "g"
-    assert main(["graph", "--steps", "4", "--grad", "--out", str(out)]) == 0
+    assert main(["graph", "--steps", "4", "--grad", "--view", "ops", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    svg = (out / "gru-unrolled.svg").read_text()
+    svg = (out / "gru-ops.svg").read_text()
     assert "<svg" in svg and "h~" in svg and "rnn.weight_hh_l0" in svg and "t = 3" in svg
-    rows = [line.split() for line in printed.splitlines() if line.strip()[:1].isdigit()]
+    section = printed.split("(note 001):")[1].split("\n\n")[0]
+    rows = [line.split() for line in section.splitlines() if line.strip()[:1].isdigit()]
     assert [(int(k), int(a), int(b)) for k, a, b in rows] == [(1, 4, 5), (2, 16, 25),
                                                                (3, 64, 125)]
+
+
+def test_graph_prints_the_gru_and_lstm_paths_side_by_side(tmp_path, capsys):
+    assert main(["graph", "--model", "lstm", "--format", "svg", "--out",
+                 str(tmp_path / "g")]) in (0, 1)            # 1 only where dot is missing
+    table = capsys.readouterr().out.split("state at T-k (note 001):")[1]
+    rows = [line.split() for line in table.splitlines() if line.strip()[:1].isdigit()]
+    assert [(r[0], r[1]) for r in rows] == [("1", "4"), ("2", "16"), ("3", "64")]
+    assert "16  <- the note's 16" in table
+    assert "24 = 19 to h + 5 to C  <- the note's 24" in table
+    assert "5 = 4 to h + 1 to C" in table and "115 = 91 to h + 24 to C" in table
 
 
 def test_graph_of_the_notes_rnn_counts_two_and_three_paths(tmp_path, capsys):
     main(["graph", "--model", "rnn", "--steps", "3", "--out", str(tmp_path / "g")])
     printed = capsys.readouterr().out
     assert "S_1: 3 through the states" in printed and "S_2: 2 through the states" in printed
+
+
+@NEED_DOT
+def test_graph_draws_note_000s_picture_by_default(tmp_path, capsys):
+    out = tmp_path / "g"
+    assert main(["graph", "--model", "rnn", "--steps", "3", "--format", "png", "--out",
+                 str(out)]) == 0
+    with open(out / "rnn-notes.png", "rb") as f:
+        width = int.from_bytes(f.read(24)[16:20], "big")
+    assert 300 < width <= 2000
+    assert (out / "rnn-notes.dot").read_text().count("label=0.8") == 1   # w_3 on L_3 -> L
+
+
+@NEED_DOT
+def test_graph_of_a_long_sequence_is_drawn_rolled(tmp_path, capsys):
+    out = tmp_path / "g"
+    assert main(["graph", "--model", "gru", "--steps", "200", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "drawn rolled" in printed and "(x T)" in (out / "gru-rolled.svg").read_text()
+    assert main(["graph", "--steps", "50000", "--out", str(tmp_path / "h")]) == 2
+    assert "at most 20000" in capsys.readouterr().err
 
 
 def test_bench_runs_the_benchmarks(capsys):

@@ -41,10 +41,10 @@ def _one_line(capsys):
     (["train", "--length", "1"], "the adding task needs --length 2 or more"),
     (["train", "--step", "10"], "unrecognized arguments: --step 10"),  # no prefix matching
     (["report", "--check", "x"], "unrecognized arguments: --check x"),
-    (["graph", "--steps", "100"], "--steps: at most 40, got 100"),
-    (["graph", "--steps", "150"], "--steps: at most 40, got 150"),
-    (["graph", "--steps", "200"], "--steps: at most 40, got 200"),
-    (["graph", "--steps", "500"], "--steps: at most 40, got 500"),
+    (["graph", "--view", "ops", "--steps", "100"], "--steps 100 with the ops view: at most 40"),
+    (["graph", "--view", "ops", "--steps", "150"], "--steps 150 with the ops view: at most 40"),
+    (["graph", "--view", "ops", "--steps", "200"], "--steps 200 with the ops view: at most 40"),
+    (["graph", "--view", "ops", "--steps", "500"], "--steps 500 with the ops view: at most 40"),
 ])
 def test_bad_request_is_one_line_exit_2_and_writes_nothing(argv, message, in_tmp, capsys):
     assert main([*argv, "--out", "out/run"]) == 2

@@ -13,7 +13,8 @@ def _modules():
 
 
 def test_every_subcommand_is_a_module_with_the_same_interface():
-    assert list(nn.cli.COMMANDS) == ["train", "report", "check", "graph", "bench", "demo"]
+    assert list(nn.cli.COMMANDS) == ["train", "report", "check", "graph", "explore", "bench",
+                                     "demo"]
     for name, module in nn.cli.COMMANDS.items():
         assert module.__name__ == f"nn.cli.{name}"
         for attr in ("HELP", "DESCRIPTION", "EPILOG"):

@@ -119,6 +119,30 @@ def test_mlp_engine_equals_reference(activation, loss, widths, B, seed):
     assert_grads(engine_grads(model, value), ref.grads, f"MLP {activation} {loss}")
 
 
+@pytest.mark.parametrize("output_activation", ["sigmoid", "tanh", "relu"])
+def test_mlp_output_activation_gives_the_notes_f_prime_of_z_L(output_activation):
+    """Notes 002 and 004: a^(L) = f(z^(L)), delta^(L) = -(y - a^(L)) * f'(z^(L))."""
+    rng = np.random.default_rng(7)
+    model = nn.MLP([3, 4, 2], activation="sigmoid", output_activation=output_activation,
+                   rng=rng).double()
+    params = dict(model.state_dict())
+    x, y = rng.normal(size=(5, 3)), rng.uniform(size=(5, 2))
+    out = model(ag.Tensor(x))
+    a_1 = 1 / (1 + np.exp(-(x @ params["layers.0.weight"].T + params["layers.0.bias"])))
+    z_L = a_1 @ params["layers.1.weight"].T + params["layers.1.bias"]
+    expected = {"sigmoid": 1 / (1 + np.exp(-z_L)), "tanh": np.tanh(z_L),
+                "relu": np.maximum(z_L, 0)}[output_activation]
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
+    value = nn.mse_loss(out, ag.Tensor(y), reduction="sum") * (0.5 / 5)
+    ref = mlp_forward_backward(params, x, y, activation="sigmoid", loss="mse",
+                               output_activation=output_activation)
+    assert_close(value.item(), ref.loss, "loss")
+    assert_grads(engine_grads(model, value), ref.grads, f"MLP output {output_activation}")
+    assert "output_activation" in repr(model)
+    with pytest.raises(ValueError, match="unknown output_activation 'softmax'"):
+        nn.MLP([2, 2], output_activation="softmax")
+
+
 def test_mlp_batch_gradient_is_mean_of_sample_gradients():
     """Note 002: mini-batch SGD averages the per-sample gradients of the batch."""
     rng = np.random.default_rng(3)
