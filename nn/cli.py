@@ -18,7 +18,7 @@ import numpy as np
 import autograd_core as ag
 
 from . import compare
-from .train import MODELS, OPTIMIZERS, TASKS, TrainConfig
+from .train import MODELS, OPTIMIZERS, TASK_DEFAULTS, TASKS, TrainConfig
 
 
 class UsageError(Exception):
@@ -83,12 +83,14 @@ def new_output_folder(out, prefix):
 def cmd_train(args):
     cfg = TrainConfig(models=args.models, task=args.task, length=args.length,
                       hidden=args.hidden, steps=args.steps, batch=args.batch,
-                      optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed)
+                      optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed,
+                      seeds=args.seeds)
     out = new_output_folder(args.out, f"train-{cfg.task}")
     from .train import run
     print(f"task: {cfg.task}, length {cfg.length}; models {', '.join(cfg.models)}, hidden "
           f"{cfg.hidden}; {cfg.steps} steps of batch {cfg.batch}, {cfg.optimizer} lr {cfg.lr}, "
-          f"clip {cfg.clip}; seed {cfg.seed}")
+          f"clip {cfg.clip}; seed {cfg.seed}"
+          + (f" to {cfg.seed + cfg.seeds - 1}" if cfg.seeds > 1 else ""))
     rows, baseline, plots = run(cfg, out, sys.stdout)
     print(f"\nresults (fresh data; baseline: {baseline})")
     print(_table(rows))
@@ -194,6 +196,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _per_task(name):
+    return ", ".join(f"{d[name]} for {task}" for task, d in TASK_DEFAULTS.items())
+
+
 def build_parser():
     parser = _Parser(prog="bptt", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,8 +218,8 @@ def build_parser():
     p.add_argument("--task", choices=TASKS, default=d.task,
                    help="adding: sum of two marked numbers; remember: name the first symbol "
                         f"(default {d.task})")
-    p.add_argument("--length", type=_positive(int), default=d.length,
-                   help=f"sequence length T (default {d.length})")
+    p.add_argument("--length", type=_positive(int), default=None,
+                   help=f"sequence length T (default {_per_task('length')})")
     p.add_argument("--hidden", type=_positive(int), default=d.hidden,
                    help=f"hidden size (default {d.hidden})")
     p.add_argument("--steps", type=_positive(int), default=d.steps,
@@ -222,11 +228,14 @@ def build_parser():
                    help=f"batch size (default {d.batch})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
                    help=f"(default {d.optimizer})")
-    p.add_argument("--lr", type=_positive(float), default=d.lr,
-                   help=f"learning rate (default {d.lr})")
+    p.add_argument("--lr", type=_positive(float), default=None,
+                   help=f"learning rate (default {_per_task('lr')})")
     p.add_argument("--clip", type=_non_negative_float, default=d.clip,
                    help=f"clip the gradient norm to this value, 0 for none (default {d.clip})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--seeds", type=_positive(int), default=d.seeds,
+                   help="train each model this many times, with seeds SEED, SEED+1, ...; "
+                        f"the table and plots show the spread (default {d.seeds})")
     p.add_argument("--out", default=None,
                    help="output folder (default: a new runs/train-<task>-<time>)")
     p.set_defaults(func=cmd_train)
