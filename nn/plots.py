@@ -2,10 +2,12 @@
 import numpy as np
 
 
-def log_plot(curves, path, xlabel, ylabel, title, bands=None, dashed=(), hlines=None):
+def log_plot(curves, path, xlabel, ylabel, title, bands=None, dashed=(), hlines=None,
+             colors=None):
     """One line per label: `curves` maps a label to (x, y). Writes a PNG to `path`.
     bands: label -> (low, high), shaded around that label's line (a spread over runs);
-    dashed: labels drawn dashed; hlines: label -> y of a dotted horizontal line.
+    dashed: labels drawn dashed; hlines: label -> y of a dotted horizontal line;
+    colors: label -> matplotlib colour (default: the next of the cycle).
     Raises ImportError with the install hint when matplotlib is missing."""
     try:
         import matplotlib
@@ -16,7 +18,8 @@ def log_plot(curves, path, xlabel, ylabel, title, bands=None, dashed=(), hlines=
                           "pip install -e '.[plots]')") from None
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for label, (x, y) in curves.items():
-        line, = ax.plot(x, _positive(y), label=label, linestyle="--" if label in dashed else "-")
+        line, = ax.plot(x, _positive(y), label=label, linestyle="--" if label in dashed else "-",
+                        color=(colors or {}).get(label))
         if bands and label in bands:
             low, high = bands[label]
             ax.fill_between(x, _positive(low), _positive(high), color=line.get_color(),
