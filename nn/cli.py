@@ -209,7 +209,8 @@ def build_parser():
                        description="Train a vanilla RNN and a GRU on a synthetic long-range task "
                                    "and compare them: losses, accuracy, gradient norm per time "
                                    "step, checkpoints and plots.",
-                       epilog="examples:\n  bptt train\n  bptt train --length 100 --steps 1500"
+                       epilog="examples:\n  bptt train\n  bptt train --seeds 5\n"
+                              "  bptt train --length 100 --steps 1500"
                               "\n  bptt train --task remember --models gru --out runs/mine",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     d = TrainConfig()

@@ -53,3 +53,28 @@ def test_decay_profile_recovers_the_factor_and_survives_underflow():
     batches[0, 0] = 0.0  # an underflowed norm: the smallest float32, not -inf
     profile, rate = decay_profile(batches)
     assert np.isfinite(profile).all() and 0 < profile[0] < 0.5 ** 19 and rate < 0.5
+
+
+def test_seeds_gives_each_figure_with_its_spread(tmp_path, capsys):
+    from nn.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "--seeds", "2", "--steps", "4", "--length", "5", "--hidden", "3",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "seed 0 to 1" in printed and "gru seed 1 step 4/4" in printed
+    table = printed.split("results (fresh data")[1]
+    rnn_row = next(line for line in table.splitlines() if line.startswith("rnn "))
+    assert rnn_row.count("[") == 3  # test loss, accuracy, seconds: median [min, max]
+    history = np.load(out / "history.npz")
+    assert history["gru_test_loss"].shape == (2,)
+    assert history["gru_init_state_grad_norms"].shape == (2, TrainConfig().init_batches, 5)
+
+
+def test_each_task_has_its_own_length_and_learning_rate(capsys):
+    from nn.cli import build_parser
+    assert (TrainConfig().length, TrainConfig().lr) == (50, 0.01)
+    remember = TrainConfig(task="remember")
+    assert (remember.length, remember.lr) == (20, 0.03)
+    assert TrainConfig(task="remember", length=7, lr=0.1).length == 7  # given values win
+    args = build_parser().parse_args(["train", "--task", "remember"])
+    assert args.length is None and args.lr is None  # left to the task
