@@ -4,12 +4,12 @@ import sys
 from . import sizes, training
 from .arguments import UsageError, model_list, non_negative_float, positive, seed
 from .run_folder import RunFolder, destination
-from .training import MODELS, OPTIMIZERS, TASKS, TrainConfig
+from .training import MODELS, OPTIMIZERS, TASK_DEFAULTS, TASKS, TrainConfig
 
 HELP = "train an RNN and a GRU on a long-range task"
 DESCRIPTION = ("Train a vanilla RNN and a GRU on a synthetic long-range task and compare them: "
                "losses, accuracy, gradient norm per time step, checkpoints and plots.")
-EPILOG = ("examples:\n  bptt train\n  bptt train --length 100 --steps 1500"
+EPILOG = ("examples:\n  bptt train\n  bptt train --seeds 5\n  bptt train --length 100 --steps 1500"
           "\n  bptt train --task remember --models gru --out runs/mine")
 
 
@@ -20,8 +20,8 @@ def add_arguments(p):
     p.add_argument("--task", choices=TASKS, default=d.task,
                    help="adding: sum of two marked numbers; remember: name the first symbol "
                         f"(default {d.task})")
-    p.add_argument("--length", type=positive(int), default=d.length,
-                   help=f"sequence length T (default {d.length})")
+    p.add_argument("--length", type=positive(int), default=None,
+                   help=f"sequence length T (default {_per_task('length')})")
     p.add_argument("--hidden", type=positive(int), default=d.hidden,
                    help=f"hidden size (default {d.hidden})")
     p.add_argument("--steps", type=positive(int), default=d.steps,
@@ -30,20 +30,28 @@ def add_arguments(p):
                    help=f"batch size (default {d.batch})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
                    help=f"(default {d.optimizer})")
-    p.add_argument("--lr", type=positive(float), default=d.lr,
-                   help=f"learning rate (default {d.lr})")
+    p.add_argument("--lr", type=positive(float), default=None,
+                   help=f"learning rate (default {_per_task('lr')})")
     p.add_argument("--clip", type=non_negative_float, default=d.clip,
                    help=f"clip the gradient norm to this value, 0 for none (default {d.clip})")
     p.add_argument("--seed", type=seed, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--seeds", type=positive(int), default=d.seeds,
+                   help="train each model this many times, with seeds SEED, SEED+1, ...; "
+                        f"the table and plots show the spread (default {d.seeds})")
     p.add_argument("--out", default=None,
                    help="output folder (default: a new runs/train-<task>-<time>)")
+
+
+def _per_task(name):
+    return ", ".join(f"{d[name]} for {task}" for task, d in TASK_DEFAULTS.items())
 
 
 def config(args):
     """The TrainConfig of the parsed arguments, after every check that needs more than one."""
     cfg = TrainConfig(models=args.models, task=args.task, length=args.length,
                       hidden=args.hidden, steps=args.steps, batch=args.batch,
-                      optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed)
+                      optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed,
+                      seeds=args.seeds)
     if cfg.task == "adding" and cfg.length < 2:
         raise UsageError(f"bptt train: the adding task needs --length 2 or more (one marked "
                          f"number in each half), got {cfg.length}")
@@ -57,7 +65,8 @@ def run(args):
     out = destination(args.out, f"train-{cfg.task}", "bptt train")  # before anything is made
     print(f"task: {cfg.task}, length {cfg.length}; models {', '.join(cfg.models)}, hidden "
           f"{cfg.hidden}; {cfg.steps} steps of batch {cfg.batch}, {cfg.optimizer} lr {cfg.lr}, "
-          f"clip {cfg.clip}; seed {cfg.seed}")
+          f"clip {cfg.clip}; seed {cfg.seed}"
+          + (f" to {cfg.seed + cfg.seeds - 1}" if cfg.seeds > 1 else ""))
     with RunFolder(out, "bptt train") as folder:
         rows, baseline, plots = training.run(cfg, folder, sys.stdout)
     print(f"\nresults (fresh data; baseline: {baseline})")

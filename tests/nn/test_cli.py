@@ -31,7 +31,8 @@ def test_train_writes_checkpoints_history_and_plots(tmp_path, capsys):
         assert {"loss.png", "grad_flow.png"} <= names
         assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     history = np.load(out / "history.npz")
-    assert history["gru_loss"].shape == (6,) and history["rnn_grad_flow"].shape == (6,)
+    assert history["gru_loss"].shape == (1, 6)  # (seeds, steps)
+    assert history["rnn_state_grad_norms"].shape == (1, 1, 6)  # (seeds, probes, T)
     state = checkpoint.load(out / "gru.npz")
     assert state["rnn.weight_hh_l0"].shape == (12, 4)
 

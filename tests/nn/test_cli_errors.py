@@ -114,10 +114,10 @@ def test_a_failure_inside_the_job_removes_the_half_written_run(in_tmp, monkeypat
     from nn.cli import training
     real = training.train_one
 
-    def fail_on_the_gru(cell, cfg, progress=None):
+    def fail_on_the_gru(cell, cfg, progress=None, seed=None):
         if cell == "gru":
             raise RuntimeError("simulated failure")
-        return real(cell, cfg, progress)
+        return real(cell, cfg, progress, seed=seed)
 
     monkeypatch.setattr(training, "train_one", fail_on_the_gru)
     with pytest.raises(RuntimeError, match="simulated failure"):
