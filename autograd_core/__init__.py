@@ -13,7 +13,7 @@ import numpy as _np
 from .tensor import Tensor  # noqa: I001  (must come first: the ops import it)
 from .anomaly import AnomalyError, HazardWarning, detect_anomaly, is_anomaly_enabled
 from .engine import SweepObserver, backward, grad, node_vjp
-from .function import REGISTRY as ops_registry, Memory, Op, as_tensor as _as_tensor
+from .function import REGISTRY as ops_registry, Memory, Op, as_tensor as _as_tensor, record
 from .grad_mode import (current_step, enable_grad, is_grad_enabled, no_grad, set_grad_enabled,
                         step_scope)
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
@@ -52,7 +52,7 @@ __all__ = [
     "backward", "grad", "SweepObserver", "node_vjp",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "step_scope", "current_step",
     "gradcheck", "gradgradcheck", "GradcheckError",
-    "Op", "Memory", "ops_registry",
+    "Op", "Memory", "record", "ops_registry",
     "detect_anomaly", "is_anomaly_enabled", "AnomalyError", "HazardWarning",
     "walk_graph", "count_paths", "graph_stats", "GraphStats", "GraphGrowthMonitor",
     "GraphGrowthWarning", "trace_backward", "BackwardTrace", "to_dot", "render",

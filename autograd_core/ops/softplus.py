@@ -8,7 +8,7 @@ in tests/autograd_core/test_ops_table.py.
 import numpy as np
 
 from ..function import Memory, Op, as_tensor, record
-from .unary import sigmoid, sigmoid_array
+from .unary import float_array, log1p_exp_minus_abs, sigmoid, sigmoid_array
 
 __all__ = ["softplus"]
 
@@ -35,5 +35,5 @@ def softplus(x):
     """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): no overflow for large x, no loss of
     the value for very negative x (as torch.nn.functional.softplus)."""
     x = as_tensor(x)
-    xd = x._data if x._data.dtype.kind == "f" else x._data.astype(np.float64)
-    return record(Softplus, np.maximum(xd, 0) + np.log1p(np.exp(-np.abs(xd))), (x,))
+    xd = float_array(x._data)
+    return record(Softplus, np.maximum(xd, 0) + log1p_exp_minus_abs(xd), (x,))

@@ -174,8 +174,20 @@ class LogSigmoid(Op):
 def logsigmoid(x):
     """log(sigmoid(x)), computed without forming sigmoid(x) (as torch's logsigmoid)."""
     x = as_tensor(x)
-    xd = x._data if x._data.dtype.kind == "f" else x._data.astype(np.float64)
-    return record(LogSigmoid, np.minimum(xd, 0) - np.log1p(np.exp(-np.abs(xd))), (x,))
+    xd = float_array(x._data)
+    return record(LogSigmoid, np.minimum(xd, 0) - log1p_exp_minus_abs(xd), (x,))
+
+
+def float_array(x):
+    """`x`, or a float64 copy of an integer or bool array."""
+    return x if x.dtype.kind == "f" else x.astype(np.float64)
+
+
+def log1p_exp_minus_abs(x):
+    """log(1 + exp(-|x|)), the smooth part of softplus and logsigmoid: in (0, log 2], and 0
+    where exp(-|x|) underflows (no warning: 0 is the value)."""
+    with np.errstate(under="ignore"):
+        return np.log1p(np.exp(-np.abs(x)))
 
 
 class Relu(Op):
