@@ -14,6 +14,7 @@ import os
 import threading
 import traceback
 import warnings
+import weakref
 
 import numpy as np
 
@@ -114,17 +115,31 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENGINE_DIR = os.path.join(_ROOT, "autograd_core") + os.sep
 _OWN_FILES = (_ENGINE_DIR, os.path.join(_ROOT, "nn") + os.sep)
 
+# id(tensor) -> (weak reference to it, the stack that recorded it), anomaly mode only; the entry
+# goes with the tensor. (Keyed by id: tensors compare elementwise, so no WeakKeyDictionary.)
+_origins = {}
+
+
+def _forget(key):
+    return lambda ref: _origins.pop(key, None)
+
+
+def _origin(t):
+    entry = _origins.get(id(t))
+    return entry[1] if entry is not None and entry[0]() is t else None
+
+
 def remember(out):
     """Keep where `out` was recorded (called by `record` in anomaly mode only); warn about
     hazards and check the forward value when asked."""
     frames = traceback.extract_stack()[:-2]
-    out._origin = frames
+    _origins[id(out)] = (weakref.ref(out, _forget(id(out))), frames)
     if _local.hazards_warned is not None:
         _check_hazards(out, frames)
-    if _state.anomaly_forward and not out._op.view:  # a view only passes values on
-        data = out._data
+    if _state.anomaly_forward and not out.op.view:  # a view only passes values on
+        data = out.data
         if data.dtype.kind == "f" and not np.isfinite(data).all():
-            raise AnomalyError(f"anomaly: the forward of {out._op.name} produced "
+            raise AnomalyError(f"anomaly: the forward of {out.op.name} produced "
                                f"{_what(data)} (output shape {data.shape})"
                                f"{_scope(out)}{_params_text(out)}\n{_origin_text(out)}")
 
@@ -134,7 +149,7 @@ def _what(arr):
 
 
 def _scope(t):
-    return f", in time step {t._step}" if t._step is not None else ""
+    return f", in time step {t.step}" if t.step is not None else ""
 
 
 def _param_label(t):
@@ -143,24 +158,32 @@ def _param_label(t):
     base, path = t, []
     while True:
         name = names.get(base)
-        if name is None and base._op is None and base.requires_grad:
+        if name is None and base.op is None and base.requires_grad:
             name = base.name
         if name:
             break
-        if base._op is None or not base._op.view or not base._inputs:
+        if base.op is None or not base.op.view or not _intact(base):
             return None
-        path.append(base._op.name)
-        base = base._inputs[0]
+        path.append(base.op.name)
+        base = base.inputs[0]
     notes = [f"through {' of '.join(path)}"] if path else []
-    data = base._data
+    data = base.data
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         notes.append(f"which already holds {_what(data)}")
     return f"'{name}'" + (f" ({'; '.join(notes)})" if notes else "")
 
 
+def _intact(t):
+    """Whether t's recorded inputs are still there (not freed by a backward)."""
+    try:
+        return bool(t.inputs)
+    except RuntimeError:
+        return False
+
+
 def _params_text(t):
     labels = []
-    for inp in t._inputs:
+    for inp in t.inputs:
         label = _param_label(inp)
         if label is not None and label not in labels:
             labels.append(label)
@@ -174,7 +197,7 @@ def _user_frames(frames):
 
 
 def _origin_text(t):
-    frames = getattr(t, "_origin", None)
+    frames = _origin(t)
     if not frames:
         return "(recorded before anomaly mode was on: no forward trace)"
     shown = (_user_frames(frames) or frames)[-4:]
@@ -183,19 +206,19 @@ def _origin_text(t):
 
 def check_gradient(t, k, g):
     """Raise if the gradient `g` that the rule of `t` produced for input k is not finite."""
-    arr = g._data if hasattr(g, "_data") else np.asarray(g)
+    arr = np.asarray(g)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        inp = t._inputs[k]
+        inp = t.inputs[k]
         label = f" '{inp.name}'" if inp.name else ""
         raise AnomalyError(
-            f"anomaly: the backward of {t._op.name} produced {_what(arr)} in the gradient of "
+            f"anomaly: the backward of {t.op.name} produced {_what(arr)} in the gradient of "
             f"its input {k}{label} (shape {tuple(inp.shape)}){_scope(t)}{_params_text(t)}"
             f"{_forward_hint(t)}\n{_origin_text(t)}")
 
 
 def _forward_hint(t):
     """Point at check_forward when the op's own values were already not finite."""
-    for arr in (t._data, *(i._data for i in t._inputs)):
+    for arr in (t.data, *(i.data for i in t.inputs)):
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             return (f"; its forward values already held {_what(arr)}: "
                     f"detect_anomaly(check_forward=True) finds the op that made them")
@@ -203,8 +226,8 @@ def _forward_hint(t):
 
 
 def _check_hazards(out, frames):
-    check = out._op.hazard
-    if check is None or out._data.dtype.kind != "f":
+    check = out.op.hazard
+    if check is None or out.data.dtype.kind != "f":
         return
     with np.errstate(all="ignore"):
         problem = check(out)
@@ -215,11 +238,11 @@ def _check_hazards(out, frames):
     caller = [f for f in frames if not os.path.abspath(f.filename).startswith(_ENGINE_DIR)]
     where = (user or frames)[-1]
     called = (caller or frames)[-1]
-    key = (out._op.name, where.filename, where.lineno, called.filename, called.lineno)
+    key = (out.op.name, where.filename, where.lineno, called.filename, called.lineno)
     if key in _local.hazards_warned:
         return
     _local.hazards_warned.add(key)
-    message = (f"hazard at {out._op.name}{_scope(out)}{_params_text(out)}: {problem}. Later "
-               f"{out._op.name} hazards from this line are not reported again in this "
+    message = (f"hazard at {out.op.name}{_scope(out)}{_params_text(out)}: {problem}. Later "
+               f"{out.op.name} hazards from this line are not reported again in this "
                f"detect_anomaly block.\n{_origin_text(out)}")
     warnings.warn_explicit(message, HazardWarning, where.filename, where.lineno or 0)

@@ -23,30 +23,30 @@ def _overflow(exponent, limit, what):
 
 
 def exp_overflow(out):
-    return _overflow(out._inputs[0]._data, _overflow_limit(out._data.dtype),
-                     f"exp in {out._data.dtype}")
+    return _overflow(out.inputs[0].data, _overflow_limit(out.data.dtype),
+                     f"exp in {out.data.dtype}")
 
 
 def rpow_overflow(out):
-    c = out._saved
+    c = out.saved
     if not c > 0:
         return None
-    x = out._inputs[0]._data
-    return _overflow(x * np.log(c), _overflow_limit(out._data.dtype),
-                     f"{c!r} ** x in {out._data.dtype}")
+    x = out.inputs[0].data
+    return _overflow(x * np.log(c), _overflow_limit(out.data.dtype),
+                     f"{c!r} ** x in {out.data.dtype}")
 
 
 def pow_scalar_overflow(out):
-    c = out._saved
-    x = out._inputs[0]._data
-    return _overflow(c * np.log(np.abs(x)), _overflow_limit(out._data.dtype),
-                     f"x ** {c!r} in {out._data.dtype}")
+    c = out.saved
+    x = out.inputs[0].data
+    return _overflow(c * np.log(np.abs(x)), _overflow_limit(out.data.dtype),
+                     f"x ** {c!r} in {out.data.dtype}")
 
 
 def pow_overflow(out):
-    a, b = (t._data for t in out._inputs)
-    return _overflow(b * np.log(np.abs(a)), _overflow_limit(out._data.dtype),
-                     f"a ** b in {out._data.dtype}")
+    a, b = (t.data for t in out.inputs)
+    return _overflow(b * np.log(np.abs(a)), _overflow_limit(out.data.dtype),
+                     f"a ** b in {out.data.dtype}")
 
 
 def _tiny(divisor, what):
@@ -59,7 +59,7 @@ def _tiny(divisor, what):
 
 
 def log_near_zero(out):
-    x = out._inputs[0]._data
+    x = out.inputs[0].data
     hit = x <= TINY
     if not hit.any():
         return None
@@ -69,20 +69,20 @@ def log_near_zero(out):
 
 
 def divisor_near_zero(out):
-    return _tiny(out._inputs[1]._data, "a / b")
+    return _tiny(out.inputs[1].data, "a / b")
 
 
 def constant_divisor_near_zero(out):
-    c = out._saved
+    c = out.saved
     return f"division by the constant {c!r}" if abs(c) <= TINY else None
 
 
 def reciprocal_near_zero(out):
-    return _tiny(out._inputs[0]._data, f"{out._saved!r} / x")
+    return _tiny(out.inputs[0].data, f"{out.saved!r} / x")
 
 
 def _saturation(out, saturated, what, rule):
-    y = out._data
+    y = out.data
     if y.size == 0:
         return None
     share = np.count_nonzero(saturated(y)) / y.size

@@ -31,11 +31,11 @@ def backward_peak(root, tensors):
     nodes, leaves = _sweep_order(root)
     if not nodes:
         return 0, 0
-    leaf_buffers = {id(_owner(t._data)) for t in tensors if t._op is None}
+    leaf_buffers = {id(_owner(t.data)) for t in tensors if t.op is None}
     outputs, saved = _graph_buffers(nodes, leaf_buffers)
     held = sum(outputs.values()) + sum(size for size, _ in saved.values())
     replay = _Replay(held)
-    pending = {root: replay.new(root._data.nbytes)}
+    pending = {root: replay.new(root.data.nbytes)}
     deferred = {}  # weight -> [(incoming gradient, bytes of the stacked factors)]
     for t in nodes:
         incoming = _incoming(t, replay, pending, deferred)
@@ -48,7 +48,7 @@ def backward_peak(root, tensors):
     for leaf in leaves:
         g = _incoming(leaf, replay, pending, deferred)
         if g is not None:  # becomes .grad (or is copied into it), which outlives the backward
-            replay.new(leaf._data.nbytes)
+            replay.new(leaf.data.nbytes)
             replay.drop(g)
     return held, replay.peak
 
@@ -94,11 +94,11 @@ def _sweep_order(root):
     seen, stack, nodes, leaves = {root}, [root], [], []
     while stack:
         t = stack.pop()
-        if t._op is None:
+        if t.op is None:
             leaves.append(t)
             continue
         nodes.append(t)
-        for i in t._inputs:
+        for i in t.inputs:
             if i.requires_grad and i not in seen:
                 seen.add(i)
                 stack.append(i)
@@ -115,15 +115,15 @@ def _incoming(t, replay, pending, deferred):
         return g
     if len(parts) > 1:  # the factors of every use, stacked, then one product
         stacked = replay.new(sum(factors for _, factors in parts))
-        total = replay.new(t._data.nbytes, summed=True)
+        total = replay.new(t.data.nbytes, summed=True)
         replay.drop(stacked)
     else:
-        total = replay.new(t._data.nbytes, summed=True)
+        total = replay.new(t.data.nbytes, summed=True)
     for kept, _ in parts:
         replay.drop(kept)
     if g is None:
         return total
-    both = replay.new(t._data.nbytes, summed=True)
+    both = replay.new(t.data.nbytes, summed=True)
     replay.drop(total)
     replay.drop(g)
     return both
@@ -131,10 +131,10 @@ def _incoming(t, replay, pending, deferred):
 
 def _contribute(t, incoming, replay, pending, deferred):
     """What visiting `t` sends to its inputs, as the sweep would."""
-    op, weight = t._op, _split_weight(t)
+    op, weight = t.op, _split_weight(t)
     memory = op.memory
     sent = []
-    for k, inp in enumerate(t._inputs):
+    for k, inp in enumerate(t.inputs):
         if not inp.requires_grad:
             continue
         if inp is weight:
@@ -143,21 +143,21 @@ def _contribute(t, incoming, replay, pending, deferred):
         elif op.backward_into is not None:
             prev = pending.get(inp)
             if prev is None or not prev.summed:  # one zeroed buffer, added into in place
-                pending[inp] = replay.new(inp._data.nbytes, summed=True)
+                pending[inp] = replay.new(inp.data.nbytes, summed=True)
                 if prev is not None:
                     replay.drop(prev)
         elif memory.view or (k in memory.same and inp.shape == t.shape):
             sent.append((inp, replay.share(incoming)))
         else:
-            sent.append((inp, replay.new(inp._data.nbytes)))
+            sent.append((inp, replay.new(inp.data.nbytes)))
     if memory.temporaries:
-        replay.briefly(memory.temporaries * t._data.nbytes)
+        replay.briefly(memory.temporaries * t.data.nbytes)
     for inp, gi in sent:  # every contribution is alive until all are added in
         prev = pending.get(inp)
         if prev is None:
             pending[inp] = replay.share(gi)
         elif not prev.summed:
-            pending[inp] = replay.new(inp._data.nbytes, summed=True)
+            pending[inp] = replay.new(inp.data.nbytes, summed=True)
             replay.drop(prev)
     for _, gi in sent:
         replay.drop(gi)
@@ -165,11 +165,11 @@ def _contribute(t, incoming, replay, pending, deferred):
 
 def _split_weight(t):
     """The matrix input whose gradient the sweep defers (`backward_split`), or None."""
-    op = t._op
+    op = t.op
     index = getattr(op, "split_input", None)
     if getattr(op, "backward_split", None) is None or index is None:
         return None
-    weight = t._inputs[index]
+    weight = t.inputs[index]
     if weight.requires_grad and weight.ndim == 2 and t.ndim == 2:
         return weight
     return None
@@ -178,7 +178,7 @@ def _split_weight(t):
 def _factor_bytes(t, weight):
     """Bytes of the two factors of one use of `weight` (k, m), whose gradient is
     left^T right with left (n, k) and right (n, m), n the rows of the output."""
-    return t.shape[0] * (weight.shape[0] + weight.shape[1]) * t._data.itemsize
+    return t.shape[0] * (weight.shape[0] + weight.shape[1]) * t.data.itemsize
 
 
 def _owner(arr):
@@ -193,7 +193,7 @@ def _graph_buffers(nodes, leaf_buffers):
     saved arrays that are no output), leaves' buffers left out."""
     outputs, saved = {}, {}
     for t in nodes:
-        owner = _owner(t._data)
+        owner = _owner(t.data)
         if id(owner) not in leaf_buffers:
             outputs[id(owner)] = owner.nbytes
     for t in nodes:
@@ -205,7 +205,7 @@ def _graph_buffers(nodes, leaf_buffers):
 
 def _saved_owners(t, leaf_buffers):
     """The distinct buffers behind the saved arrays of `t`, leaves' buffers left out."""
-    owners = {id(o): o for o in map(_owner, saved_arrays(t._saved))}
+    owners = {id(o): o for o in map(_owner, saved_arrays(t.saved))}
     return [o for key, o in owners.items() if key not in leaf_buffers]
 
 

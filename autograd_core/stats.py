@@ -53,17 +53,17 @@ def graph_stats(root):
     by_op, by_step, seen = {}, {}, set()
     nodes = arrays = total = 0
     for t in tensors:
-        if t._op is None:
+        if t.op is None:
             continue
         nodes += 1
         size = 0
-        for arr in (t._data, *saved_arrays(t._saved)):
+        for arr in (t.data, *saved_arrays(t.saved)):
             if id(arr) not in seen:
                 seen.add(id(arr))
                 arrays += 1
                 size += arr.nbytes
         total += size
-        for table, key in ((by_op, t._op.name), (by_step, t._step)):
+        for table, key in ((by_op, t.op.name), (by_step, t.step)):
             row = table.setdefault(key, {"nodes": 0, "bytes": 0})
             row["nodes"] += 1
             row["bytes"] += size
@@ -85,7 +85,7 @@ class GraphGrowthMonitor:
         self.patience, self.history, self._rising = patience, [], 0
 
     def check(self, loss):
-        nodes = sum(t._op is not None for t in walk((loss,), "GraphGrowthMonitor.check"))
+        nodes = sum(t.op is not None for t in walk((loss,), "GraphGrowthMonitor.check"))
         if self.history and nodes > self.history[-1]:
             self._rising += 1
         else:

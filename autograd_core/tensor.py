@@ -58,7 +58,7 @@ class Tensor:
     """
 
     __slots__ = ("_data", "requires_grad", "grad", "_op", "_inputs", "_saved", "_seq",
-                 "_version", "name", "_hooks", "_retain", "_step", "_origin", "_epoch", "__weakref__")
+                 "_version", "name", "_hooks", "_retain", "_step", "_epoch", "__weakref__")
 
     # numpy defers to our reflected operators (ndarray + Tensor -> Tensor.__radd__) and routes
     # its ufuncs (np.exp(t)) through __array_ufunc__.
@@ -114,6 +114,13 @@ class Tensor:
             from .graph import check_intact
             check_intact(self, "inputs")
         return self._inputs
+
+    @property
+    def saved(self):
+        """What the op saved for its derivative besides the input and output tensors (axes,
+        a constant, a copied index or target, ...), as the op's forward passed it; None for
+        leaves and once a backward has freed the graph."""
+        return self._saved
 
     @property
     def version(self):

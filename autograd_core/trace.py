@@ -168,7 +168,7 @@ def _edge_marker(current, row):
 def _labeller(tensors, names):
     labels, counts = {}, {}
     for t in reversed(tensors):  # oldest first, so labels number in forward order
-        base = names.get(t) or t.name or (t._op.name if t._op else "input")
+        base = names.get(t) or t.name or (t.op.name if t.op else "input")
         counts[base] = counts.get(base, 0) + 1
         labels[t] = base if t in names else f"{base}#{counts[base]}"
     return labels
@@ -180,7 +180,7 @@ def trace_backward(loss, params=None):
     tensors = walk((loss,), "trace_backward")
     names = _param_names(params)
     label = _labeller(tensors, names)
-    leaves = [t for t in tensors if t._op is None and t.requires_grad]
+    leaves = [t for t in tensors if t.op is None and t.requires_grad]
     recorder = _RowRecorder(label)
     found = grad(loss, leaves, retain_graph=True, allow_unused=True, observer=recorder)
     gradients = {label[t]: np.asarray(g.data) for t, g in zip(leaves, found) if g is not None}

@@ -319,3 +319,31 @@ def test_two_threads_sweeping_one_graph_one_wins_the_other_gets_the_freed_graph_
     (out * out).sum().backward()
     for (name, p), q in zip(model.named_parameters(), solo.parameters()):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-12, err_msg=name)
+
+
+# ---- the tools that watch the sweep use only public names ---------------------------------------
+PRIVATE_TENSOR_ATTRIBUTES = {"_data", "_op", "_inputs", "_saved", "_seq", "_step", "_version",
+                             "_hooks", "_retain", "_epoch"}
+WATCHERS = ["anomaly.py", "hazards.py", "trace.py", "peak_memory.py", "stats.py"]
+
+
+def _private_uses(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in PRIVATE_TENSOR_ATTRIBUTES and not (
+                isinstance(node.value, ast.Name) and node.value.id == "self"):  # its own
+            yield f"{node.lineno}: .{node.attr}"
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autograd_core"):
+            for alias in node.names:
+                if alias.name.startswith("_") or node.module != "autograd_core":
+                    yield f"{node.lineno}: from {node.module} import {alias.name}"
+
+
+@pytest.mark.parametrize("path", [ROOT / "autograd_core" / name for name in WATCHERS]
+                         + sorted((ROOT / "nn").rglob("*.py")), ids=lambda p: p.name)
+def test_watchers_and_nn_use_only_public_names(path):
+    """Anomaly mode, the trace, the memory replay, graph_stats and all of nn read tensors through
+    their public attributes and import only autograd_core's public names."""
+    found = [u for u in _private_uses(path)
+             if not (path.parent.name == "autograd_core" and "import" in u)]
+    assert not found, f"{path.relative_to(ROOT)}: " + ", ".join(found)
