@@ -86,8 +86,8 @@ class detect_anomaly:
                            _local.hazards_warned))
         names = _local.names
         if self.params is not None:
-            from .viz import _param_names  # viz imports the engine, which imports this module
-            names = _param_names(self.params)
+            from .viz import param_names  # viz imports the engine, which imports this module
+            names = param_names(self.params)
         _state.anomaly, _state.anomaly_forward = True, self.check_forward
         _local.names = names
         _local.hazards_warned = set() if self.warn_hazards else None

@@ -14,17 +14,23 @@ from .backmath import ArrayMath, TensorMath
 from .anomaly import check_gradient
 from .grad_mode import _state, set_grad_enabled
 from .graph import by_creation
+from .ops.shape import astype
 from .tensor import Tensor, _make, version_of
 
 
 _collect_lock = threading.Lock()  # a graph is claimed by one freeing backward at a time
+# node -> how many sweeps that keep the graph (retain_graph) are reading it now: a freeing
+# backward must not free it under them
+_readers = {}
 
 
 def _collect(roots, epoch, claim):
     """Nodes reachable from `roots` (newest first) and the leaves that require grad.
     Every check that can fail happens here, before the sweep changes anything. With `claim`
     (a backward that frees the graph) each node is marked with `epoch`: a second backward
-    over the same graph, in this thread or another, finds it taken and stops here."""
+    over the same graph, in this thread or another, finds it taken and stops here. Without
+    it the nodes are marked as read until `_release_readers`, so that no freeing backward
+    frees them meanwhile."""
     seen = set(roots)
     nodes, leaves = [], []
     stack = list(seen)
@@ -35,8 +41,8 @@ def _collect(roots, epoch, claim):
             if t._op is None:
                 leaves.append(t)
                 continue
-            if t._epoch is not None:  # freed, or being freed by another backward
-                raise RuntimeError(_freed_message(t))
+            if t._epoch is not None or (claim and _readers and t in _readers):
+                raise RuntimeError(_freed_message(t))  # freed, or in use by another backward
             if last_inplace > t._seq:  # something was modified in place since t was recorded
                 _check_versions(t)
             nodes.append(t)
@@ -47,8 +53,19 @@ def _collect(roots, epoch, claim):
         if claim:
             for t in nodes:
                 t._epoch = epoch
+        else:
+            for t in nodes:
+                _readers[t] = _readers.get(t, 0) + 1
     nodes.sort(key=by_creation, reverse=True)
     return nodes, leaves
+
+
+def _release_readers(nodes):
+    with _collect_lock:
+        for t in nodes:
+            left = _readers.pop(t) - 1
+            if left:
+                _readers[t] = left
 
 
 def _freed_message(t):
@@ -56,6 +73,11 @@ def _freed_message(t):
     without detach(), so say that first."""
     label = f"'{t.name}'" if t.name else f"of shape {tuple(t.shape)}"
     where = f" (recorded at time step {t._step})" if t._step is not None else ""
+    if t._epoch is None:  # not freed: a retain_graph sweep is reading it right now
+        return (f"backward: the tensor {label}{where}, made by {t._op.name}, belongs to a graph "
+                f"that another backward (with retain_graph=True, in another thread or a hook) "
+                f"is reading now; a backward that frees the graph cannot run until it ends: "
+                f"pass retain_graph=True, or run the backwards one after the other.")
     freed = _freed_sizes.get(t._epoch)
     by = (f"backward #{t._epoch}, which released {freed} nodes" if freed is not None
           else "an earlier backward")
@@ -103,9 +125,13 @@ def _check_versions(t):
     if op.reads_output and version_of(t) > t._seq:
         raise RuntimeError(f"backward: the output {_describe(t)} of {op.name} was modified in "
                            f"place after it was computed, and {op.name}'s derivative needs it")
+    _check_inputs(op, t._inputs, t._seq)
+
+
+def _check_inputs(op, inputs, seq):
     checked = op.checked_inputs
-    for k, i in enumerate(t._inputs):
-        if (checked is None or k in checked) and version_of(i) > t._seq:
+    for k, i in enumerate(inputs):
+        if (checked is None or k in checked) and version_of(i) > seq:
             raise RuntimeError(
                 f"backward: the tensor {_describe(i)} needed by the derivative of "
                 f"{op.name} was modified in place after it was used (an optimizer step "
@@ -128,8 +154,8 @@ def _apply_hooks(t, g, xp):
 def _as_grad_tensor(g, like, create_graph):
     """The value stored in `.grad` or returned by `grad()`: a tensor of `like`'s dtype,
     owning its data (so later in-place changes touch nothing else)."""
-    if create_graph:
-        return g if g.dtype == like.dtype else g.astype(like.dtype)
+    if create_graph:  # a recorded copy: its own writable array, still differentiable
+        return astype(g, like.dtype)
     return _make(np.array(g, dtype=like.dtype, copy=True))
 
 
@@ -165,7 +191,9 @@ class SweepObserver:
     `tensor` is the node (its `op`, `inputs`, `step`, `name`), `grad` the gradient it
     received (an ndarray; a Tensor under create_graph), and `sent` a list of
     (input position, input tensor, contribution), each contribution already summed to the
-    input's shape, before any is added in. Raising stops the backward. While an observer
+    input's shape, before any is added in; the arrays are read-only views (copy one to keep
+    it past the call: the sweep may add into it later). Raising stops the backward. While an
+    observer
     watches, every contribution is computed by the op's plain rule (the fast paths that
     stack a shared weight's products are off), so each one is seen."""
 
@@ -183,7 +211,7 @@ class _Sweep:
         self.xp = TensorMath if create_graph else ArrayMath
         self.create_graph = create_graph
         self.observers = observers
-        self.acc, self.owned, self.pending = {}, set(), {}
+        self.acc, self.owned, self.pending, self.deferred_by = {}, set(), {}, {}
 
     # ---- the capabilities an op may declare (see Op.backward_into / backward_split) -------
     def add_into(self, op, g, t):
@@ -201,19 +229,28 @@ class _Sweep:
             self.owned.add(inp)
         op.backward_into(g, t, buf)
 
-    def defer(self, weight, left, right):
+    def defer(self, weight, left, right, node):
         """weight's gradient gets left^T right, computed with its other uses when the sweep
-        reaches it."""
+        reaches it. `node` (the use) is kept to check, then, that the factors it read from
+        its inputs were not changed in place meanwhile (by a hook)."""
         parts = self.pending.get(weight)
         if parts is None:
-            self.pending[weight] = [(left, right)]
-        else:
-            parts.append((left, right))
+            self.pending[weight] = parts = []
+        parts.append((left, right))
+        self.deferred_by.setdefault(weight, []).append((node._inputs, node._seq, node._op))
 
     def products(self, t, g):
         """`g` plus the deferred products of `t`'s uses as a weight, if any."""
         parts = self.pending.pop(t, None)
-        return g if parts is None else _stacked_products(parts, g)
+        if parts is None:
+            return g
+        self.check_deferred(t)
+        return _stacked_products(parts, g)
+
+    def check_deferred(self, weight):
+        for inputs, seq, op in self.deferred_by.pop(weight, ()):
+            if function.last_inplace > seq:
+                _check_inputs(op, inputs, seq)
 
     # ---- what happens on arrival at a node, and the observers ------------------------------
     def arrive(self, t, g, want, captured):
@@ -234,9 +271,9 @@ class _Sweep:
                 continue
             if gi.shape != inp._data.shape:
                 gi = grads[k] = self.xp.sum_to(gi, inp._data.shape)
-            sent.append((k, inp, gi))
+            sent.append((k, inp, _read_only(gi)))
         for observer in self.observers:
-            observer.node(t, g, sent)
+            observer.node(t, _read_only(g), sent)
         return grads
 
     def finish(self, leaves, want, captured):
@@ -246,6 +283,7 @@ class _Sweep:
         acc, owned = self.acc, self.owned
         while self.pending:
             leaf, parts = self.pending.popitem()  # popped: its factors are freed once used
+            self.check_deferred(leaf)
             acc[leaf] = _stacked_products(parts, acc.get(leaf))
             owned.add(leaf)
         parts = None
@@ -267,6 +305,15 @@ class _Sweep:
                     _accumulate_grad(leaf, g, self.create_graph)
 
 
+def _read_only(a):
+    """A read-only view of an array an observer is shown (the sweep still adds into it)."""
+    if type(a) is not np.ndarray:
+        return a
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def _observers(observer):
     found = [AnomalyObserver()] if _state.anomaly else []
     if observer is not None:
@@ -285,6 +332,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
     for r, g in zip(roots, root_grads):
         acc[r] = g if r not in acc else acc[r] + g
     want, captured = (None if wanted is None else set(wanted)), {}
+    checked_until = function.last_inplace  # _collect checked every version up to here
     fast = not create_graph and not watched  # the ops' declared fast paths may run
     if not retain_graph:
         _remember_release(epoch, len(nodes))
@@ -295,10 +343,13 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
                 if sweep.pending:
                     g = sweep.products(t, g)
                 if g is None:  # nothing reached it: not freed, not claimed
-                    t._epoch = None
+                    if not retain_graph:
+                        t._epoch = None
                     continue
                 if t._hooks or t._retain or want is not None:
                     g = sweep.arrive(t, g, want, captured)
+                if function.last_inplace > checked_until and function.last_inplace > t._seq:
+                    _check_versions(t)  # a hook changed something in place meanwhile
                 op = t._op
                 if fast and op.fast_backward is not None:
                     grads = op.fast_backward(op, g, t, sweep)
@@ -333,6 +384,9 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
                 if t._inputs is not None:
                     t._epoch = None
         raise
+    finally:
+        if retain_graph:
+            _release_readers(nodes)
     return captured
 
 
@@ -344,6 +398,8 @@ def node_vjp(node, grad):
     if node.is_leaf:
         raise ValueError("node_vjp: the tensor is a leaf; it has no rule")
     inputs = node.inputs  # raises if the graph was freed
+    if function.last_inplace > node._seq:
+        _check_versions(node)
     grad = np.asarray(grad)
     if grad.shape != node.shape:
         raise ValueError(f"node_vjp: the gradient has shape {grad.shape}, the node {node.shape}")

@@ -62,9 +62,9 @@ class Op:
     - `inputs`: the role of each input tensor, in order, e.g. ("x", "weight", "bias");
       ("*tensors",) for any number.
     - `saves`: what the derivative reads, by role: input roles, "output" (its own value), and
-      roles that are not inputs: non-differentiated arguments (targets, conditions, indices),
-      which the forward passes to `record` first in `saved`, in this order, and which are
-      copied there. The engine checks exactly the declared inputs and output for in-place
+      roles of non-differentiated arguments (targets, conditions, indices) listed in
+      `arguments`, which the forward passes to `record` first in `saved`, in this order, and
+      which are copied there. The engine checks exactly the declared inputs and output for in-place
       changes before a backward (as PyTorch's save_for_backward), so a rule never reads a
       value other than the one its forward saw.
     - `view`: True when the output may share the first input's memory (they then share one
@@ -92,6 +92,7 @@ class Op:
 
     name = None
     inputs = saves = view = rule = hazard = memory = _UNDECLARED
+    arguments = ()  # roles of the non-differentiated arguments `saves` may name
     backward_into = None
     backward_split = None
     split_input = None
@@ -129,12 +130,22 @@ class Op:
 
 
 def _derive_checks(cls):
-    roles, saves = tuple(cls.inputs), tuple(cls.saves)
+    where = f"op {cls.name!r} ({cls.__name__})"
+    for what in ("inputs", "saves", "arguments"):
+        value = getattr(cls, what)
+        if not isinstance(value, tuple) or not all(isinstance(r, str) for r in value):
+            raise TypeError(f"{where}: {what} must be a tuple of role names, got {value!r} "
+                            f"(a one-role tuple needs its comma: ('x',))")
+    roles, saves, arguments = cls.inputs, cls.saves, cls.arguments
+    unknown = [r for r in saves if r not in roles and r not in arguments and r != "output"]
+    if unknown:
+        raise TypeError(f"{where}: saves names {unknown}, which is no input role {roles}, "
+                        f"'output', or non-differentiated argument {arguments}")
     if not isinstance(cls.memory, Memory):
-        raise TypeError(f"op {cls.name!r}: memory must be a Memory, got {cls.memory!r}")
+        raise TypeError(f"{where}: memory must be a Memory, got {cls.memory!r}")
     input_saves = [r for r in saves if r in roles]
     cls.reads_output = "output" in saves
-    cls.constants = len([r for r in saves if r not in roles and r != "output"])
+    cls.constants = len([r for r in saves if r in arguments])
     variadic = any(r.startswith("*") for r in roles)
     if input_saves and (variadic or set(input_saves) == set(roles)):
         cls.checked_inputs = None  # every input
@@ -153,7 +164,7 @@ def _split_backward(op, g, out, sweep):
     if split is None:
         return op.backward(g, out, sweep.xp)
     grads, left, right = split
-    sweep.defer(weight, left, right)
+    sweep.defer(weight, left, right, out)
     return grads
 
 
@@ -164,6 +175,8 @@ def snapshot(value):
         return value.copy()
     if type(value) is tuple:
         return tuple(snapshot(v) for v in value)
+    if type(value) is list:  # an index or bound given as a (nested) list
+        return [snapshot(v) for v in value]
     return value
 
 
@@ -177,7 +190,7 @@ def record(op, data, inputs, saved=None):
         for t in inputs:
             if t.requires_grad:
                 if op.constants:
-                    saved = _copy_constants(saved, op.constants)
+                    saved = _copy_constants(op, saved, op.constants)
                 out = fill(_new(Tensor), data, True, op, inputs, saved, next(clock), _state.step)
                 if _state.anomaly:
                     remember(out)
@@ -185,8 +198,11 @@ def record(op, data, inputs, saved=None):
     return fill(_new(Tensor), data)
 
 
-def _copy_constants(saved, count):
-    return tuple(snapshot(v) for v in saved[:count]) + tuple(saved[count:])
+def _copy_constants(op, saved, count):
+    if type(saved) is not tuple or len(saved) < count:
+        raise TypeError(f"record: op {op.name!r} saves {count} non-differentiated argument(s) "
+                        f"first in a tuple `saved`, got {type(saved).__name__}")
+    return tuple(snapshot(v) for v in saved[:count]) + saved[count:]
 
 
 def as_tensor(value):

@@ -82,6 +82,9 @@ class Tensor:
     @data.setter
     def data(self, value):
         arr = value._data if isinstance(value, Tensor) else np.asarray(value)
+        if self.requires_grad and arr.shape != self._data.shape:  # its gradient's shape
+            raise ValueError(f"data: cannot give a tensor that requires grad another shape "
+                             f"({self._data.shape} -> {arr.shape}); make a new tensor")
         self._data = arr
         self._bump_version()
 
@@ -236,15 +239,21 @@ class Tensor:
         else:  # shared with views and aliases of the same memory
             self._version.value = stamp_inplace()
 
-    def _check_inplace(self, what):
-        if self.requires_grad and _state.enabled:
+    def _check_inplace(self, what, other=None):
+        if not _state.enabled:
+            return
+        if self.requires_grad:
             kind = "a leaf tensor that requires grad" if self._op is None else \
                 "a tensor recorded in the graph"
             raise RuntimeError(f"{what}: in-place change of {kind} (shape {self.shape}); "
                                f"do it under `with no_grad():` or use the out-of-place form")
+        if isinstance(other, Tensor) and other.requires_grad:  # its gradient would be lost
+            raise RuntimeError(f"{what}: writing a tensor that requires grad into one that "
+                               f"does not (shape {self.shape}) would lose its gradient; use "
+                               f"the out-of-place form (x = x + y, ag.where, ag.concatenate)")
 
     def _inplace(self, what, fn, other=None):
-        self._check_inplace(what)
+        self._check_inplace(what, other)
         value = other._data if isinstance(other, Tensor) else other
         try:
             fn(self._data, value)
@@ -285,9 +294,10 @@ class Tensor:
         self._inplace("__setitem__", lambda a, b: a.__setitem__(index, b), value)
 
     def _inplace_or_fallback(self, fn, other):
-        # `x += y` works in place on tensors outside the graph; on a tensor that requires
-        # grad (in grad mode) it falls back to `x = x + y`, which records normally.
-        if self.requires_grad and _state.enabled:
+        # `x += y` works in place on tensors outside the graph; when x or y requires grad (in
+        # grad mode) it falls back to `x = x + y`, which records normally.
+        if _state.enabled and (self.requires_grad or (isinstance(other, Tensor)
+                                                       and other.requires_grad)):
             return NotImplemented
         return fn(other)
 

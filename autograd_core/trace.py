@@ -15,7 +15,7 @@ import numpy as np
 from . import viz
 from .engine import SweepObserver, grad
 from .graph import walk
-from .viz import _param_names
+from .viz import param_names
 
 FRAMES_MAX_NODES = 200  # every frame redraws the whole graph: frames are for small graphs
 FRAME_FORMATS = ("dot",) + viz.FORMATS
@@ -178,7 +178,7 @@ def trace_backward(loss, params=None):
     """Run a backward of the scalar `loss` that records every step; `.grad` is not touched
     and the graph is kept. `params` (a Module, dict or pairs) names the leaves."""
     tensors = walk((loss,), "trace_backward")
-    names = _param_names(params)
+    names = param_names(params)
     label = _labeller(tensors, names)
     leaves = [t for t in tensors if t.op is None and t.requires_grad]
     recorder = _RowRecorder(label)
@@ -214,5 +214,5 @@ def _drawn_graph(tensors, label, names, loss):
     rows use (so a frame and its row in the table match)."""
     def text(t):
         return f"{label[t]}\\n{tuple(t.shape)} {t.dtype}"
-    drawn = viz.describe(tensors, text, lambda t: viz._style(t, names, {loss}))
+    drawn = viz.describe(tensors, text, lambda t: viz.node_style(t, names, {loss}))
     return {label[t]: d for t, d in zip(tensors, drawn)}

@@ -21,7 +21,7 @@ class GraphTooLargeError(ValueError):
     """The graph has more tensors than the drawing limit."""
 
 
-def _param_names(params):
+def param_names(params):
     """{tensor: name} from a Module (named_parameters), a dict or (name, tensor) pairs."""
     if params is None:
         return {}
@@ -51,7 +51,7 @@ def _label(t, names, norms):
     return "\\n".join(lines)
 
 
-def _style(t, names, roots):
+def node_style(t, names, roots):
     if t in roots:
         return {"shape": "box", "style": "bold,filled", "fillcolor": "#fde9c9"}
     if t._op is None and t.requires_grad:  # a parameter (or any leaf that learns)
@@ -91,11 +91,11 @@ def to_dot(roots, params=None, show_grad=False, cluster_steps=True,
     tensors = walk(roots, "to_dot", limit=max_nodes)
     if tensors is None:
         raise too_large("to_dot", max_nodes)
-    names = _param_names(params)
+    names = param_names(params)
     norms = _grad_norms(roots, tensors) if show_grad else {}
     root_set = set(roots)
     drawn = describe(tensors, lambda t: _label(t, names, norms),
-                     lambda t: _style(t, names, root_set))
+                     lambda t: node_style(t, names, root_set))
     return build_dot(drawn, cluster_steps=cluster_steps, rankdir=rankdir)
 
 
@@ -133,7 +133,7 @@ def _notes_dot(roots, params, show_grad, view, max_nodes):
 def notes_of(tensors, roots, params=None):
     """(DrawnTensors, notes_view.NotesGraph) of `tensors` (from `walk(roots)`)."""
     from . import notes_view
-    names = _param_names(params)
+    names = param_names(params)
     drawn = describe(tensors, lambda t: "", lambda t: {})
     ids = {t: d.ident for t, d in zip(tensors, drawn)}
     ng = notes_view.notes_graph(drawn, [ids[r] for r in roots],

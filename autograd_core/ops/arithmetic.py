@@ -354,6 +354,7 @@ class Where(Op):
     name = "where"
     inputs = ("a", "b")
     saves = ("condition",)
+    arguments = ("condition",)  # not differentiated; copied when recorded
     view = False
     rule = "g to the chosen side"
     hazard = None

@@ -39,6 +39,7 @@ class GetItem(Op):
     name = "getitem"
     inputs = ("x",)
     saves = ("index",)
+    arguments = ("index",)  # not differentiated; copied when recorded
     view = True
     rule = "g put back at the index"
     hazard = None
@@ -76,6 +77,7 @@ class Scatter(Op):
     name = "scatter"
     inputs = ("x",)
     saves = ("index",)
+    arguments = ("index",)  # not differentiated; copied when recorded
     view = False
     rule = "g read at the index"
     hazard = None

@@ -48,7 +48,7 @@ class Mean(Op):
         x = out._inputs[0]
         axes = out._saved
         count = int(np.prod([x.shape[a] for a in axes]))
-        return (_spread(g, x, axes, xp) / count,)
+        return (_spread(g, x, axes, xp) * (1.0 / count),)  # (a float16 count may overflow)
 
 
 def mean(x, axis=None, keepdims=False):
@@ -77,7 +77,10 @@ class _Extremum(Op):
         x = out._inputs[0]._data
         axes = out._saved
         best = out._data.reshape(kept_shape(x.shape, axes))
-        hit = (x == best).astype(out._data.dtype)
+        hit = x == best
+        if out._data.dtype.kind == "f" and np.isnan(best).any():  # a NaN is the extremum
+            hit |= np.isnan(x) & np.isnan(best)
+        hit = hit.astype(out._data.dtype)
         hit /= hit.sum(axis=axes, keepdims=True)
         return (_spread(g, x, axes, xp) * hit,)
 
@@ -214,6 +217,7 @@ class SoftmaxCrossEntropy(Op):
     name = "softmax_cross_entropy"
     inputs = ("logits",)
     saves = ("target", "logits")
+    arguments = ("target",)  # not differentiated; copied when recorded
     view = False
     rule = "(softmax(x) - onehot(target)) g"
     hazard = None

@@ -163,7 +163,10 @@ def sum_to(x, shape):
     lead = x.ndim - len(shape)
     if lead < 0 or any(s != 1 and s != x.shape[lead + i] for i, s in enumerate(shape)):
         raise shape_error("sum_to", f"shape {x.shape} does not broadcast from {shape}") from None
-    return record(SumTo, sum_array_to(x._data, shape), (x,))
+    data = sum_array_to(x._data, shape)
+    if data is x._data:  # nothing to sum: a copy, as the op is no view
+        data = data.copy()
+    return record(SumTo, data, (x,))
 
 
 class AsType(Op):

@@ -216,6 +216,7 @@ class Clip(Op):
     name = "clip"
     inputs = ("x", "min", "max")
     saves = ("bounds", "x", "min", "max")
+    arguments = ("bounds",)  # the bounds given as numbers or arrays; copied when recorded
     view = False
     rule = "g where min <= x <= max, else to the bound applied"
     hazard = None
