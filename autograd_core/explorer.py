@@ -18,7 +18,7 @@ import pathlib
 import subprocess
 import tempfile
 
-from . import notes_view, viz
+from . import notes_view, step_norms, viz
 from .graph import walk
 
 MAX_NODES = 400  # the op view draws every tensor; the page must stay light
@@ -33,12 +33,13 @@ def write_page(trace, path, roots=None, params=None, title="The reverse sweep, s
                          "ag.trace_backward(loss)")
     ident_of = {label: d.ident for label, d in trace.graph.items()}
     drawn = list(trace.graph.values())
-    notes = _notes(drawn, roots, params)
+    notes, tensors = _notes(drawn, roots, params)
     if notes is None and len(drawn) > MAX_NODES:
         raise viz.too_large("to_html", MAX_NODES)
     dot = notes_view.notes_dot(notes) if notes else viz.build_dot(drawn)
     svg = _svg(dot)
-    data = _page_data(trace, ident_of, drawn, notes)
+    shares = _step_shares(notes, tensors, roots)
+    data = _page_data(trace, ident_of, drawn, notes, shares)
     page = TEMPLATE.replace("%TITLE%", html.escape(title)).replace("%SVG%", svg).replace(
         "%DATA%", json.dumps(data).replace("</", "<\\/"))
     path = pathlib.Path(path)
@@ -47,17 +48,34 @@ def write_page(trace, path, roots=None, params=None, title="The reverse sweep, s
 
 
 def _notes(drawn, roots, params):
-    """The NotesGraph of the traced graph, or None for the op view (no roots given, or no
-    named tensors to draw)."""
+    """(the NotesGraph of the traced graph, the tensors of `roots`), or (None, None) for the
+    op view (no roots given, or no named tensors to draw)."""
     if roots is None:
-        return None
+        return None, None
     roots = [roots] if hasattr(roots, "_op") else list(roots)
     tensors = walk(roots, "to_html")
     if len(tensors) != len(drawn):
         raise ValueError("to_html: `roots` are not the loss this trace was made from")
     _, ng = viz.notes_of(tensors, roots, params)
     named = any(n.kind not in ("param", "data", "root") for n in ng.nodes.values())
-    return ng if named else None
+    return (ng, tensors) if named else (None, None)
+
+
+def _step_shares(notes, tensors, roots):
+    """ident -> per-step norms (step_norms.StepShares) for the tensors the notes view draws
+    once per step; None for the op view."""
+    if notes is None or notes.steps < 1:
+        return None
+    ident = {t: f"t{k}" for k, t in enumerate(tensors)}  # as viz.describe numbers them
+    drawn_steps = {t: {notes.nodes[n].step for n in notes.groups.get(ident[t], ())} - {None}
+                   for t in tensors}
+    roots = [roots] if hasattr(roots, "_op") else list(roots)
+    if len(roots) != 1 or roots[0].size != 1:
+        return None  # the sweep starts from one scalar
+    result = step_norms.step_shares(roots[0], tensors, drawn_steps, notes.steps)
+    return {"incoming": {ident[t]: v for t, v in result.incoming.items()},
+            "sent": {ident[t]: v for t, v in result.sent.items()},
+            "sequences": {ident[t] for t in result.sequences}}
 
 
 def _svg(dot):
@@ -73,9 +91,12 @@ def _svg(dot):
     return svg[svg.index("<svg"):]  # drop the XML prologue and doctype: inline in HTML
 
 
-def _page_data(trace, ident_of, drawn, notes):
+def _page_data(trace, ident_of, drawn, notes, shares=None):
     """What the page's script needs: per row the SVG titles to highlight and the edges that
-    receive a gradient; per node its hover text; the chart's points."""
+    receive a gradient with the norm each carries; per node its hover text; the chart's
+    points. `shares` (from _step_shares) gives the per-step norms of the tensors drawn once
+    per step, so the edge into y_t carries step t's gradient."""
+    shares = shares or {"incoming": {}, "sent": {}, "sequences": set()}
     by_ident = {d.ident: d for d in drawn}
     label_of = {ident: label for label, ident in ident_of.items()}
 
@@ -90,9 +111,13 @@ def _page_data(trace, ident_of, drawn, notes):
         for tail, head, _ in notes.edges:
             edges_into.setdefault(head, []).append(tail)
     rows, grads, chart = [], {}, []
+    def step_of(title):
+        return notes.nodes[title].step
+
     for r in trace.rows:
         ident = ident_of[r["node"]]
         current = shown(ident)
+        own_steps = {step_of(c) for c in current} if notes is not None else set()
         sent = []
         for s in r["sent"]:
             inp = ident_of[s["input"]]
@@ -102,9 +127,19 @@ def _page_data(trace, ident_of, drawn, notes):
                 sources = set(shown(inp))
                 titles = [f"{t}->{h}" for h in current for t in edges_into.get(h, ())
                           if t in sources and t not in current]
-            sent.append({"input": s["input"], "norm": s["norm"], "edges": titles})
+                if inp in shares["sequences"] and len(own_steps) == 1 and None not in own_steps:
+                    # a node of one step reads its slice of a sequence (the input projection
+                    # p[t]): only edges from that step carry it
+                    titles = [e for e in titles if step_of(e.split("->")[0]) in own_steps | {None}]
+            per_step = shares["sent"].get(ident, {}).get(s["index"])
+            norms = [_edge_norm(e, s["norm"], per_step, ident in shares["incoming"], step_of)
+                     for e in titles]
+            sent.append({"input": s["input"], "norm": s["norm"], "edges": titles,
+                         "edge_norms": norms})
         for title in current:
-            grads.setdefault(title, r["grad_norm"])
+            incoming = shares["incoming"].get(ident)
+            grads.setdefault(title, r["grad_norm"] if incoming is None or step_of(title) is None
+                             else incoming[step_of(title)])
         d = by_ident[ident]
         rows.append({"index": r["index"], "node": r["node"], "op": r["op"],
                      "step": None if r["step"] is None else r["step"] + 1,
@@ -130,6 +165,16 @@ def _page_data(trace, ident_of, drawn, notes):
                 nodes[title] = {"label": name, "value": value, "grad": grads.get(title)}
     return {"rows": rows, "nodes": nodes, "chart": chart,
             "view": "notes" if notes is not None else "ops"}
+
+
+def _edge_norm(edge, whole, per_step, own_split, step_of):
+    """The norm an edge tail->head carries: step t's share where the node (own_split, at the
+    head) or its input (at the tail) is drawn once per step, else the whole contribution."""
+    if per_step is None:
+        return whole
+    tail, head = edge.split("->")
+    step = step_of(head) if own_split else step_of(tail)
+    return whole if step is None else per_step[step]
 
 
 def _norm(array):
@@ -209,18 +254,18 @@ function render() {
     for (const title of row.current)
       if (byTitle[title]) { byTitle[title].classList.remove("visited");
                             byTitle[title].classList.add("current"); current.push(title); }
-    for (const s of row.sent) for (const title of s.edges) {
+    for (const s of row.sent) s.edges.forEach((title, i) => {
       const g = byTitle[title];
-      if (!g) continue;
+      if (!g) return;
       g.classList.add("sent");
       const path = g.querySelector("path");
       const p = path.getPointAtLength(path.getTotalLength() / 2);
       const label = document.createElementNS(NS, "text");
       label.setAttribute("class", "gradlabel");
       label.setAttribute("x", p.x + 3); label.setAttribute("y", p.y - 3);
-      label.textContent = fmt(s.norm);
+      label.textContent = fmt(s.edge_norms[i]);
       g.appendChild(label);
-    }
+    });
   }
   document.body.dataset.position = position;
   document.body.dataset.current = current.join(" ");
