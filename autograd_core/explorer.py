@@ -14,6 +14,7 @@ through the rows of `ag.trace_backward(...)` on the drawing of the graph.
 """
 import html
 import json
+import math
 import pathlib
 import subprocess
 import tempfile
@@ -36,12 +37,17 @@ def write_page(trace, path, roots=None, params=None, title="The reverse sweep, s
     notes, tensors = _notes(drawn, roots, params)
     if notes is None and len(drawn) > MAX_NODES:
         raise viz.too_large("to_html", MAX_NODES)
+    if notes is not None and notes.steps > notes_view.MAX_STEPS:
+        # the page draws every step unrolled: past this it is neither quick nor readable
+        raise viz.GraphTooLargeError(
+            f"to_html: {notes.steps} steps are too many for the page (at most "
+            f"{notes_view.MAX_STEPS}); trace a shorter unroll")
     dot = notes_view.notes_dot(notes) if notes else viz.build_dot(drawn)
     svg = _svg(dot)
     shares = _step_shares(notes, tensors, roots)
     data = _page_data(trace, ident_of, drawn, notes, shares)
     page = TEMPLATE.replace("%TITLE%", html.escape(title)).replace("%SVG%", svg).replace(
-        "%DATA%", json.dumps(data).replace("</", "<\\/"))
+        "%DATA%", json.dumps(_finite(data), allow_nan=False).replace("</", "<\\/"))
     path = pathlib.Path(path)
     path.write_text(page, encoding="utf-8")
     return path
@@ -177,6 +183,18 @@ def _edge_norm(edge, whole, per_step, own_split, step_of):
     return whole if step is None else per_step[step]
 
 
+def _finite(value):
+    """`value` with every nan or infinite float as the string "nan", "inf" or "-inf": JSON
+    has no such numbers, and one would stop the page's script from reading its data."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _norm(array):
     import numpy as np
     return np.linalg.norm(np.asarray(array))
@@ -214,6 +232,7 @@ g.edge.sent path { stroke: #c5221f; stroke-width: 2.5; }
 g.edge.sent polygon { fill: #c5221f; stroke: #c5221f; }
 text.gradlabel { fill: #c5221f; font-size: 11px; font-weight: bold; }
 #chart rect { fill: #9ab; } #chart rect.now { fill: #c5221f; }
+#chart rect.nonfinite { fill: #f4b400; }
 </style></head><body>
 <h2>%TITLE%</h2>
 <div id="layout">
@@ -239,7 +258,10 @@ for (const g of svg.querySelectorAll("g.node, g.edge")) {
 }
 let position = 0;
 
-function fmt(x) { return x === null || x === undefined ? "-" : Number(x).toPrecision(4); }
+function fmt(x) {
+  if (x === null || x === undefined) return "-";
+  return typeof x === "string" ? x : Number(x).toPrecision(4);  // "nan", "inf" as they are
+}
 
 function render() {
   for (const g of svg.querySelectorAll(".current, .visited, .sent"))
@@ -280,18 +302,26 @@ function drawChart() {
   const chart = document.getElementById("chart");
   chart.innerHTML = "";
   const points = DATA.chart;
-  if (!points.length) return;
-  const maxNorm = Math.max(...points.map(p => p.norm)) || 1;
+  if (!points.length) {
+    const none = document.createElementNS(NS, "text");
+    none.setAttribute("x", 10); none.setAttribute("y", 80);
+    none.textContent = "no per-step states h_t in this graph";
+    chart.appendChild(none);
+    return;
+  }
+  const finite = points.filter(p => typeof p.norm === "number");
+  const maxNorm = Math.max(0, ...finite.map(p => p.norm)) || 1;
   const steps = Math.max(...points.map(p => p.step));
   const w = 280 / steps;
   for (const p of points) {
     if (p.row > position) continue;
-    const h = 120 * p.norm / maxNorm;
+    const h = typeof p.norm === "number" ? 120 * p.norm / maxNorm : 120;  // nan, inf: full
     const r = document.createElementNS(NS, "rect");
     r.setAttribute("x", 10 + (p.step - 1) * w); r.setAttribute("width", Math.max(w - 2, 1));
     r.setAttribute("y", 130 - h); r.setAttribute("height", h);
     r.setAttribute("data-step", p.step);
     if (p.row === position) r.setAttribute("class", "now");
+    else if (typeof p.norm !== "number") r.setAttribute("class", "nonfinite");
     const tip = document.createElementNS(NS, "title");
     tip.textContent = "t = " + p.step + ": " + fmt(p.norm);
     r.appendChild(tip);
