@@ -116,10 +116,10 @@ def _page_data(trace, ident_of, drawn, notes, shares=None):
     if notes is not None:
         for tail, head, _ in notes.edges:
             edges_into.setdefault(head, []).append(tail)
-    rows, grads, chart = [], {}, []
     def step_of(title):
         return notes.nodes[title].step
 
+    rows, grads, chart = [], {}, []
     for r in trace.rows:
         ident = ident_of[r["node"]]
         current = shown(ident)
