@@ -14,11 +14,12 @@ through the rows of `ag.trace_backward(...)` on the drawing of the graph.
 """
 import html
 import json
+import math
 import pathlib
 import subprocess
 import tempfile
 
-from . import notes_view, viz
+from . import notes_view, step_norms, viz
 from .graph import walk
 
 MAX_NODES = 400  # the op view draws every tensor; the page must stay light
@@ -33,31 +34,54 @@ def write_page(trace, path, roots=None, params=None, title="The reverse sweep, s
                          "ag.trace_backward(loss)")
     ident_of = {label: d.ident for label, d in trace.graph.items()}
     drawn = list(trace.graph.values())
-    notes = _notes(drawn, roots, params)
+    notes, tensors = _notes(drawn, roots, params)
     if notes is None and len(drawn) > MAX_NODES:
         raise viz.too_large("to_html", MAX_NODES)
+    if notes is not None and notes.steps > notes_view.MAX_STEPS:
+        # the page draws every step unrolled: past this it is neither quick nor readable
+        raise viz.GraphTooLargeError(
+            f"to_html: {notes.steps} steps are too many for the page (at most "
+            f"{notes_view.MAX_STEPS}); trace a shorter unroll")
     dot = notes_view.notes_dot(notes) if notes else viz.build_dot(drawn)
     svg = _svg(dot)
-    data = _page_data(trace, ident_of, drawn, notes)
+    shares = _step_shares(notes, tensors, roots)
+    data = _page_data(trace, ident_of, drawn, notes, shares)
     page = TEMPLATE.replace("%TITLE%", html.escape(title)).replace("%SVG%", svg).replace(
-        "%DATA%", json.dumps(data).replace("</", "<\\/"))
+        "%DATA%", json.dumps(_finite(data), allow_nan=False).replace("</", "<\\/"))
     path = pathlib.Path(path)
     path.write_text(page, encoding="utf-8")
     return path
 
 
 def _notes(drawn, roots, params):
-    """The NotesGraph of the traced graph, or None for the op view (no roots given, or no
-    named tensors to draw)."""
+    """(the NotesGraph of the traced graph, the tensors of `roots`), or (None, None) for the
+    op view (no roots given, or no named tensors to draw)."""
     if roots is None:
-        return None
+        return None, None
     roots = [roots] if hasattr(roots, "_op") else list(roots)
     tensors = walk(roots, "to_html")
     if len(tensors) != len(drawn):
         raise ValueError("to_html: `roots` are not the loss this trace was made from")
     _, ng = viz.notes_of(tensors, roots, params)
     named = any(n.kind not in ("param", "data", "root") for n in ng.nodes.values())
-    return ng if named else None
+    return (ng, tensors) if named else (None, None)
+
+
+def _step_shares(notes, tensors, roots):
+    """ident -> per-step norms (step_norms.StepShares) for the tensors the notes view draws
+    once per step; None for the op view."""
+    if notes is None or notes.steps < 1:
+        return None
+    ident = {t: f"t{k}" for k, t in enumerate(tensors)}  # as viz.describe numbers them
+    drawn_steps = {t: {notes.nodes[n].step for n in notes.groups.get(ident[t], ())} - {None}
+                   for t in tensors}
+    roots = [roots] if hasattr(roots, "_op") else list(roots)
+    if len(roots) != 1 or roots[0].size != 1:
+        return None  # the sweep starts from one scalar
+    result = step_norms.step_shares(roots[0], tensors, drawn_steps, notes.steps)
+    return {"incoming": {ident[t]: v for t, v in result.incoming.items()},
+            "sent": {ident[t]: v for t, v in result.sent.items()},
+            "sequences": {ident[t] for t in result.sequences}}
 
 
 def _svg(dot):
@@ -73,9 +97,12 @@ def _svg(dot):
     return svg[svg.index("<svg"):]  # drop the XML prologue and doctype: inline in HTML
 
 
-def _page_data(trace, ident_of, drawn, notes):
+def _page_data(trace, ident_of, drawn, notes, shares=None):
     """What the page's script needs: per row the SVG titles to highlight and the edges that
-    receive a gradient; per node its hover text; the chart's points."""
+    receive a gradient with the norm each carries; per node its hover text; the chart's
+    points. `shares` (from _step_shares) gives the per-step norms of the tensors drawn once
+    per step, so the edge into y_t carries step t's gradient."""
+    shares = shares or {"incoming": {}, "sent": {}, "sequences": set()}
     by_ident = {d.ident: d for d in drawn}
     label_of = {ident: label for label, ident in ident_of.items()}
 
@@ -89,10 +116,14 @@ def _page_data(trace, ident_of, drawn, notes):
     if notes is not None:
         for tail, head, _ in notes.edges:
             edges_into.setdefault(head, []).append(tail)
+    def step_of(title):
+        return notes.nodes[title].step
+
     rows, grads, chart = [], {}, []
     for r in trace.rows:
         ident = ident_of[r["node"]]
         current = shown(ident)
+        own_steps = {step_of(c) for c in current} if notes is not None else set()
         sent = []
         for s in r["sent"]:
             inp = ident_of[s["input"]]
@@ -102,9 +133,19 @@ def _page_data(trace, ident_of, drawn, notes):
                 sources = set(shown(inp))
                 titles = [f"{t}->{h}" for h in current for t in edges_into.get(h, ())
                           if t in sources and t not in current]
-            sent.append({"input": s["input"], "norm": s["norm"], "edges": titles})
+                if inp in shares["sequences"] and len(own_steps) == 1 and None not in own_steps:
+                    # a node of one step reads its slice of a sequence (the input projection
+                    # p[t]): only edges from that step carry it
+                    titles = [e for e in titles if step_of(e.split("->")[0]) in own_steps | {None}]
+            per_step = shares["sent"].get(ident, {}).get(s["index"])
+            norms = [_edge_norm(e, s["norm"], per_step, ident in shares["incoming"], step_of)
+                     for e in titles]
+            sent.append({"input": s["input"], "norm": s["norm"], "edges": titles,
+                         "edge_norms": norms})
         for title in current:
-            grads.setdefault(title, r["grad_norm"])
+            incoming = shares["incoming"].get(ident)
+            grads.setdefault(title, r["grad_norm"] if incoming is None or step_of(title) is None
+                             else incoming[step_of(title)])
         d = by_ident[ident]
         rows.append({"index": r["index"], "node": r["node"], "op": r["op"],
                      "step": None if r["step"] is None else r["step"] + 1,
@@ -130,6 +171,28 @@ def _page_data(trace, ident_of, drawn, notes):
                 nodes[title] = {"label": name, "value": value, "grad": grads.get(title)}
     return {"rows": rows, "nodes": nodes, "chart": chart,
             "view": "notes" if notes is not None else "ops"}
+
+
+def _edge_norm(edge, whole, per_step, own_split, step_of):
+    """The norm an edge tail->head carries: step t's share where the node (own_split, at the
+    head) or its input (at the tail) is drawn once per step, else the whole contribution."""
+    if per_step is None:
+        return whole
+    tail, head = edge.split("->")
+    step = step_of(head) if own_split else step_of(tail)
+    return whole if step is None else per_step[step]
+
+
+def _finite(value):
+    """`value` with every nan or infinite float as the string "nan", "inf" or "-inf": JSON
+    has no such numbers, and one would stop the page's script from reading its data."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _norm(array):
@@ -169,6 +232,7 @@ g.edge.sent path { stroke: #c5221f; stroke-width: 2.5; }
 g.edge.sent polygon { fill: #c5221f; stroke: #c5221f; }
 text.gradlabel { fill: #c5221f; font-size: 11px; font-weight: bold; }
 #chart rect { fill: #9ab; } #chart rect.now { fill: #c5221f; }
+#chart rect.nonfinite { fill: #f4b400; }
 </style></head><body>
 <h2>%TITLE%</h2>
 <div id="layout">
@@ -194,7 +258,10 @@ for (const g of svg.querySelectorAll("g.node, g.edge")) {
 }
 let position = 0;
 
-function fmt(x) { return x === null || x === undefined ? "-" : Number(x).toPrecision(4); }
+function fmt(x) {
+  if (x === null || x === undefined) return "-";
+  return typeof x === "string" ? x : Number(x).toPrecision(4);  // "nan", "inf" as they are
+}
 
 function render() {
   for (const g of svg.querySelectorAll(".current, .visited, .sent"))
@@ -209,18 +276,18 @@ function render() {
     for (const title of row.current)
       if (byTitle[title]) { byTitle[title].classList.remove("visited");
                             byTitle[title].classList.add("current"); current.push(title); }
-    for (const s of row.sent) for (const title of s.edges) {
+    for (const s of row.sent) s.edges.forEach((title, i) => {
       const g = byTitle[title];
-      if (!g) continue;
+      if (!g) return;
       g.classList.add("sent");
       const path = g.querySelector("path");
       const p = path.getPointAtLength(path.getTotalLength() / 2);
       const label = document.createElementNS(NS, "text");
       label.setAttribute("class", "gradlabel");
       label.setAttribute("x", p.x + 3); label.setAttribute("y", p.y - 3);
-      label.textContent = fmt(s.norm);
+      label.textContent = fmt(s.edge_norms[i]);
       g.appendChild(label);
-    }
+    });
   }
   document.body.dataset.position = position;
   document.body.dataset.current = current.join(" ");
@@ -235,18 +302,26 @@ function drawChart() {
   const chart = document.getElementById("chart");
   chart.innerHTML = "";
   const points = DATA.chart;
-  if (!points.length) return;
-  const maxNorm = Math.max(...points.map(p => p.norm)) || 1;
+  if (!points.length) {
+    const none = document.createElementNS(NS, "text");
+    none.setAttribute("x", 10); none.setAttribute("y", 80);
+    none.textContent = "no per-step states h_t in this graph";
+    chart.appendChild(none);
+    return;
+  }
+  const finite = points.filter(p => typeof p.norm === "number");
+  const maxNorm = Math.max(0, ...finite.map(p => p.norm)) || 1;
   const steps = Math.max(...points.map(p => p.step));
   const w = 280 / steps;
   for (const p of points) {
     if (p.row > position) continue;
-    const h = 120 * p.norm / maxNorm;
+    const h = typeof p.norm === "number" ? 120 * p.norm / maxNorm : 120;  // nan, inf: full
     const r = document.createElementNS(NS, "rect");
     r.setAttribute("x", 10 + (p.step - 1) * w); r.setAttribute("width", Math.max(w - 2, 1));
     r.setAttribute("y", 130 - h); r.setAttribute("height", h);
     r.setAttribute("data-step", p.step);
     if (p.row === position) r.setAttribute("class", "now");
+    else if (typeof p.norm !== "number") r.setAttribute("class", "nonfinite");
     const tip = document.createElementNS(NS, "title");
     tip.textContent = "t = " + p.step + ": " + fmt(p.norm);
     r.appendChild(tip);

@@ -241,10 +241,11 @@ class _Builder:
 
 
 # ---- drawing ----------------------------------------------------------------------------
-def notes_dot(ng, rolled=False, node_attrs=None, edge_attrs=None, title=None):
+def notes_dot(ng, rolled=False, node_attrs=None, edge_attrs=None, title=None, box_note=None):
     """The graphviz.Digraph of a NotesGraph: bottom to top (x_t, the state, y_t, L_t, L),
     steps side by side in one box each, parameters in a row below. `rolled` draws the last
-    step only, with the recurrence as an edge from the previous step and "x T"."""
+    step only, with the recurrence as an edge from the previous step and "x T";
+    `box_note` is added to the label of its box."""
     if rolled:
         ng = _rolled(ng)
     # note 000's picture has steps side by side; gated cells have too many nodes per step for
@@ -270,6 +271,8 @@ def notes_dot(ng, rolled=False, node_attrs=None, edge_attrs=None, title=None):
             dot.node(n.ident, label, **attrs)
         else:
             box = f"t = 1 .. {ng.steps}  (x T)" if rolled else f"t = {n.step + 1}"
+            if box_note:
+                box += f"{NEWLINE}{box_note}"
             clusters.setdefault(n.step, graphviz.Digraph(
                 f"{'cluster_' if rolled else CLUSTER}{n.step}", graph_attr={"label": box, "style": "rounded",
                                                  "color": "#999999", "fontname": "Helvetica",

@@ -177,6 +177,7 @@ def _labeller(tensors, names):
 def trace_backward(loss, params=None):
     """Run a backward of the scalar `loss` that records every step; `.grad` is not touched
     and the graph is kept. `params` (a Module, dict or pairs) names the leaves."""
+    _check_loss(loss)
     tensors = walk((loss,), "trace_backward")
     names = param_names(params)
     label = _labeller(tensors, names)
@@ -186,6 +187,20 @@ def trace_backward(loss, params=None):
     gradients = {label[t]: np.asarray(g.data) for t, g in zip(leaves, found) if g is not None}
     return BackwardTrace(recorder.rows, gradients, recorder.totals,
                          _drawn_graph(tensors, label, names, loss))
+
+
+def _check_loss(loss):
+    from .tensor import Tensor
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"trace_backward: the loss must be a Tensor, got "
+                        f"{type(loss).__name__}")
+    if loss.size != 1:
+        raise ValueError(f"trace_backward: the loss must have one element (the sweep starts "
+                         f"from it), got shape {tuple(loss.shape)}")
+    if not loss.requires_grad:
+        raise ValueError("trace_backward: the loss does not require grad, so there is no "
+                         "sweep to trace (was it made under no_grad, or only from tensors "
+                         "with requires_grad=False?)")
 
 
 class _RowRecorder(SweepObserver):

@@ -9,6 +9,7 @@ from typing import NamedTuple, Optional
 import graphviz
 import numpy as np
 
+from . import step_norms
 from .engine import grad
 from .graph import walk
 from .tensor import Tensor
@@ -34,12 +35,18 @@ def param_names(params):
 
 def _grad_norms(roots, tensors):
     """Norm of d(root)/d(t) for every tensor that requires grad, without touching `.grad`."""
+    return {t: float(np.linalg.norm(g)) for t, g in _grad_arrays(roots, tensors).items()}
+
+
+def _grad_arrays(roots, tensors):
+    """d(root)/d(t) (an ndarray) for every tensor that requires grad, without touching
+    `.grad`; for several or non-scalar roots, the `.grad` leaves hold."""
     root = roots[0]
     wanted = [t for t in tensors if t.requires_grad]
     if len(roots) != 1 or root.size != 1 or not wanted:
-        return {t: float(np.linalg.norm(t.grad.numpy())) for t in tensors if t.grad is not None}
+        return {t: t.grad.numpy() for t in tensors if t.grad is not None}
     grads = grad(root, wanted, retain_graph=True, allow_unused=True)
-    return {t: float(np.linalg.norm(g.numpy())) for t, g in zip(wanted, grads) if g is not None}
+    return {t: g.numpy() for t, g in zip(wanted, grads) if g is not None}
 
 
 def _label(t, names, norms):
@@ -105,21 +112,29 @@ def _notes_dot(roots, params, show_grad, view, max_nodes):
     tensors = walk(roots, "to_dot", limit=max_nodes * 100)
     if tensors is None:
         raise too_large("to_dot", max_nodes * 100)
-    norms = _grad_norms(roots, tensors) if show_grad else {}
+    arrays = _grad_arrays(roots, tensors) if show_grad else {}
     drawn, ng = notes_of(tensors, roots, params)
     if view == "notes" and ng.steps > notes_view.MAX_STEPS:
         raise GraphTooLargeError(
             f"to_dot: {ng.steps} steps are too many for the unrolled notes view (at most "
             f"{notes_view.MAX_STEPS}); draw it with view=\"rolled\"")
-    # the norm of a tensor drawn as one node (a per-step copy or a gate's box shows none)
+    # the norm of a tensor drawn as one node; a sequence drawn once per step (y_t, L_t)
+    # shows step t's slice at copy t; a gate's box (several parameters) shows none
     grads = {}
     for t, d in zip(tensors, drawn):
-        if t in norms and d.ident in ng.nodes:
-            grads[d.ident] = norms[t]
-        elif t in norms and d.kind == "param" and len(ng.groups.get(d.ident, ())) == 1:
-            ident = ng.groups[d.ident][0]
-            if "\n" not in ng.nodes[ident].label:
-                grads[ident] = norms[t]
+        if t not in arrays:
+            continue
+        copies = ng.groups.get(d.ident, ())
+        if d.ident in ng.nodes:
+            grads[d.ident] = float(np.linalg.norm(arrays[t]))
+        elif d.kind == "param" and len(copies) == 1:
+            if "\n" not in ng.nodes[copies[0]].label:
+                grads[copies[0]] = float(np.linalg.norm(arrays[t]))
+        elif d.kind != "param" and copies and (d.name is not None or d.kind == "data"):
+            per_step = step_norms.blocks(arrays[t], ng.steps)
+            for c in copies if per_step is not None else ():
+                if ng.nodes[c].step is not None:
+                    grads[c] = per_step[ng.nodes[c].step]
 
     def tooltip(n):
         extra = f"\\n|grad| {grads[n.ident]:.3g}" if n.ident in grads else ""
@@ -127,7 +142,10 @@ def _notes_dot(roots, params, show_grad, view, max_nodes):
         if extra:
             attrs["label"] = n.label + extra
         return attrs
-    return notes_view.notes_dot(ng, rolled=view == "rolled", node_attrs=tooltip)
+    # the rolled view draws the last step: its |grad| labels are that step's
+    note = f"|grad| at t = {ng.steps}" if show_grad and view == "rolled" else None
+    return notes_view.notes_dot(ng, rolled=view == "rolled", node_attrs=tooltip,
+                                box_note=note)
 
 
 def notes_of(tensors, roots, params=None):

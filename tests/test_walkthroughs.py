@@ -7,16 +7,23 @@ import pytest
 
 PAGES = sorted((pathlib.Path(__file__).resolve().parents[1] / "docs" / "walkthroughs")
                .glob("*.md"))
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_there_are_walkthroughs():
-    assert len(PAGES) >= 2
+def test_there_is_a_walkthrough_per_note_linked_from_the_readme():
+    assert [p.name[:3] for p in PAGES] == ["000", "001", "002", "003", "004"]
+    readme = README.read_text()
+    for page in PAGES:
+        assert f"(docs/walkthroughs/{page.name})" in readme, page.name
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
 def test_walkthrough_runs(page):
-    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    text = page.read_text()
+    blocks = list(re.finditer(r"```python\n(.*?)```", text, re.S))
     assert blocks
     namespace = {}
-    for code in blocks:
+    for block in blocks:
+        # blank lines in front, so that a failure names the line of the page
+        code = "\n" * text.count("\n", 0, block.start(1)) + block.group(1)
         exec(compile(code, str(page), "exec"), namespace)

@@ -10,10 +10,9 @@ import pathlib
 
 import numpy as np
 
-from .. import checkpoint
 from ..bptt_report import bptt_report
 from ..diagnostics import step_states
-from . import sizes
+from . import sizes, trained
 from .arguments import UsageError, model_list, positive, seed
 from .run_folder import RunFolder, destination
 from .training import MODELS, TASKS, SequenceModel, TrainConfig, task_setup
@@ -164,51 +163,20 @@ def load_models(args):
                          f"wrote (it holds rnn.npz and/or gru.npz)")
     cells = args.models or tuple(c for c in MODELS if (folder / f"{c}.npz").is_file())
     if not cells:
-        raise UsageError(f"{_WHERE}: --checkpoint {folder} holds neither rnn.npz nor gru.npz; "
-                         f"is it a bptt train output folder?")
-    return {cell: _load_one(cell, folder / f"{cell}.npz", args) for cell in cells}
+        trained.find(folder, _WHERE)  # says the folder holds neither
+    return {cell: _load_one(cell, trained.find(folder, _WHERE, cell), args) for cell in cells}
 
 
 def _load_one(cell, path, args):
-    if not path.is_file():
-        raise UsageError(f"{_WHERE}: --checkpoint {path.parent} has no {path.name} (was that "
-                         f"run trained with --models {cell}?)")
-    try:
-        state = checkpoint.load(path)
-    except (checkpoint.CheckpointError, OSError) as exc:
-        raise UsageError(f"{_WHERE}: {_one_line(exc)}") from None
-    try:
-        # bptt train saves parameters only; the sizes follow from their shapes.
-        n_in = state["rnn.weight_ih_l0"].shape[1]
-        hidden = state["rnn.weight_hh_l0"].shape[1]
-        n_out = state["out.weight"].shape[0]
-    except (KeyError, IndexError):
-        raise UsageError(f"{_WHERE}: {path} is not a bptt train checkpoint (it lacks "
-                         f"rnn.weight_ih_l0, rnn.weight_hh_l0 or out.weight)") from None
-    if (n_in, n_out) == (2, 1):
-        cfg = TrainConfig(task="adding")
-    elif n_in == n_out:
-        cfg = TrainConfig(task="remember", symbols=n_in)
-    else:
-        raise UsageError(f"{_WHERE}: {path} reads {n_in} inputs and gives {n_out} outputs, "
-                         f"which fits neither the adding nor the remember task")
+    model, _, cfg = trained.load(path, _WHERE, cell)
     if args.task not in (None, cfg.task):
         raise UsageError(f"{_WHERE}: {path} was trained on the {cfg.task} task, not "
                          f"{args.task}; drop --task")
-    if args.hidden not in (None, hidden):
-        raise UsageError(f"{_WHERE}: {path} has hidden size {hidden}, not {args.hidden}; "
+    if args.hidden not in (None, cfg.hidden):
+        raise UsageError(f"{_WHERE}: {path} has hidden size {cfg.hidden}, not {args.hidden}; "
                          f"drop --hidden")
-    cfg.length, cfg.hidden, cfg.seed = args.length, hidden, args.seed
-    model = SequenceModel(cell, n_in, hidden, n_out, rng=args.seed)
-    try:
-        checkpoint.load(path, module=model)
-    except (checkpoint.CheckpointError, OSError) as exc:
-        raise UsageError(f"{_WHERE}: {_one_line(exc)}") from None
-    return model.double(), f"trained weights from {path}", cfg
-
-
-def _one_line(exc):
-    return " ".join(str(exc).splitlines())
+    cfg.length, cfg.seed = args.length, args.seed
+    return model, f"trained weights from {path}", cfg
 
 
 # ---- the report --------------------------------------------------------------------------

@@ -49,6 +49,45 @@ def test_page_data_follows_the_trace(dot_program, tmp_path):
     assert ops["view"] == "ops" and len(ops["rows"]) == len(tr.rows)
 
 
+def edge_norms(data, row, labels):
+    """{(tail label, head label): norm} of the edges a row marks."""
+    return {tuple(labels[x] for x in e.split("->")): n for s in row["sent"]
+            for e, n in zip(s["edges"], s["edge_norms"])}
+
+
+def test_edges_into_per_step_copies_carry_that_steps_gradient(dot_program, tmp_path):
+    # y_t, L_t and the input projection are one tensor for all steps, drawn once per step:
+    # the edge into copy t carries step t's share, as nn.manual derives it per step
+    from nn.manual import rnn_forward_backward
+    model, loss = rnn_loss()
+    rng = np.random.default_rng(0)
+    xs, targets = rng.standard_normal((3, 1, 2)), rng.integers(0, 2, (3, 1))
+    ref = rnn_forward_backward(model.state_dict(), xs, targets, step_weights=(0.1, 0.1, 0.8))
+    tr = ag.trace_backward(loss, params=model)
+    data = page_data(tr.to_html(tmp_path / "p.html", loss, model))
+    labels = {k: v["label"] for k, v in data["nodes"].items()}
+    marked = {}
+    for row in data["rows"]:
+        marked.update(edge_norms(data, row, labels))
+    logits = next(t for t in ag.walk_graph(loss) if t.name == "y")
+    (g_y,) = ag.grad(loss, [logits], retain_graph=True)
+    step = ref.step_grads
+    for t in range(3):
+        n = t + 1
+        assert marked[(f"L_{n}", "L")] == pytest.approx((0.1, 0.1, 0.8)[t], rel=1e-6)
+        for edge, expected in [((f"y_{n}", f"L_{n}"), g_y.numpy()[t]),
+                               (("V", f"y_{n}"), step["out.weight"][t]),
+                               (("b_y", f"y_{n}"), step["out.bias"][t]),
+                               (("U", f"S_{n}"), step["rnn.weight_ih_l0"][t]),
+                               (("b_a", f"S_{n}"), step["rnn.bias_ih_l0"][t])]:
+            assert marked[edge] == pytest.approx(np.linalg.norm(expected), rel=1e-9), edge
+        hover = next(v for v in data["nodes"].values() if v["label"] == f"y_{n}")
+        assert hover["grad"] == pytest.approx(np.linalg.norm(g_y.numpy()[t]), rel=1e-9)
+    # a state's slice of the input projection is no edge from another step's state
+    assert all(not (a.startswith("S_") and b.startswith("S_")) or
+               int(b[2:]) == int(a[2:]) + 1 for a, b in marked)
+
+
 def test_stepping_through_the_sweep_in_a_browser(dot_program, browser, tmp_path):
     model, loss = rnn_loss()
     tr = ag.trace_backward(loss, params=model)
@@ -89,7 +128,7 @@ def test_stepping_through_the_sweep_in_a_browser(dot_program, browser, tmp_path)
     page.click("#next")
     page.click("#next")
     texts = sorted(t.text_content() for t in page.locator("text.gradlabel").all())
-    assert len(texts) == 3
+    assert texts == ["0.1000", "0.1000", "0.8000"]     # w_t: each step's own gradient
     page.click("#prev")
     assert page.get_attribute("body", "data-position") == "1"
     assert page.locator("text.gradlabel").count() == 0

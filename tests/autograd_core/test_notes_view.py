@@ -104,6 +104,20 @@ def test_show_grad_norms_match_the_engine():
     assert f"W\\n|grad| {np.linalg.norm(w_grad.numpy()):.3g}" in source
 
 
+def test_per_step_copies_show_their_steps_gradient():
+    # y_t and L_t are copies of one (T, ...) tensor each; copy t shows the norm of slice t
+    model, loss = classifier_loss("rnn", 3, weights=(0.1, 0.1, 0.8))
+    source = ag.to_dot(loss, params=model, view="notes", show_grad=True).source
+    logits = next(t for t in ag.walk_graph(loss) if t.name == "y")
+    (g,) = ag.grad(loss, [logits], retain_graph=True)
+    for t, w in enumerate((0.1, 0.1, 0.8), start=1):
+        assert f"L_{t}\\n|grad| {w:.3g}" in source
+        assert f"y_{t}\\n|grad| {np.linalg.norm(g.numpy()[t - 1]):.3g}" in source
+    rolled = ag.to_dot(loss, params=model, view="rolled", show_grad=True).source
+    assert "(x T)\\n|grad| at t = 3" in rolled and "L_t\\n|grad| 0.8" in rolled
+    assert "|grad| at" not in ag.to_dot(loss, params=model, view="rolled").source
+
+
 def png_size(path):
     with open(path, "rb") as f:
         return struct.unpack(">II", f.read(24)[16:24])
