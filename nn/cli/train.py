@@ -72,7 +72,7 @@ def run(args):
     print(f"\nresults (fresh data; baseline: {baseline})")
     print(table(rows))
     print(f"\nwritten to {out}/: {', '.join(f'{m}.npz' for m in cfg.models)} (checkpoints), "
-          f"history.npz{''.join(', ' + p for p in plots)}")
+          f"history.npz, config.json{''.join(', ' + p for p in plots)}")
     return 0
 
 
