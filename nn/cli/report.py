@@ -13,7 +13,7 @@ import numpy as np
 from .. import checkpoint
 from ..bptt_report import bptt_report
 from ..diagnostics import step_states
-from . import sizes
+from . import sizes, time_budget
 from .arguments import UsageError, model_list, positive, seed
 from .run_folder import RunFolder, destination
 from .training import MODELS, TASKS, SequenceModel, TrainConfig, saved_length, task_setup
@@ -127,9 +127,18 @@ def run(args):
 
 
 def _refuse_if_too_large(args, length):
+    """Refused before anything is built: more memory than the machine has, or more than a
+    minute."""
     d = TrainConfig()
-    sizes.refuse_if_too_large(_WHERE, args.models or d.models, args.hidden or d.hidden,
-                              args.batch, length, itemsize=8, inputs=d.symbols, training=False)
+    cells, hidden = args.models or d.models, args.hidden or d.hidden
+    sizes.refuse_if_too_large(_WHERE, cells, hidden, args.batch, length, itemsize=8,
+                              inputs=d.symbols, training=False)
+    seconds = time_budget.report_seconds(cells, length, hidden, args.batch, d.symbols,
+                                         jacobian=args.jacobian)
+    time_budget.refuse_if_too_slow(
+        _WHERE, seconds, f"--length {length}" + ("" if args.jacobian is None else
+                                                  f" and --jacobian {args.jacobian}")
+        + f" (--hidden {hidden}, --batch {args.batch})")
 
 
 def _report_all(models, task, folder, args):
