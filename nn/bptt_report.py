@@ -12,13 +12,14 @@ Recurrent layers record each step inside `ag.step_scope(t)`, so every node of st
 t when it leaves a node of step t towards a node outside the steps: a weight or bias used as
 is, a transpose or slice of one made before the loop (`w_hh.T`, `w_hh[:2H]`), or the input
 projection of all steps `p = x_flat W_ih^T + b` whose row block `p[t]` is read inside step t.
-An observer of the sweep (`ag.SweepObserver`) catches those boundary contributions as they are
-sent; each is then carried down to the parameters through the few nodes between the steps
-(transposes, slices, the projection matmul) with the engine's own rules (`ag.node_vjp`), stopping wherever it would re-enter a step
-(that step's own contributions are counted where they leave it; so a stacked layer's input
-projection, which reads the layer below, counts nothing twice). So step t's share of
-`weight_ih` is delta_t x_t^T, as in the notes, although the engine ran the input projection of
-all steps as one matmul.
+The sweep hands back the gradient each step node that sends something out of the steps
+received; what it sends is then carried down to the parameters through the few nodes between
+the steps (transposes, slices, the projection matmul) with the engine's own rules
+(`ag.node_vjp`, see `nn.step_split`), stopping wherever it would re-enter a step (that step's
+own contributions are counted where they leave it; so a stacked layer's input projection,
+which reads the layer below, counts nothing twice). So step t's share of `weight_ih` is
+delta_t x_t^T, as in the notes, although the engine ran the input projection of all steps as
+one matmul; and the whole report costs a few times one backward, linear in the length.
 
 What reaches a parameter without passing through any step, e.g. an output layer applied to the
 stacked states of all steps at once (as `RecurrentClassifier` does), goes in `outside_steps`.
@@ -35,6 +36,7 @@ import autograd_core as ag
 from autograd_core import Tensor
 
 from .diagnostics import decay_rate, state_list
+from .step_split import StepSplit
 
 # Per-step factor r of ||dL/dh_t|| ~ C r^(T - t): below VANISHING_BELOW the gradient shrinks
 # at least 10x every 22 steps back; above EXPLODING_ABOVE it grows as fast.
@@ -138,12 +140,19 @@ def bptt_report(loss, params, hidden_states, *, allow_unused=True,
     _check_used(named, in_graph, allow_unused)
 
     row_of = {h.step: i for i, h in enumerate(states)}
-    split = _StepSplit(graph, named, row_of, len(states))
-    wanted = states + list(named.values())
-    found = ag.grad(loss, wanted, retain_graph=True, allow_unused=True, observer=split)
+    split = StepSplit(graph, named, row_of, len(states))
+    # One plain sweep (no observer: the engine's fast rules run) that also hands back what
+    # each step node sending something out of the steps received.
+    wanted = list(dict.fromkeys(states + split.boundary))
+    found = ag.grad(loss, wanted, retain_graph=True, allow_unused=True)
     captured = {t: g for t, g in zip(wanted, found) if g is not None}
-    root = np.ones(loss.shape, dtype=loss.dtype)
-    outside = split.push({loss: root}) if loss.step is None else {}
+    for node in split.boundary:
+        if node in captured:
+            split.cross(node, captured[node].data)
+    if loss.step is None:
+        split.seed(loss, np.ones(loss.shape, dtype=loss.dtype))
+    split.carry()
+    outside = split.outside
 
     norms = np.array([_norm(captured.get(h)) for h in states])
     try:
@@ -158,51 +167,6 @@ def bptt_report(loss, params, hidden_states, *, allow_unused=True,
                             for n, c in contributions.items()},
         outside_steps={n: _as_float64(outside.get(p), p.shape) for n, p in named.items()},
         decay_rate=rate, verdict=classify(rate, vanishing_below, exploding_above))
-
-
-class _StepSplit(ag.SweepObserver):
-    """Watches the sweep: catches what each step sends out of the steps and carries it down
-    to the parameters, into that step's row of `totals`."""
-
-    def __init__(self, graph, named, row_of, steps):
-        # Nodes outside every step that a gradient can reach, newest first (a topological
-        # order); parameters are leaves, so they come last.
-        self.between = [t for t in graph if t.requires_grad and t.step is None]
-        self.position = {t: i for i, t in enumerate(self.between)}
-        self.name_of = {p: n for n, p in named.items()}
-        self.row_of = row_of
-        self.totals = {n: np.zeros((steps,) + p.shape) for n, p in named.items()}
-
-    def node(self, node, grad, sent):
-        step = node.step
-        if step is None:
-            return
-        row = self.row_of[step]
-        for _, inp, contribution in sent:
-            if inp.step is None:
-                for param, g in self.push({inp: contribution}).items():
-                    self.totals[self.name_of[param]][row] += g
-
-    def push(self, seeds):
-        """Carry `seeds` (node -> gradient) through the nodes between steps with the engine's
-        own rules; returns parameter -> what arrived. Stops at step nodes."""
-        acc = dict(seeds)
-        arrived = {}
-        for node in self.between[min(self.position[n] for n in seeds):]:
-            g = acc.pop(node, None)
-            if g is None:
-                continue
-            if node in self.name_of:
-                arrived[node] = g
-            if not node.is_leaf:
-                for inp, gi in zip(node.inputs, ag.node_vjp(node, g)):
-                    if gi is None or inp.step is not None:
-                        continue
-                    prev = acc.get(inp)
-                    acc[inp] = gi if prev is None else prev + gi
-            if not acc:
-                break
-        return arrived
 
 
 # ---- input checks ---------------------------------------------------------------------------

@@ -14,6 +14,11 @@ from ..learner_file import (DEFAULT_MODEL, DEFAULT_STEPS, MODELS, StudentFileErr
                            example_problem, load_backward)
 
 
+# The engine's side of the check takes ~0.3 ms per step (and ~20 MB per 1,000 steps): the
+# longest sequence that surely finishes within a minute, before the learner's own code runs.
+MAX_STEPS = 50_000
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -21,6 +26,9 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if value > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_STEPS}, got {text}: a longer check "
+                                         f"takes more than a minute")
     return value
 
 
@@ -34,7 +42,8 @@ def add_arguments(parser, seed=True):
                              f"{DEFAULT_MODEL}; mlp is mean squared error, mlp-ce "
                              f"cross-entropy)")
     parser.add_argument("--steps", type=_positive_int, default=None,
-                        help=f"with --mine: time steps T (default {DEFAULT_STEPS})")
+                        help=f"with --mine: time steps T (default {DEFAULT_STEPS}, at most "
+                             f"{MAX_STEPS})")
     if seed:
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     return parser

@@ -26,6 +26,10 @@ FORMATS = ("svg", "png", "pdf")
 # drawn rolled (one step, x T) and has no such limit.
 MAX_UNROLLED_STEPS = 40
 DOT_SECONDS = 60
+# Tensors of the longest graph drawn: the DOT source of a rolled view reads the whole graph
+# (a 20,000-step GRU, 260,000 tensors: 28 s), on top of recording it and counting its paths.
+# At this many the whole command took 6 s (GRU) to 21 s (LSTM).
+MAX_TENSORS = 100_000
 _WHERE = "bptt graph"
 
 
@@ -50,6 +54,11 @@ def run(args):
         raise UsageError(f"{_WHERE}: --steps {args.steps} with the {view} view: at most "
                          f"{MAX_UNROLLED_STEPS} (Graphviz takes minutes to lay out a larger "
                          f"unrolled graph); --view rolled draws any length")
+    longest = max_steps(args.model)
+    if args.steps > longest:
+        raise UsageError(f"{_WHERE}: --steps {args.steps} for --model {args.model}: at most "
+                         f"{longest} (a longer unroll has more than {MAX_TENSORS} tensors, "
+                         f"which take more than a minute to draw)")
     out = destination(args.out, f"graph-{args.model}", _WHERE)
     model, loss, hidden = graph_view.build(args.model, args.steps, args.seed)
     name = f"{args.model}-{view}.{args.format}"
@@ -60,7 +69,8 @@ def run(args):
               f"graphviz); the DOT source is written instead", file=sys.stderr)
     # the drawing reads the graph before anything else: count_paths leaves it as it was
     try:
-        dot = ag.to_dot(loss, params=model, show_grad=args.grad, view=view)
+        dot = ag.to_dot(loss, params=model, show_grad=args.grad, view=view,
+                        max_nodes=MAX_TENSORS)
     except ag.GraphTooLargeError as exc:
         raise UsageError(f"{_WHERE}: {exc}") from None
     with RunFolder(out, _WHERE) as folder:
@@ -74,6 +84,13 @@ def run(args):
     print("\n" + "\n".join(graph_view.state_path_lines(args.model, loss, step_states(hidden))))
     print("\n" + "\n".join(graph_view.gru_lstm_table()))
     return 0 if exe is not None else 1
+
+
+def max_steps(model):
+    """The longest unroll of `model` whose graph has at most MAX_TENSORS tensors, from the
+    tensors the first and the second step add."""
+    one, two = (len(ag.walk_graph(graph_view.build(model, steps, 0)[1])) for steps in (1, 2))
+    return (MAX_TENSORS - one) // (two - one) + 1
 
 
 def _run_dot(exe, source, path, format):

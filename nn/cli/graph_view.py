@@ -100,7 +100,8 @@ def state_path_lines(model_kind, loss, states):
         lines = ["backprop paths from h_T back to h_(T-k) (note 001):",
                  "   k   through z, r, h~, h   over every op"]
         for k in range(1, min(len(states), 9)):
-            lines.append(f"  {k:2d}   {named[-1 - k]:>19}   {every[-1 - k]:>13}")
+            lines.append(f"  {k:2d}   {count_text(named[-1 - k]):>19}   "
+                         f"{count_text(every[-1 - k]):>13}")
         lines.append("  (the note counts 4^k; over every op z reaches h_t twice, (1-z)*h and "
                      "z*h~)")
         return lines
@@ -111,6 +112,19 @@ def state_path_lines(model_kind, loss, states):
     shown = range(len(states)) if len(states) <= 12 else [*range(3), *range(len(states) - 3,
                                                                            len(states))]
     for t in shown:
-        lines.append(f"  {label}_{t + 1}: {named[t]} through the states, {every[t]} over "
-                     f"every op")
+        lines.append(f"  {label}_{t + 1}: {count_text(named[t])} through the states, "
+                     f"{count_text(every[t])} over every op")
     return lines
+
+
+def count_text(n, digits=15):
+    """A path count in full up to `digits` digits, else as 1.234e+5678: a long unroll's counts
+    have thousands of digits (past 4,300 Python refuses to print them at all)."""
+    if n < 10 ** digits:
+        return str(n)
+    exponent = n.bit_length() * 0.30103 // 1 - 17  # keep ~17 leading digits exact
+    exponent = int(max(exponent, 0))
+    lead = n // 10 ** exponent
+    text = f"{lead:.3e}"
+    mantissa, power = text.split("e")
+    return f"{mantissa}e+{int(power) + exponent}"

@@ -12,10 +12,10 @@ import numpy as np
 
 from ..bptt_report import bptt_report
 from ..diagnostics import step_states
-from . import sizes, trained
+from . import sizes, time_budget, trained
 from .arguments import UsageError, model_list, positive, seed
 from .run_folder import RunFolder, destination
-from .training import MODELS, TASKS, SequenceModel, TrainConfig, task_setup
+from .training import MODELS, TASKS, SequenceModel, TrainConfig, saved_length, task_setup
 
 JACOBIAN_STATES = 10  # --jacobian without a number: states 1..10 (GRU, hidden 32: ~2 s)
 JACOBIAN_TOL = 1e-6  # the table prints 5 significant digits; 1e-10 costs 1.5x the iterations
@@ -36,8 +36,8 @@ Writes <model>_bptt.npz (every array, every step) and <model>_bptt.png (matplotl
 
 Without --checkpoint the models are untrained: the initial weights `bptt train --seed S`
 starts from. With --checkpoint FOLDER they are the trained weights of that run; the hidden
-size and the task come from the checkpoint (a checkpoint does not record the sequence length,
-so pass --length to match the training run; the default is train's, 50)."""
+size and the task come from the checkpoint, and the length from the run's config.json (pass
+--length to report another length)."""
 
 EPILOG = """\
 examples:
@@ -56,8 +56,9 @@ def add_arguments(p):
     p.add_argument("--task", choices=TASKS, default=None,
                    help=f"adding or remember, as in train (default {d.task}, or the "
                         f"checkpoint's)")
-    p.add_argument("--length", type=positive(int), default=d.length,
-                   help=f"sequence length T (default {d.length})")
+    p.add_argument("--length", type=positive(int), default=None,
+                   help="sequence length T (default the task's, as in train, or the length "
+                        "the --checkpoint run trained on)")
     p.add_argument("--hidden", type=positive(int), default=None,
                    help=f"hidden size (default {d.hidden}, or the checkpoint's)")
     p.add_argument("--batch", type=positive(int), default=8, help="batch size (default 8)")
@@ -88,24 +89,28 @@ def add_arguments(p):
 
 
 def run(args):
-    if args.jacobian is not None and args.jacobian < 2:
-        raise UsageError(f"{_WHERE}: --jacobian needs at least 2 states, got {args.jacobian}")
-    if args.jacobian is not None and args.length < 2:
-        raise UsageError(f"{_WHERE}: --jacobian needs --length 2 or more")
     d = TrainConfig()
     # before any model is built: an untrained model of --hidden 1000000 alone is terabytes
-    sizes.refuse_if_too_large(_WHERE, args.models or d.models, args.hidden or d.hidden,
-                              args.batch, args.length, itemsize=8, inputs=d.symbols,
-                              training=False)
+    _refuse_if_too_large(args, args.length or TrainConfig(task=args.task or d.task).length)
     models = load_models(args)  # every check before the output folder is made
     tasks = {cfg.task for _, _, cfg in models.values()}
     if len(tasks) > 1:
         raise UsageError(f"{_WHERE}: the checkpoints were trained on different tasks "
                          f"({', '.join(sorted(tasks))}); report one model at a time")
     task = tasks.pop()
+    if args.length is None:
+        saved = None if args.checkpoint is None else saved_length(pathlib.Path(args.checkpoint))
+        args.length = saved or TrainConfig(task=task).length
+        _refuse_if_too_large(args, args.length)
+    for _, _, cfg in models.values():
+        cfg.length = args.length
     if task == "adding" and args.length < 2:
         raise UsageError(f"{_WHERE}: the adding task needs --length 2 or more (one marked "
                          f"number in each half)")
+    if args.jacobian is not None and args.jacobian < 2:
+        raise UsageError(f"{_WHERE}: --jacobian needs at least 2 states, got {args.jacobian}")
+    if args.jacobian is not None and args.length < 2:
+        raise UsageError(f"{_WHERE}: --jacobian needs --length 2 or more")
     out = destination(args.out, f"report-{task}", _WHERE)
     print(f"task: {task}, length {args.length}, batch {args.batch}, seed {args.seed}; loss "
           f"{'on every step (averaged)' if args.every_step else 'on the last step only'}; "
@@ -118,6 +123,21 @@ def run(args):
         print("\nmatplotlib is not installed: no plots (pip install matplotlib)")
     print(f"\nwritten to {out}/: {', '.join(written)}")
     return 0
+
+
+def _refuse_if_too_large(args, length):
+    """Refused before anything is built: more memory than the machine has, or more than a
+    minute."""
+    d = TrainConfig()
+    cells, hidden = args.models or d.models, args.hidden or d.hidden
+    sizes.refuse_if_too_large(_WHERE, cells, hidden, args.batch, length, itemsize=8,
+                              inputs=d.symbols, training=False)
+    seconds = time_budget.report_seconds(cells, length, hidden, args.batch, d.symbols,
+                                         jacobian=args.jacobian)
+    time_budget.refuse_if_too_slow(
+        _WHERE, seconds, f"--length {length}" + ("" if args.jacobian is None else
+                                                  f" and --jacobian {args.jacobian}")
+        + f" (--hidden {hidden}, --batch {args.batch})")
 
 
 def _report_all(models, task, folder, args):
@@ -152,6 +172,7 @@ def load_models(args):
         task = args.task or TrainConfig().task
         hidden = args.hidden or TrainConfig().hidden
         cfg = TrainConfig(task=task, length=args.length, hidden=hidden, seed=args.seed)
+        # (length None is the task's default here; run() sets the final one)
         _, n_in, n_out, _, _ = task_setup(cfg)
         return {cell: (SequenceModel(cell, n_in, hidden, n_out, rng=args.seed).double(),
                        f"untrained (the initial weights of bptt train --seed {args.seed})", cfg)
@@ -175,7 +196,7 @@ def _load_one(cell, path, args):
     if args.hidden not in (None, cfg.hidden):
         raise UsageError(f"{_WHERE}: {path} has hidden size {cfg.hidden}, not {args.hidden}; "
                          f"drop --hidden")
-    cfg.length, cfg.seed = args.length, args.seed
+    cfg.seed = args.seed  # the length: run() sets it (the run's own, unless --length)
     return model, f"trained weights from {path}", cfg
 
 

@@ -1,7 +1,7 @@
 """`bptt train`: the main job (nn/cli/training.py) from the command line."""
 import sys
 
-from . import sizes, training
+from . import sizes, time_budget, training
 from .arguments import UsageError, model_list, non_negative_float, positive, seed
 from .run_folder import RunFolder, destination
 from .training import MODELS, OPTIMIZERS, TASK_DEFAULTS, TASKS, TrainConfig
@@ -55,8 +55,14 @@ def config(args):
     if cfg.task == "adding" and cfg.length < 2:
         raise UsageError(f"bptt train: the adding task needs --length 2 or more (one marked "
                          f"number in each half), got {cfg.length}")
+    inputs = cfg.symbols if cfg.task == "remember" else 2
     sizes.refuse_if_too_large("bptt train", cfg.models, cfg.hidden, cfg.batch, cfg.length,
-                              itemsize=4, inputs=cfg.symbols if cfg.task == "remember" else 2)
+                              itemsize=4, inputs=inputs)
+    seconds = time_budget.train_seconds(cfg.models, cfg.steps, cfg.seeds, cfg.length,
+                                        cfg.hidden, cfg.batch, inputs)
+    time_budget.refuse_if_too_slow(
+        "bptt train", seconds, f"--steps {cfg.steps} x --seeds {cfg.seeds} of --length "
+                               f"{cfg.length} (--hidden {cfg.hidden}, --batch {cfg.batch})")
     return cfg
 
 
@@ -72,7 +78,7 @@ def run(args):
     print(f"\nresults (fresh data; baseline: {baseline})")
     print(table(rows))
     print(f"\nwritten to {out}/: {', '.join(f'{m}.npz' for m in cfg.models)} (checkpoints), "
-          f"history.npz{''.join(', ' + p for p in plots)}")
+          f"history.npz, config.json{''.join(', ' + p for p in plots)}")
     return 0
 
 

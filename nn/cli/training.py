@@ -9,6 +9,7 @@ The story is told with figures that do not hang on one machine's rounding: the t
 batches, at initialisation and during training (`nn.bptt_report` reads each batch's norms).
 """
 import dataclasses
+import json
 import time
 
 import numpy as np
@@ -203,6 +204,7 @@ def run(cfg, out_dir, stream):
             results[cell] = runs
             rows.append(_summary(cell, runs))
     _save_history(results, out_dir / "history.npz")
+    save_config(cfg, out_dir / CONFIG_FILE)
     plots = []
     try:
         _plot(results, cfg, out_dir)
@@ -210,6 +212,23 @@ def run(cfg, out_dir, stream):
     except ImportError:
         stream.write("matplotlib is not installed: no plots (pip install matplotlib)\n")
     return rows, baseline, plots
+
+
+CONFIG_FILE = "config.json"  # the run's TrainConfig: `bptt report --checkpoint` reads the length
+
+
+def save_config(cfg, path):
+    path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+
+
+def saved_length(folder):
+    """The sequence length the run in `folder` trained on, or None where it did not record
+    one (a folder from before config.json, or not a run folder)."""
+    try:
+        length = json.loads((folder / CONFIG_FILE).read_text()).get("length")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return length if type(length) is int and length > 0 else None
 
 
 def _one_blas_thread():

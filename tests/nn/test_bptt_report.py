@@ -129,6 +129,61 @@ def test_parts_sum_for_stacked_layers_and_lstm(cell, kw):
                if n.startswith("rnn."))
 
 
+def vjp_elements(monkeypatch, cell, T, **kw):
+    """Elements of every gradient the report hands to the engine's rules, for a model of
+    length T: the work of carrying each step's share down to the parameters."""
+    import nn.step_split
+    seen = []
+    real = ag.node_vjp
+
+    def counting(node, grad):
+        seen.append(np.size(grad))
+        return real(node, grad)
+    monkeypatch.setattr(nn.step_split.ag, "node_vjp", counting)
+    rng = np.random.default_rng(0)
+    model = nn.RecurrentClassifier(3, 4, 3, cell=cell, rng=rng, **kw).double()
+    logits, hidden, _ = model(ag.Tensor(rng.normal(size=(T, 2, 3))))
+    bptt_report(sequence_cross_entropy(logits, rng.integers(0, 3, (T, 2))), model, hidden)
+    monkeypatch.setattr(nn.step_split.ag, "node_vjp", real)
+    return sum(seen)
+
+
+@pytest.mark.parametrize("cell,kw", [("rnn", {}), ("gru", {}), ("lstm", {}),
+                                     ("gru", {"num_layers": 2, "variant": "torch"})])
+def test_carrying_the_shares_is_linear_in_the_length(monkeypatch, cell, kw):
+    """Each step's share of the input projection of all steps stays a block of its own rows
+    on the way down: twice the length is twice the work (it was four times, a full-size
+    array per step)."""
+    short, long = (vjp_elements(monkeypatch, cell, T, **kw) for T in (40, 80))
+    assert 1.9 < long / short < 2.1
+
+
+def test_steps_reading_columns_give_the_same_shares():
+    """A projection the steps read by columns (p[:, t]) is carried at full size, a
+    projection read by rows (p[t]) as blocks: the shares are the same."""
+    rng = np.random.default_rng(3)
+    T, B, I, H = 6, 2, 3, 4
+    x = rng.normal(size=(T, B, I))
+    params = {"w_ih": ag.Tensor(rng.normal(size=(I, H)), requires_grad=True),
+              "w_hh": ag.Tensor(rng.normal(size=(H, H)) / 2, requires_grad=True)}
+
+    def report(by_rows):
+        xs = x if by_rows else x.swapaxes(0, 1).copy()
+        flat = ag.Tensor(xs.reshape(-1, I))
+        proj = ag.matmul(flat, params["w_ih"]).reshape(xs.shape[:2] + (H,))
+        h, states = ag.Tensor(np.zeros((B, H))), []
+        for t in range(T):
+            with ag.step_scope(t):
+                h = ag.tanh(ag.linear(h, params["w_hh"].T, proj[t] if by_rows else proj[:, t]))
+            states.append(h)
+        return bptt_report((h * h).sum(), params, states)
+
+    rows, columns = report(True), report(False)
+    for name in params:
+        assert rel_err(rows.contributions[name], columns.contributions[name]) < 1e-12, name
+    assert np.all(np.abs(rows.contributions["w_ih"]).reshape(T, -1).max(axis=1) > 0)
+
+
 def test_grads_untouched_graph_kept_and_inputs_equivalent():
     model, data, _ = make_case("gru-notes")
     loss, hidden = loss_and_states(model, data)

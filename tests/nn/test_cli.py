@@ -251,6 +251,32 @@ def test_report_of_a_trained_run_loads_its_checkpoints(tmp_path, capsys):
         assert np.array_equal(model.rnn.weight_hh_l0.numpy(), saved["rnn.weight_hh_l0"])
 
 
+def test_report_of_a_run_takes_the_runs_length_and_task(tmp_path, capsys):
+    """A remember run trains at its own length (20 by default, not the adding task's 50):
+    the report reads it from the run's config.json; --length still overrides it."""
+    run = tmp_path / "run"
+    assert main(["train", "--task", "remember", "--models", "gru", "--steps", "2",
+                 "--length", "7", "--hidden", "4", "--out", str(run)]) == 0
+    assert (run / "config.json").is_file()
+    capsys.readouterr()
+    assert main(["report", "--checkpoint", str(run), "--out", str(tmp_path / "a")]) == 0
+    assert "task: remember, length 7," in capsys.readouterr().out
+    assert np.load(tmp_path / "a" / "gru_bptt.npz")["state_grad_norms"].shape == (7,)
+    assert main(["report", "--checkpoint", str(run), "--length", "5", "--out",
+                 str(tmp_path / "b")]) == 0
+    assert "task: remember, length 5," in capsys.readouterr().out
+    (run / "config.json").unlink()  # a run folder without it: the task's default length
+    assert main(["report", "--checkpoint", str(run), "--out", str(tmp_path / "c")]) == 0
+    default = TrainConfig(task="remember").length
+    assert f"task: remember, length {default}," in capsys.readouterr().out
+
+
+def test_report_without_checkpoint_takes_the_tasks_length(tmp_path, capsys):
+    assert main(["report", "--task", "remember", "--models", "rnn", "--hidden", "4",
+                 "--out", str(tmp_path / "r")]) == 0
+    assert f"length {TrainConfig(task='remember').length}," in capsys.readouterr().out
+
+
 def _gru_only_run(folder):
     from nn.cli.training import SequenceModel
     folder.mkdir()
