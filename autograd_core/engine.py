@@ -185,17 +185,22 @@ def _stacked_products(parts, g):
 
 class SweepObserver:
     """Watches a reverse sweep: pass one to `backward(..., observer=)` or `grad(...,
-    observer=)`. Anomaly mode, `trace_backward`, `nn.bptt_report` are observers.
+    observer=)`. Anomaly mode, `trace_backward` and `nn.bptt_report` are observers.
 
     `node(tensor, grad, sent)` is called once per node the sweep visits, newest first:
     `tensor` is the node (its `op`, `inputs`, `step`, `name`), `grad` the gradient it
     received (an ndarray; a Tensor under create_graph), and `sent` a list of
     (input position, input tensor, contribution), each contribution already summed to the
     input's shape, before any is added in; the arrays are read-only views (copy one to keep
-    it past the call: the sweep may add into it later). Raising stops the backward. While an
-    observer
-    watches, every contribution is computed by the op's plain rule (the fast paths that
-    stack a shared weight's products are off), so each one is seen."""
+    it past the call: the sweep may add into it later). Raising stops the backward.
+
+    While an observer that sees contributions watches, every contribution is computed by
+    the op's plain rule (the fast paths that stack a shared weight's products are off), so
+    each one is seen. An observer with `contributions = False` sees only what each node
+    receives (`sent` is None, and `node` is called before the rule runs): the sweep then
+    runs as fast as unwatched."""
+
+    contributions = True
 
     def node(self, tensor, grad, sent):
         pass
@@ -210,7 +215,8 @@ class _Sweep:
     def __init__(self, create_graph, observers):
         self.xp = TensorMath if create_graph else ArrayMath
         self.create_graph = create_graph
-        self.observers = observers
+        self.observers = [o for o in observers if o.contributions]
+        self.glancers = [o for o in observers if not o.contributions]
         self.acc, self.owned, self.pending, self.deferred_by = {}, set(), {}, {}
 
     # ---- the capabilities an op may declare (see Op.backward_into / backward_split) -------
@@ -262,6 +268,12 @@ class _Sweep:
         elif t._retain:
             _accumulate_grad(t, g, self.create_graph)
         return g
+
+    def glance(self, t, g):
+        """What node t received, shown to the observers that see no contributions."""
+        g = _read_only(g)
+        for observer in self.glancers:
+            observer.node(t, g, None)
 
     def watch(self, t, g, grads):
         """Sum each contribution to its input's shape and show the observers."""
@@ -329,6 +341,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
     nodes, leaves = _collect(roots, epoch, claim=not retain_graph)
     sweep = _Sweep(create_graph, _observers(observer))
     acc, owned, xp, watched = sweep.acc, sweep.owned, sweep.xp, bool(sweep.observers)
+    glanced = bool(sweep.glancers)
     for r, g in zip(roots, root_grads):
         acc[r] = g if r not in acc else acc[r] + g
     want, captured = (None if wanted is None else set(wanted)), {}
@@ -350,6 +363,8 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
                     g = sweep.arrive(t, g, want, captured)
                 if function.last_inplace > checked_until and function.last_inplace > t._seq:
                     _check_versions(t)  # a hook changed something in place meanwhile
+                if glanced:
+                    sweep.glance(t, g)
                 op = t._op
                 if fast and op.fast_backward is not None:
                     grads = op.fast_backward(op, g, t, sweep)

@@ -12,8 +12,9 @@ Recurrent layers record each step inside `ag.step_scope(t)`, so every node of st
 t when it leaves a node of step t towards a node outside the steps: a weight or bias used as
 is, a transpose or slice of one made before the loop (`w_hh.T`, `w_hh[:2H]`), or the input
 projection of all steps `p = x_flat W_ih^T + b` whose row block `p[t]` is read inside step t.
-The sweep hands back the gradient each step node that sends something out of the steps
-received; what it sends is then carried down to the parameters through the few nodes between
+An observer of the sweep (`ag.SweepObserver` with `contributions = False`, so the engine's fast
+rules still run) is handed the gradient each step node that sends something out of the steps
+receives; what it sends is then carried down to the parameters through the few nodes between
 the steps (transposes, slices, the projection matmul) with the engine's own rules
 (`ag.node_vjp`, see `nn.step_split`), stopping wherever it would re-enter a step (that step's
 own contributions are counted where they leave it; so a stacked layer's input projection,
@@ -141,14 +142,12 @@ def bptt_report(loss, params, hidden_states, *, allow_unused=True,
 
     row_of = {h.step: i for i, h in enumerate(states)}
     split = StepSplit(graph, named, row_of, len(states))
-    # One plain sweep (no observer: the engine's fast rules run) that also hands back what
-    # each step node sending something out of the steps received.
-    wanted = list(dict.fromkeys(states + split.boundary))
-    found = ag.grad(loss, wanted, retain_graph=True, allow_unused=True)
-    captured = {t: g for t, g in zip(wanted, found) if g is not None}
-    for node in split.boundary:
-        if node in captured:
-            split.cross(node, captured[node].data)
+    # One sweep, watched by an observer that sees only what each node receives (so the
+    # engine's fast rules still run): what every step node sending something out of the
+    # steps received is handed to the split.
+    found = ag.grad(loss, states, retain_graph=True, allow_unused=True,
+                    observer=_Crossings(split))
+    captured = {t: g for t, g in zip(states, found) if g is not None}
     if loss.step is None:
         split.seed(loss, np.ones(loss.shape, dtype=loss.dtype))
     split.carry()
@@ -167,6 +166,20 @@ def bptt_report(loss, params, hidden_states, *, allow_unused=True,
                             for n, c in contributions.items()},
         outside_steps={n: _as_float64(outside.get(p), p.shape) for n, p in named.items()},
         decay_rate=rate, verdict=classify(rate, vanishing_below, exploding_above))
+
+
+class _Crossings(ag.SweepObserver):
+    """Hands the gradient each boundary node receives to the split (a copy: the sweep may
+    add into its array later)."""
+
+    contributions = False
+
+    def __init__(self, split):
+        self.split, self.boundary = split, set(split.boundary)
+
+    def node(self, tensor, grad, sent):
+        if tensor in self.boundary:
+            self.split.cross(tensor, np.array(grad))
 
 
 # ---- input checks ---------------------------------------------------------------------------
