@@ -20,10 +20,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 del _var
 
 # The benchmark modules, in the order they run; the one place to list new ones. mlp, rnn and
-# gru time a training step against torch and the lean hand-written numpy of numpy_reference.
+# gru time a training step against torch and the lean hand-written numpy of numpy_reference;
+# unroll prints how the cost of a long unroll grows with its length.
 MODULES = (
     "per_op",
     "mlp",
     "rnn",
     "gru",
+    "unroll",
 )
