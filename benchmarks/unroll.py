@@ -170,7 +170,9 @@ def run(quick=False):
         impls[FLOOR, T] = _floor_impl(T)
     for (name, T), (_, _, result) in impls.items():
         if name != FLOOR:
-            _check(f"{name} at T = {T}", result(), impls[FLOOR, T][2]())
+            for _ in range(3 if name == REPLAY else 1):  # the third call is replayed
+                got = result()
+            _check(f"{name} at T = {T}", got, impls[FLOOR, T][2]())
 
     timed = time_phases({key: (setup, phases) for key, (setup, phases, _) in impls.items()},
                         quick=quick)
