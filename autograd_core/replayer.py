@@ -226,8 +226,13 @@ class _Plan:
         self.root = shells[out]
         if not self.root.requires_grad:
             raise _Refused("its result does not depend on anything that requires grad")
-        self.order = [shells[t] for t in walk((out,), "replay")
-                      if t._op is not None and shells[t].requires_grad]
+        # the backward's list, newest first: each node that requires grad with its rule and,
+        # per input, (input, shape) or None where no gradient goes
+        self.steps = [(s, s._op, s._op.fast_backward, s._op.backward,
+                       tuple((i, i._data.shape) if i.requires_grad else None
+                             for i in s._inputs))
+                      for s in (shells[t] for t in walk((out,), "replay") if t._op is not None)
+                      if s.requires_grad]
         self.generation = 0
         self.confirmed = False  # set once a second recording gave the same graph
 
@@ -322,25 +327,23 @@ class _Plan:
         """The sweep of engine._sweep over the shells (its fast paths, its order of
         accumulation), with none of its per-node checks: the gradient of each grad leaf."""
         sweep = engine._Sweep(False, [])
-        acc, owned, xp = sweep.acc, sweep.owned, ArrayMath
+        acc, owned, pending, xp = sweep.acc, sweep.owned, sweep.pending, ArrayMath
+        sum_to = xp.sum_to
         acc[self.root] = g
-        for t in self.order:
+        for t, op, fast, rule, specs in self.steps:
             g = acc.pop(t, None)
-            if sweep.pending:
+            if pending:
                 g = sweep.products(t, g)
             if g is None:
                 continue
-            op = t._op
-            if op.fast_backward is not None:
-                grads = op.fast_backward(op, g, t, sweep)
-            else:
-                grads = op.backward(g, t, xp)
-            for inp, gi in zip(t._inputs, grads):
-                if gi is None or not inp.requires_grad:
+            grads = rule(g, t, xp) if fast is None else fast(op, g, t, sweep)
+            for spec, gi in zip(specs, grads):
+                if gi is None or spec is None:
                     continue
+                inp, shape = spec
                 prev = acc.get(inp)
-                if gi.shape != inp._data.shape:
-                    gi = xp.sum_to(gi, inp._data.shape)
+                if gi.shape != shape:
+                    gi = sum_to(gi, shape)
                     if prev is None and type(gi) is np.ndarray:
                         acc[inp] = gi
                         owned.add(inp)
