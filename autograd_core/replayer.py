@@ -2,9 +2,9 @@
 arguments of the same shapes and dtypes from the recorded graph, without building a new one.
 
     step = ag.replay(lambda xs, ys: model.loss(xs, ys))
-    loss = step(xs, ys)        # first call: eager, and recorded
+    loss = step(xs, ys)        # the first two calls: eager, and recorded
     loss.backward()
-    loss = step(xs2, ys2)      # later calls: replayed
+    loss = step(xs3, ys3)      # later calls: replayed
     loss.backward()            # parameters' .grad as eager mode gives them
 
 A replayed call runs the ops' declared forward kernels (`Op.forward`) over a list fixed at
@@ -18,18 +18,24 @@ What it cannot replay runs eagerly and says why once (a ReplayWarning):
 - arguments of a new shape, dtype or layout (recorded again, up to MAX_PLANS signatures),
   Python arguments of a new value, arguments it cannot key (anything but tensors, arrays,
   numbers, strings, None and tuples/lists of them);
-- a function that reads a value of the graph while it runs (`.item()`, `bool()`, `float()`,
+- a function that reads a value of the graph while it runs (`.item()`, `bool()`,
   `.tolist()`: its control flow may depend on values);
-- an op that saved an array which is not one of the arguments (a mask or index computed
-  inside the function), an op without a forward kernel, a hook or retain_grad() inside;
+- a graph that is not the same when the second call is recorded again: another sequence of
+  ops, or an array an op saved (a mask, an index) that changed although it is no argument;
+- an op without a forward kernel, a hook or retain_grad() inside the function;
 - grad mode off, anomaly mode on (its messages need the eager graph), a result that is not
   one tensor depending on something that requires grad.
-Float arguments that do not require grad reach the function as tensors that do (so that what
-is computed from them is recorded); integer and bool arguments are bound where an op saved
-them. A replayed result supports backward() and grad() but not create_graph=True, and one
-call's result must be differentiated before the next call (later calls overwrite the shells:
-the backward then raises). Eager mode stays the default, and the one graphs and traces see.
+So a call is replayed from the third on. Float arguments that do not require grad reach the
+function as tensors that do (so that what is computed from them is recorded); integer and
+bool arguments, and views of them, are bound where an op saved them. What it cannot see:
+numpy computed inside the function from its arguments' raw arrays, and choices made from
+Python state other than the arguments, both of which the second recording catches only when
+they changed between the first two calls. A replayed result supports backward() and grad()
+but not create_graph=True, and a call's result must be differentiated before the next call
+(later calls overwrite the shells: the backward then raises); threads sharing a replayed
+function take turns. Eager mode stays the default, and the one graphs and traces see.
 """
+import threading
 import warnings
 
 import numpy as np
@@ -235,6 +241,8 @@ class _Plan:
                       if s.requires_grad]
         self.generation = 0
         self.confirmed = False  # set once a second recording gave the same graph
+        # one call at a time writes or reads the shells (threads sharing the function)
+        self.lock = threading.Lock()
 
     def _shell(self, t, shells, places, recorder):
         if t._op is None:
@@ -279,7 +287,10 @@ class _Plan:
             self.sources.append((s, path))
         else:  # made inside the function or read from outside: its current array each call
             self.sources.append((s, t))
-        self.structure.append(("leaf", s.requires_grad, path, t._data.shape, t._data.dtype))
+        # a parameter is the same tensor in both recordings; other leaves may be new each call
+        who = id(t) if t.requires_grad and path is None else None
+        self.structure.append(("leaf", s.requires_grad, path, who, t._data.shape,
+                               t._data.dtype))
         self.index[s] = len(self.index)
         return s
 
@@ -302,6 +313,10 @@ class _Plan:
         return True
 
     def run(self, args):
+        with self.lock:
+            return self._run(args)
+
+    def _run(self, args):
         self.generation += 1
         read = []  # (tensor, version): checked again before the backward
         for s, src in self.sources:
@@ -464,18 +479,19 @@ class ReplayedStep(Op):
         if xp.recording:
             raise RuntimeError("replay: create_graph=True needs the eager graph; call the "
                                "function itself rather than its replay")
-        if plan.generation != generation:
-            raise RuntimeError("replay: a later call of the replayed function overwrote the "
-                               "values this result's backward needs; call backward() on each "
-                               "result before the next call")
-        for t, version in read:
-            if version_of(t) != version:
-                raise RuntimeError(
-                    f"backward: the tensor {engine._describe(t)} read by the replayed step "
-                    f"was modified in place after it was used (an optimizer step or an "
-                    f"in-place op between forward and backward?). Recompute the forward, "
-                    f"or modify a copy.")
-        return plan.backward(g)
+        with plan.lock:
+            if plan.generation != generation:
+                raise RuntimeError("replay: a later call of the replayed function overwrote "
+                                   "the values this result's backward needs; call backward() "
+                                   "on each result before the next call")
+            for t, version in read:
+                if version_of(t) != version:
+                    raise RuntimeError(
+                        f"backward: the tensor {engine._describe(t)} read by the replayed "
+                        f"step was modified in place after it was used (an optimizer step or "
+                        f"an in-place op between forward and backward?). Recompute the "
+                        f"forward, or modify a copy.")
+            return plan.backward(g)
 
 
 ReplayedStep.name = "replay"

@@ -230,3 +230,33 @@ def test_a_replayed_result_refuses_what_would_be_silently_wrong():
     third = step(np.ones(3))
     with pytest.raises(RuntimeError, match="create_graph"):
         third.backward(create_graph=True)
+
+
+def test_threads_sharing_a_replayed_step_get_eager_gradients_or_the_overwrite_error():
+    import threading
+    w = ag.Tensor(np.linspace(-1, 1, 12).reshape(3, 4), requires_grad=True)
+    step = ag.replay(lambda x: ag.tanh(x @ w).sum())
+    for _ in range(2):
+        step(np.ones((2, 3))).backward()
+    outcomes = []
+
+    def worker(seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(30):
+            x = rng.standard_normal((2, 3))
+            try:
+                (gw,) = ag.grad(step(x), [w])
+            except RuntimeError as e:
+                assert "overwrote" in str(e)
+                outcomes.append("raised")
+                continue
+            (want,) = ag.grad(ag.tanh(ag.Tensor(x) @ w).sum(), [w])
+            assert_same(gw.numpy(), want.numpy())
+            outcomes.append("same")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outcomes) == 60
