@@ -10,8 +10,9 @@ growth ratio, and the share of the forward spent in the garbage collector (the g
 objects are what the collector walks).
 
 Timed, with the same weights and data: autograd_core's eager mode, its replay (`ag.replay`,
-the same function recorded once), and the hand-written numpy forward and backward (the floor:
-the per-step loop, with the weight gradients as one product over all steps). The lengths take
+the same function recorded once), PyTorch eager running the same loop (when installed), and
+the hand-written numpy forward and backward (the floor: the per-step loop, with the input
+projections and the weight gradients as one product over all steps). The lengths take
 turns inside every repeat, so a burst of load lands on all of them.
 """
 import gc
@@ -20,7 +21,7 @@ import tracemalloc
 
 import numpy as np
 
-from ._common import time_phases
+from ._common import import_torch, time_phases
 
 NAME = "unroll"
 TITLE = "long unroll: RNN B1 H32 user loop, T = 2,000 and 10,000, fwd + bwd, float32"
@@ -29,6 +30,7 @@ LENGTHS = (2000, 10000)
 HIDDEN = 32
 SEED = 0
 EAGER, REPLAY, FLOOR = "autograd_core eager", "autograd_core replay", "numpy by hand (floor)"
+TORCH = "torch eager (CPU)"
 
 
 def _data(T):
@@ -107,6 +109,38 @@ def _engine_impl(ag, T, compiled):
     return setup, (forward, backward), result
 
 
+def _torch_impl(torch, T):
+    xs, u0, w0, b0 = _data(T)
+    xt = torch.from_numpy(xs)
+    params = [torch.tensor(a, requires_grad=True) for a in (u0, w0, b0)]
+
+    def setup():
+        for p in params:
+            p.grad = None
+        return _State()
+
+    def forward(s):
+        u, w, b = params
+        h, loss = torch.zeros(1, HIDDEN), 0.0
+        for t in range(T):
+            h = torch.tanh(xt[t] @ u + h @ w + b)
+            loss = loss + h.sum()
+        s.loss = loss
+
+    def backward(s):
+        s.loss.backward()
+        s.loss = None
+
+    def result():
+        s = setup()
+        forward(s)
+        loss = s.loss.item()
+        backward(s)
+        return loss, tuple(p.grad.numpy() for p in params)
+
+    return setup, (forward, backward), result
+
+
 def _floor_impl(T):
     args = _data(T)
 
@@ -162,11 +196,13 @@ def _memory_and_gc(setup, phases):
 def run(quick=False):
     import autograd_core as ag
 
+    torch = import_torch()
     impls = {}
     for T in LENGTHS:
         impls[EAGER, T] = _engine_impl(ag, T, compiled=False)
-        if hasattr(ag, "replay"):
-            impls[REPLAY, T] = _engine_impl(ag, T, compiled=True)
+        impls[REPLAY, T] = _engine_impl(ag, T, compiled=True)
+        if torch is not None:
+            impls[TORCH, T] = _torch_impl(torch, T)
         impls[FLOOR, T] = _floor_impl(T)
     for (name, T), (_, _, result) in impls.items():
         if name != FLOOR:
@@ -188,6 +224,8 @@ def run(quick=False):
             out.append({"impl": f"{name} / floor", "unit": "x",
                         **{f"T={T}": timed[name, T][1] / timed[FLOOR, T][1] for T in LENGTHS}})
     for name in names:
+        if name == TORCH:  # its memory is not traced by tracemalloc, nor its nodes by the gc
+            continue
         measured = {T: _memory_and_gc(*impls[name, T][:2]) for T in LENGTHS}
         out.append({"impl": f"{name}: peak memory", "unit": "MiB",
                     **{f"T={T}": measured[T][0] for T in LENGTHS},
