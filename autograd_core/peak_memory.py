@@ -146,8 +146,8 @@ def _contribute(t, incoming, replay, pending, deferred, holders):
         if inp is weight:
             # the deferred product keeps the other factor, the input just before the weight
             # in matmul (a, b), addmm (c, a, b) and linear (x, w, bias)
-            factor = t._inputs[op.split_input - 1]
-            key = id(_owner(factor._data))
+            factor = t.inputs[op.split_input - 1]
+            key = id(_owner(factor.data))
             if key in holders:
                 holders[key] += 1
             else:
@@ -221,10 +221,10 @@ def _output_holders(nodes, root, outputs):
     """{output buffer id: how many nodes (and the caller, for the root) hold it}."""
     holders = dict.fromkeys(outputs, 0)
     for t in nodes:
-        key = id(_owner(t._data))
+        key = id(_owner(t.data))
         if key in holders:
             holders[key] += 1
-    key = id(_owner(root._data))
+    key = id(_owner(root.data))
     if key in holders:
         holders[key] += 1
     return holders
@@ -232,7 +232,7 @@ def _output_holders(nodes, root, outputs):
 
 def _release_output(t, holders, outputs):
     """Drop the visited node `t`'s hold on its output buffer; its bytes once nobody holds it."""
-    key = id(_owner(t._data))
+    key = id(_owner(t.data))
     if key not in holders:
         return 0
     holders[key] -= 1
