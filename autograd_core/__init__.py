@@ -19,10 +19,12 @@ from .grad_mode import (current_step, enable_grad, is_grad_enabled, no_grad, set
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .graph import walk_graph
 from .paths import count_paths
+from .replayer import Replay, ReplayWarning, replay
 from .trace import BackwardTrace, trace_backward
 from .stats import GraphGrowthMonitor, GraphGrowthWarning, GraphStats, graph_stats
 from .viz import GraphTooLargeError, render, to_dot
 from .malloc_tuning import tune_malloc
+from .gc_tuning import tune_gc
 from .ops import PUBLIC as _OPS
 
 globals().update(_OPS)  # ag.add, ag.exp, ag.softplus, ...: every op module's __all__
@@ -56,5 +58,5 @@ __all__ = [
     "detect_anomaly", "is_anomaly_enabled", "AnomalyError", "HazardWarning",
     "walk_graph", "count_paths", "graph_stats", "GraphStats", "GraphGrowthMonitor",
     "GraphGrowthWarning", "trace_backward", "BackwardTrace", "to_dot", "render",
-    "GraphTooLargeError", "tune_malloc",
+    "GraphTooLargeError", "tune_malloc", "tune_gc", "replay", "Replay", "ReplayWarning",
 ] + sorted(_OPS)

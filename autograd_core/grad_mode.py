@@ -7,6 +7,7 @@ class _ThreadState(threading.local):
     step = None  # the time step that new nodes are recorded in (see step_scope)
     anomaly = False  # see anomaly.detect_anomaly
     anomaly_forward = False
+    recorder = None  # while ag.replay records a call (see replayer._Recorder)
 
 
 _state = _ThreadState()

@@ -23,9 +23,10 @@ def backward_peak(root, tensors):
       arrays while it runs.
     - After the visit the node's incoming gradient and its saved arrays are dropped (a
       buffer is freed when nothing refers to it any more: no pending gradient or view, no
-      saved value of a node still to be visited). Node outputs stay until the sweep ends
-      (the sweep holds every node), so do the leaves' gradients, each kept as or copied into
-      `.grad`.
+      saved value of a node still to be visited). A node's output goes once the node is
+      visited and no node still to be visited is a view of it (the sweep drops each node as
+      it goes; the root stays, the caller holds it). The leaves' gradients stay, each kept
+      as or copied into `.grad`.
     Not counted: other temporaries inside rules, references the caller keeps (a kept tensor's
     output stays alive longer), Python objects. `.grad` is assumed None before."""
     nodes, leaves = _sweep_order(root)
@@ -35,18 +36,19 @@ def backward_peak(root, tensors):
     outputs, saved = _graph_buffers(nodes, leaf_buffers)
     held = sum(outputs.values()) + sum(size for size, _ in saved.values())
     replay = _Replay(held)
+    holders = _output_holders(nodes, root, outputs)
     pending = {root: replay.new(root.data.nbytes)}
     deferred = {}  # weight -> [(incoming gradient, bytes of the stacked factors)]
     for t in nodes:
-        incoming = _incoming(t, replay, pending, deferred)
-        if incoming is None:  # no gradient reaches it: the sweep skips it
-            continue
-        incoming.summed = False  # what the rule passes on is not summed into in place
-        _contribute(t, incoming, replay, pending, deferred)
-        replay.drop(incoming)
-        replay.free(_release_saved(t, saved, leaf_buffers))
+        incoming = _incoming(t, replay, pending, deferred, holders, outputs)
+        if incoming is not None:  # else no gradient reaches it: the sweep skips it
+            incoming.summed = False  # what the rule passes on is not summed into in place
+            _contribute(t, incoming, replay, pending, deferred, holders)
+            replay.drop(incoming)
+            replay.free(_release_saved(t, saved, leaf_buffers))
+        replay.free(_release_output(t, holders, outputs))
     for leaf in leaves:
-        g = _incoming(leaf, replay, pending, deferred)
+        g = _incoming(leaf, replay, pending, deferred, holders, outputs)
         if g is not None:  # becomes .grad (or is copied into it), which outlives the backward
             replay.new(leaf.data.nbytes)
             replay.drop(g)
@@ -106,13 +108,17 @@ def _sweep_order(root):
     return nodes, leaves
 
 
-def _incoming(t, replay, pending, deferred):
+def _incoming(t, replay, pending, deferred, holders, outputs):
     """The gradient buffer of `t` when the sweep reaches it: its pending gradient plus the
     stacked product of its deferred uses as a weight."""
     g = pending.pop(t, None)
     parts = deferred.pop(t, None)
     if parts is None:
         return g
+    for _, _, factor in parts:  # the other factors' arrays are let go
+        if factor is not None:
+            replay.free(_release_output(factor, holders, outputs))
+    parts = [(kept, nbytes) for kept, nbytes, _ in parts]
     if len(parts) > 1:  # the factors of every use, stacked, then one product
         stacked = replay.new(sum(factors for _, factors in parts))
         total = replay.new(t.data.nbytes, summed=True)
@@ -129,7 +135,7 @@ def _incoming(t, replay, pending, deferred):
     return both
 
 
-def _contribute(t, incoming, replay, pending, deferred):
+def _contribute(t, incoming, replay, pending, deferred, holders):
     """What visiting `t` sends to its inputs, as the sweep would."""
     op, weight = t.op, _split_weight(t)
     memory = op.memory
@@ -138,8 +144,16 @@ def _contribute(t, incoming, replay, pending, deferred):
         if not inp.requires_grad:
             continue
         if inp is weight:
+            # the deferred product keeps the other factor, the input just before the weight
+            # in matmul (a, b), addmm (c, a, b) and linear (x, w, bias)
+            factor = t.inputs[op.split_input - 1]
+            key = id(_owner(factor.data))
+            if key in holders:
+                holders[key] += 1
+            else:
+                factor = None
             deferred.setdefault(inp, []).append((replay.share(incoming),
-                                                 _factor_bytes(t, inp)))
+                                                 _factor_bytes(t, inp), factor))
         elif op.backward_into is not None:
             prev = pending.get(inp)
             if prev is None or not prev.summed:  # one zeroed buffer, added into in place
@@ -201,6 +215,28 @@ def _graph_buffers(nodes, leaf_buffers):
             if id(owner) not in outputs:
                 saved.setdefault(id(owner), [owner.nbytes, 0])[1] += 1
     return outputs, saved
+
+
+def _output_holders(nodes, root, outputs):
+    """{output buffer id: how many nodes (and the caller, for the root) hold it}."""
+    holders = dict.fromkeys(outputs, 0)
+    for t in nodes:
+        key = id(_owner(t.data))
+        if key in holders:
+            holders[key] += 1
+    key = id(_owner(root.data))
+    if key in holders:
+        holders[key] += 1
+    return holders
+
+
+def _release_output(t, holders, outputs):
+    """Drop the visited node `t`'s hold on its output buffer; its bytes once nobody holds it."""
+    key = id(_owner(t.data))
+    if key not in holders:
+        return 0
+    holders[key] -= 1
+    return outputs[key] if holders[key] == 0 else 0
 
 
 def _saved_owners(t, leaf_buffers):

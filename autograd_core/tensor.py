@@ -142,12 +142,16 @@ class Tensor:
 
     def item(self):
         """The value of a one-element tensor as a Python number."""
+        if _state.recorder is not None:  # ag.replay is recording: control flow may follow
+            _state.recorder.read(self, "item()")
         if self._data.size != 1:
             raise ValueError(f"item: only one-element tensors can be converted to a Python "
                              f"number, got shape {self.shape}")
         return self._data.item()
 
     def tolist(self):
+        if _state.recorder is not None:
+            _state.recorder.read(self, "tolist()")
         return self._data.tolist()
 
     def __array__(self, dtype=None, copy=None):
@@ -164,6 +168,8 @@ class Tensor:
         return (self[i] for i in range(len(self)))
 
     def __bool__(self):
+        if _state.recorder is not None:
+            _state.recorder.read(self, "bool()")
         return bool(self._data)
 
     def __float__(self):

@@ -21,11 +21,13 @@ del _var
 
 # The benchmark modules, in the order they run; the one place to list new ones. mlp, rnn and
 # gru time a training step against torch and the lean hand-written numpy of numpy_reference;
-# bptt_report measures how the per-step report grows with the length.
+# bptt_report measures how the per-step report grows with the length; unroll prints how the
+# cost of a long unroll grows with its length.
 MODULES = (
     "per_op",
     "mlp",
     "rnn",
     "gru",
     "bptt_report",
+    "unroll",
 )

@@ -79,6 +79,7 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args(argv)
     ag.tune_malloc()  # as the `bptt` command does: the engine's speed as users run it
+    ag.tune_gc()
 
     modules = _load()
     if args.list:

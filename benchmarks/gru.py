@@ -25,6 +25,7 @@ NAME = "gru"
 TITLE = "GRU classifier step (fwd + bwd): " + _steps.SEQ_TITLE
 
 OURS, FLOOR, TORCH = "autograd_core (notes GRU)", "numpy by hand (floor)", "torch eager (notes GRU)"
+REPLAY = "autograd_core replay (notes GRU)"
 OURS_T, CELL_T, FUSED_T = ("autograd_core variant=torch", "torch eager, GRUCell loop",
                            "torch nn.GRU (fused)")
 
@@ -97,7 +98,7 @@ def run(quick=False):
     floor = _steps.numpy_by_hand(FLOOR, numpy_reference.gru_loss_grad, state, xs, targets)
     ours_t = _steps.ours_sequence(OURS_T, model_t, xs, targets)
     torch = import_torch()
-    notes = [ours]
+    notes = [ours, _steps.ours_sequence(REPLAY, model, xs, targets, replayed=True)]
     torch_form = [ours_t]
     if torch is not None:
         notes.append(_notes_torch(torch, state, xs, targets))
@@ -108,6 +109,7 @@ def run(quick=False):
 
     times = _steps.time_steps(notes + torch_form, quick, BURST)
     return _steps.rows(times, [("autograd_core / numpy", OURS, FLOOR),
+                               ("replay / numpy", REPLAY, FLOOR),
                                ("autograd_core / torch", OURS, TORCH),
                                ("variant=torch / GRUCell loop", OURS_T, CELL_T),
                                ("variant=torch / nn.GRU fused", OURS_T, FUSED_T)])

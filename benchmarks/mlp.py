@@ -22,14 +22,18 @@ BATCH = 64
 SEED = 0
 
 OURS, FLOOR, TORCH = "autograd_core", "numpy by hand (floor)", "torch eager (CPU)"
+REPLAY = "autograd_core replay"
 
 
-def _ours(model, x, y):
+def _ours(model, x, y, replayed=False):
     import autograd_core as ag
     import nn
 
     xt = ag.Tensor(x)
-    return _steps.ours(OURS, model, lambda: nn.cross_entropy(model(xt), y))
+    loss = lambda: nn.cross_entropy(model(xt), y)  # noqa: E731
+    if replayed:
+        return _steps.ours(REPLAY, model, ag.replay(loss))
+    return _steps.ours(OURS, model, loss)
 
 
 def _torch(torch, state, x, y):
@@ -65,7 +69,7 @@ def run(quick=False):
     x = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], BATCH)
 
-    impls = [_ours(model, x, y)]
+    impls = [_ours(model, x, y), _ours(model, x, y, replayed=True)]
     torch = import_torch()
     if torch is not None:
         impls.append(_torch(torch, state, x, y))
@@ -75,4 +79,5 @@ def run(quick=False):
 
     times = _steps.time_steps(impls, quick, BURST)
     return _steps.rows(times, [("autograd_core / numpy", OURS, FLOOR),
+                               ("replay / numpy", REPLAY, FLOOR),
                                ("autograd_core / torch", OURS, TORCH)])

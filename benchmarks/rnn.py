@@ -21,6 +21,7 @@ NAME = "rnn"
 TITLE = "RNN classifier step (fwd + bwd), tanh: " + _steps.SEQ_TITLE
 
 OURS, FLOOR = "autograd_core", "numpy by hand (floor)"
+REPLAY = "autograd_core replay"
 TORCH, TORCH_SAME = "torch eager, RNNCell loop", "torch eager, our loop (info)"
 
 
@@ -61,7 +62,8 @@ def run(quick=False):
     numpy_reference.check_against_manual(models=("rnn",))
     model, state, xs, targets = _steps.sequence_task("rnn")
 
-    impls = [_steps.ours_sequence(OURS, model, xs, targets)]
+    impls = [_steps.ours_sequence(OURS, model, xs, targets),
+             _steps.ours_sequence(REPLAY, model, xs, targets, replayed=True)]
     torch = import_torch()
     if torch is not None:
         impls += _torch_impls(torch, state, xs, targets)
@@ -71,5 +73,6 @@ def run(quick=False):
 
     times = _steps.time_steps(impls, quick, BURST)
     return _steps.rows(times, [("autograd_core / numpy", OURS, FLOOR),
+                               ("replay / numpy", REPLAY, FLOOR),
                                ("autograd_core / torch (RNNCell)", OURS, TORCH),
                                ("autograd_core / torch (our loop)", OURS, TORCH_SAME)])

@@ -35,6 +35,10 @@ class Add(Op):
     memory = Memory(same=(0, 1))
 
     @staticmethod
+    def forward(out, a, b):
+        return np.add(a, b)
+
+    @staticmethod
     def backward(g, out, xp):
         return g, g
 
@@ -47,6 +51,10 @@ class AddScalar(Op):
     rule = "d(x + c) = g"
     hazard = None
     memory = Memory(same=(0,))
+
+    @staticmethod
+    def forward(out, x):
+        return x + out._saved
 
     @staticmethod
     def backward(g, out, xp):
@@ -72,6 +80,10 @@ class Sub(Op):
     memory = Memory(same=(0,))
 
     @staticmethod
+    def forward(out, a, b):
+        return np.subtract(a, b)
+
+    @staticmethod
     def backward(g, out, xp):
         return g, -g
 
@@ -85,6 +97,10 @@ class RSubScalar(Op):
     rule = "d(c - x) = -g"
     hazard = None
     memory = Memory()
+
+    @staticmethod
+    def forward(out, x):
+        return out._saved - x
 
     @staticmethod
     def backward(g, out, xp):
@@ -110,6 +126,10 @@ class Neg(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, x):
+        return -x
+
+    @staticmethod
     def backward(g, out, xp):
         return (-g,)
 
@@ -130,6 +150,10 @@ class Mul(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, a, b):
+        return np.multiply(a, b)
+
+    @staticmethod
     def backward(g, out, xp):
         a, b = out._inputs
         return (g * xp.val(b) if a.requires_grad else None,
@@ -144,6 +168,10 @@ class MulScalar(Op):
     rule = "d(c x) = c g"
     hazard = None
     memory = Memory()
+
+    @staticmethod
+    def forward(out, x):
+        return x * out._saved
 
     @staticmethod
     def backward(g, out, xp):
@@ -169,6 +197,10 @@ class Div(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, a, b):
+        return np.divide(a, b)
+
+    @staticmethod
     def backward(g, out, xp):
         a, b = out._inputs
         bv = xp.val(b)
@@ -188,6 +220,10 @@ class DivScalar(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, x):
+        return x / out._saved
+
+    @staticmethod
     def backward(g, out, xp):
         return (g / out._saved,)
 
@@ -201,6 +237,10 @@ class RDivScalar(Op):
     rule = "d(c / x) = -c g / x^2"
     hazard = hazards.reciprocal_near_zero
     memory = Memory()
+
+    @staticmethod
+    def forward(out, x):
+        return out._saved / x
 
     @staticmethod
     def backward(g, out, xp):
@@ -234,6 +274,10 @@ class Pow(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, a, b):
+        return np.power(a, b)
+
+    @staticmethod
     def backward(g, out, xp):
         a, b = out._inputs
         av, bv = xp.val(a), xp.val(b)
@@ -264,6 +308,10 @@ class PowScalar(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, x):
+        return x ** out._saved
+
+    @staticmethod
     def backward(g, out, xp):
         c = out._saved
         x = xp.val(out._inputs[0])
@@ -287,6 +335,10 @@ class RPowScalar(Op):
     rule = "d(c^x) = c^x log c g"
     hazard = hazards.rpow_overflow
     memory = Memory()
+
+    @staticmethod
+    def forward(out, x):
+        return out._saved ** x
 
     @staticmethod
     def backward(g, out, xp):
@@ -318,6 +370,10 @@ class Maximum(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, a, b):
+        return np.maximum(a, b)
+
+    @staticmethod
     def backward(g, out, xp):
         a, b = out._inputs
         share = _split_mask(a._data, b._data, out._data.dtype)
@@ -337,6 +393,10 @@ class Minimum(Op):
     rule = "g to the smaller (half each on ties)"
     hazard = None
     memory = Memory()
+
+    @staticmethod
+    def forward(out, a, b):
+        return np.minimum(a, b)
 
     @staticmethod
     def backward(g, out, xp):
@@ -359,6 +419,10 @@ class Where(Op):
     rule = "g to the chosen side"
     hazard = None
     memory = Memory()
+
+    @staticmethod
+    def forward(out, a, b):
+        return np.where(out._saved[0], a, b)
 
     @staticmethod
     def backward(g, out, xp):

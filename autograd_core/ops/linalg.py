@@ -20,6 +20,10 @@ class MatMul(Op):
     split_input = 1
 
     @staticmethod
+    def forward(out, a, b):
+        return np.matmul(a, b)
+
+    @staticmethod
     def backward(g, out, xp):
         a, b = out._inputs
         av, bv = xp.val(a), xp.val(b)
@@ -78,6 +82,10 @@ class AddMM(Op):
     split_input = 2
 
     @staticmethod
+    def forward(out, c, a, b):
+        return add_bias_array(np.matmul(a, b), c)
+
+    @staticmethod
     def backward(g, out, xp):
         c, a, b = out._inputs
         return (g if c.requires_grad else None,
@@ -94,18 +102,22 @@ class AddMM(Op):
 def _add_bias(data, c, op):
     """data + c (in place when the dtype allows: no second temporary); c must broadcast to
     data's shape without growing it."""
-    cd, shape = c._data, data.shape
+    shape = data.shape
     try:
-        if cd.dtype == data.dtype or np.result_type(data, cd) == data.dtype:
-            np.add(data, cd, out=data)
-        else:
-            data = data + cd
+        data = add_bias_array(data, c._data)
     except (ValueError, TypeError):
         data = None
     if data is None or data.shape != shape:
         raise shape_error(op, f"the bias of shape {c.shape} (dtype {c.dtype}) does not broadcast "
                               f"to the product's shape") from None
     return data
+
+
+def add_bias_array(data, cd):
+    """data + cd, in place when the dtype allows."""
+    if cd.dtype == data.dtype or np.result_type(data, cd) == data.dtype:
+        return np.add(data, cd, out=data)
+    return data + cd
 
 
 def addmm(c, a, b):
@@ -131,6 +143,11 @@ class Linear(Op):
     hazard = None
     memory = Memory(same=(2,))
     split_input = 1
+
+    @staticmethod
+    def forward(out, x, w, *bias):
+        data = np.matmul(x, w.T)
+        return data if not bias else add_bias_array(data, bias[0])
 
     @staticmethod
     def backward(g, out, xp):

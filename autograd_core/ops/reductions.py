@@ -22,6 +22,10 @@ class Sum(Op):
     memory = Memory(view=True)
 
     @staticmethod
+    def forward(out, x):
+        return np.sum(x, axis=out._saved, keepdims=out._data.ndim == x.ndim)
+
+    @staticmethod
     def backward(g, out, xp):
         x = out._inputs[0]
         return (_spread(g, x, out._saved, xp),)
@@ -44,6 +48,10 @@ class Mean(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, x):
+        return mean_array(x, out._saved, out._data.ndim == x.ndim)
+
+    @staticmethod
     def backward(g, out, xp):
         x = out._inputs[0]
         axes = out._saved
@@ -57,15 +65,16 @@ def mean(x, axis=None, keepdims=False):
     axes = normalize_axes("mean", axis, x.ndim)
     if x.size == 0:
         raise ValueError(f"mean: cannot take the mean of an empty tensor (shape {x.shape})")
-    xd = x._data
+    return record(Mean, mean_array(x._data, axes, keepdims), (x,), axes)
+
+
+def mean_array(xd, axes, keepdims):
     if xd.dtype.kind == "f" and xd.dtype.itemsize >= 4:  # what np.mean computes, less Python
         count = 1
         for a in axes:
             count *= xd.shape[a]
-        data = np.add.reduce(xd, axis=axes, keepdims=keepdims) / xd.dtype.type(count)
-    else:
-        data = np.mean(xd, axis=axes, keepdims=keepdims)
-    return record(Mean, data, (x,), axes)
+        return np.add.reduce(xd, axis=axes, keepdims=keepdims) / xd.dtype.type(count)
+    return np.mean(xd, axis=axes, keepdims=keepdims)
 
 
 class _Extremum(Op):
@@ -94,6 +103,10 @@ class Max(_Extremum):
     hazard = None
     memory = Memory()
 
+    @staticmethod
+    def forward(out, x):
+        return np.max(x, axis=out._saved, keepdims=out._data.ndim == x.ndim)
+
 
 class Min(_Extremum):
     name = "min"
@@ -103,6 +116,10 @@ class Min(_Extremum):
     rule = "g to the minima (split on ties)"
     hazard = None
     memory = Memory()
+
+    @staticmethod
+    def forward(out, x):
+        return np.min(x, axis=out._saved, keepdims=out._data.ndim == x.ndim)
 
 
 def _extremum(op, fn, x, axis, keepdims):
@@ -141,6 +158,10 @@ class LogSumExp(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, x):
+        return _stable_logsumexp(x, out._saved).reshape(out._data.shape)
+
+    @staticmethod
     def backward(g, out, xp):
         x = out._inputs[0]
         axes = out._saved
@@ -172,6 +193,10 @@ class Softmax(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, x):
+        return softmax_array(x, out._saved)
+
+    @staticmethod
     def backward(g, out, xp):
         y = xp.val(out)
         return (y * (g - (g * y).sum(axis=out._saved, keepdims=True)),)
@@ -181,9 +206,13 @@ def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along `axis`, computed after subtracting the maximum."""
     x = as_tensor(x)
     axis = normalize_axis("softmax", axis, x.ndim)
-    e = np.exp(x._data - np.max(x._data, axis=axis, keepdims=True))
+    return record(Softmax, softmax_array(x._data, axis), (x,), axis)
+
+
+def softmax_array(xd, axis):
+    e = np.exp(xd - np.max(xd, axis=axis, keepdims=True))
     e /= np.sum(e, axis=axis, keepdims=True)
-    return record(Softmax, e, (x,), axis)
+    return e
 
 
 class LogSoftmax(Op):
@@ -197,6 +226,10 @@ class LogSoftmax(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, x):
+        return log_softmax_array(x, out._saved)
+
+    @staticmethod
     def backward(g, out, xp):
         return (g - xp.exp(xp.val(out)) * g.sum(axis=out._saved, keepdims=True),)
 
@@ -205,10 +238,13 @@ def log_softmax(x, axis=-1):
     """x - logsumexp(x) along `axis`: the stable way to take log(softmax(x))."""
     x = as_tensor(x)
     axis = normalize_axis("log_softmax", axis, x.ndim)
-    shifted = x._data - np.max(x._data, axis=axis, keepdims=True)  # exact for the largest
-    shifted = np.where(np.isfinite(shifted), shifted, x._data)  # rows of all -inf stay -inf
-    out = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
-    return record(LogSoftmax, out, (x,), axis)
+    return record(LogSoftmax, log_softmax_array(x._data, axis), (x,), axis)
+
+
+def log_softmax_array(xd, axis):
+    shifted = xd - np.max(xd, axis=axis, keepdims=True)  # exact for the largest
+    shifted = np.where(np.isfinite(shifted), shifted, xd)  # rows of all -inf stay -inf
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
 class SoftmaxCrossEntropy(Op):
@@ -222,6 +258,13 @@ class SoftmaxCrossEntropy(Op):
     rule = "(softmax(x) - onehot(target)) g"
     hazard = None
     memory = Memory()
+
+    @staticmethod
+    def forward(out, x):
+        target = out._saved[0]
+        loss, probs = softmax_cross_entropy_arrays(x, target)
+        out._saved = (target, probs)  # this call's probabilities, for the rule
+        return loss
 
     @staticmethod
     def backward(g, out, xp):
@@ -269,12 +312,15 @@ def softmax_cross_entropy(logits, target):
 def checked_softmax_cross_entropy(logits, target):
     """softmax_cross_entropy for a Tensor `logits` and an integer array `target` that the
     caller has checked (nn's cross_entropy, whose errors name it)."""
-    classes = logits.shape[-1]
-    x = logits._data
+    loss, probs = softmax_cross_entropy_arrays(logits._data, target)
+    return record(SoftmaxCrossEntropy, loss, (logits,), (target, probs))
+
+
+def softmax_cross_entropy_arrays(x, target):
+    """(the loss of each row, the probabilities the rule reads)."""
     shifted = x - x.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
     total = e.sum(axis=-1, keepdims=True)
-    flat = shifted.reshape(-1, classes)
+    flat = shifted.reshape(-1, x.shape[-1])
     picked = flat[_row_numbers(flat.shape[0]), target.reshape(-1)].reshape(total.shape)
-    loss = (np.log(total) - picked)[..., 0]
-    return record(SoftmaxCrossEntropy, loss, (logits,), (target, e / total))
+    return (np.log(total) - picked)[..., 0], e / total

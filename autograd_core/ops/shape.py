@@ -19,6 +19,10 @@ class Reshape(Op):
     memory = Memory(view=True)
 
     @staticmethod
+    def forward(out, x):
+        return x.reshape(out._data.shape)
+
+    @staticmethod
     def backward(g, out, xp):
         return (g.reshape(out._inputs[0].shape),)
 
@@ -66,6 +70,10 @@ class Transpose(Op):
     memory = Memory(view=True)
 
     @staticmethod
+    def forward(out, x):
+        return x.transpose(out._saved)
+
+    @staticmethod
     def backward(g, out, xp):
         return (g.transpose(tuple(np.argsort(out._saved).tolist())),)
 
@@ -103,6 +111,10 @@ class BroadcastTo(Op):
     rule = "g summed over the broadcast axes"
     hazard = None
     memory = Memory()
+
+    @staticmethod
+    def forward(out, x):
+        return np.broadcast_to(x, out._data.shape)
 
     @staticmethod
     def backward(g, out, xp):
@@ -152,6 +164,10 @@ class SumTo(Op):
     memory = Memory(view=True)
 
     @staticmethod
+    def forward(out, x):
+        return sum_array_to(x, out._data.shape)
+
+    @staticmethod
     def backward(g, out, xp):
         return (xp.broadcast_to(g, out._inputs[0].shape),)
 
@@ -177,6 +193,10 @@ class AsType(Op):
     rule = "g converted back"
     hazard = None
     memory = Memory()
+
+    @staticmethod
+    def forward(out, x):
+        return x.astype(out._data.dtype)
 
     @staticmethod
     def backward(g, out, xp):

@@ -2,7 +2,8 @@
 
 This file is the whole recipe for adding an op (see the README, "Adding an op"): the class
 declares what its rule reads and the rest of what the engine needs to know, `backward` is the
-derivative, the function is the forward, and `__all__` makes it `ag.softplus`. The test row is
+derivative, `forward` the array kernel that `ag.replay` runs, the function is the forward (its
+checks, then the same kernel), and `__all__` makes it `ag.softplus`. The test row is
 in tests/autograd_core/test_ops_table.py.
 """
 import numpy as np
@@ -24,6 +25,10 @@ class Softplus(Op):
     memory = Memory(temporaries=1)  # backward holds sigmoid(x) beside its result
 
     @staticmethod
+    def forward(out, x):  # the output again from x's array: what ag.replay runs
+        return softplus_array(x)
+
+    @staticmethod
     def backward(g, out, xp):
         x = out._inputs[0]
         if xp.recording:  # create_graph: the derivative as a recorded function of x
@@ -35,5 +40,9 @@ def softplus(x):
     """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): no overflow for large x, no loss of
     the value for very negative x (as torch.nn.functional.softplus)."""
     x = as_tensor(x)
-    xd = float_array(x._data)
-    return record(Softplus, np.maximum(xd, 0) + log1p_exp_minus_abs(xd), (x,))
+    return record(Softplus, softplus_array(x._data), (x,))
+
+
+def softplus_array(x):
+    xd = float_array(x)
+    return np.maximum(xd, 0) + log1p_exp_minus_abs(xd)

@@ -18,6 +18,10 @@ class Exp(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, x):
+        return np.exp(x)
+
+    @staticmethod
     def backward(g, out, xp):
         return (g * xp.val(out),)
 
@@ -35,6 +39,10 @@ class Log(Op):
     rule = "d log(x) = g / x"
     hazard = hazards.log_near_zero
     memory = Memory()
+
+    @staticmethod
+    def forward(out, x):
+        return np.log(x)
 
     @staticmethod
     def backward(g, out, xp):
@@ -58,6 +66,10 @@ class Sqrt(Op):
     rule = "d sqrt(x) = g / (2 sqrt(x))"
     hazard = None
     memory = Memory()
+
+    @staticmethod
+    def forward(out, x):
+        return np.sqrt(x)
 
     @staticmethod
     def backward(g, out, xp):
@@ -84,6 +96,10 @@ class Abs(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, x):
+        return np.abs(x)
+
+    @staticmethod
     def backward(g, out, xp):
         return (g * np.sign(out._inputs[0]._data),)
 
@@ -102,6 +118,10 @@ class Tanh(Op):
     rule = "d tanh(x) = (1 - y^2) g"
     hazard = hazards.tanh_saturated
     memory = Memory(temporaries=1)
+
+    @staticmethod
+    def forward(out, x):
+        return np.tanh(x)
 
     @staticmethod
     def backward(g, out, xp):
@@ -123,6 +143,10 @@ class Sigmoid(Op):
     rule = "d sigmoid(x) = y (1 - y) g"
     hazard = hazards.sigmoid_saturated
     memory = Memory(temporaries=1)
+
+    @staticmethod
+    def forward(out, x):
+        return sigmoid_array(x)
 
     @staticmethod
     def backward(g, out, xp):
@@ -164,6 +188,10 @@ class LogSigmoid(Op):
     memory = Memory(temporaries=1)
 
     @staticmethod
+    def forward(out, x):
+        return logsigmoid_array(x)
+
+    @staticmethod
     def backward(g, out, xp):
         x = out._inputs[0]
         if xp.recording:  # create_graph: sigmoid(-x) as a function of x
@@ -174,8 +202,12 @@ class LogSigmoid(Op):
 def logsigmoid(x):
     """log(sigmoid(x)), computed without forming sigmoid(x) (as torch's logsigmoid)."""
     x = as_tensor(x)
-    xd = float_array(x._data)
-    return record(LogSigmoid, np.minimum(xd, 0) - log1p_exp_minus_abs(xd), (x,))
+    return record(LogSigmoid, logsigmoid_array(x._data), (x,))
+
+
+def logsigmoid_array(x):
+    xd = float_array(x)
+    return np.minimum(xd, 0) - log1p_exp_minus_abs(xd)
 
 
 def float_array(x):
@@ -201,6 +233,10 @@ class Relu(Op):
     memory = Memory()
 
     @staticmethod
+    def forward(out, x):
+        return np.maximum(x, 0)
+
+    @staticmethod
     def backward(g, out, xp):
         return (g * (out._inputs[0]._data > 0),)
 
@@ -221,6 +257,16 @@ class Clip(Op):
     rule = "g where min <= x <= max, else to the bound applied"
     hazard = None
     memory = Memory()
+
+    @staticmethod
+    def forward(out, x, *bounds):
+        (lo, hi), lo_is_input, hi_is_input = out._saved
+        if bounds:  # tensor bounds: this call's values, for the rule too
+            bounds = list(bounds)
+            lo = bounds.pop(0) if lo_is_input else lo
+            hi = bounds.pop(0) if hi_is_input else hi
+            out._saved = ((lo, hi), lo_is_input, hi_is_input)
+        return np.clip(x, lo, hi)
 
     @staticmethod
     def backward(g, out, xp):

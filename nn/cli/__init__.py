@@ -66,6 +66,7 @@ def main(argv=None):
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         ag.tune_malloc()  # a command owns its process: let malloc keep freed arrays (see there)
+        ag.tune_gc()  # and let the cycle collector skip most of the graph (see there)
         parser = build_parser()
         args = parser.parse_args(argv or [DEFAULT_COMMAND])
         if args.command is None:

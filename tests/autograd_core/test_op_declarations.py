@@ -42,12 +42,14 @@ def test_every_op_declares_everything(name):
     assert op.hazard is None or callable(op.hazard)
     assert isinstance(op.memory, Memory)
     assert all(0 <= k < len(roles) for k in op.memory.same)
+    assert callable(op.forward)  # what ag.replay runs
 
 
 @pytest.mark.parametrize("missing", DECLARATIONS)
 def test_an_op_that_leaves_a_declaration_out_is_refused(missing):
     body = {"inputs": ("x",), "saves": ("x",), "view": False, "rule": "g", "hazard": None,
             "memory": Memory(), "name": f"test_incomplete_{missing}",
+            "forward": staticmethod(lambda out, x: x),
             "backward": staticmethod(lambda g, out, xp: (g,))}
     del body[missing]
     with pytest.raises(TypeError, match=f"must declare {missing}"):

@@ -207,6 +207,7 @@ def test_a_string_declaration_is_refused():
             rule = "d exp(x) = exp(x) g"
             hazard = None
             memory = Memory()
+            forward = staticmethod(lambda out, x: x)
 
             @staticmethod
             def backward(g, out, xp):
@@ -223,6 +224,7 @@ def test_a_misspelt_role_in_saves_is_refused_naming_the_op():
             rule = "d(a b) = (g b, g a)"
             hazard = None
             memory = Memory()
+            forward = staticmethod(lambda out, a, b: a * b)
 
             @staticmethod
             def backward(g, out, xp):

@@ -1,0 +1,497 @@
+"""`ag.replay(fn)`: record one call of a training-step function, then run later calls with
+arguments of the same shapes and dtypes from the recorded graph, without building a new one.
+
+    step = ag.replay(lambda xs, ys: model.loss(xs, ys))
+    loss = step(xs, ys)        # the first two calls: eager, and recorded
+    loss.backward()
+    loss = step(xs3, ys3)      # later calls: replayed
+    loss.backward()            # parameters' .grad as eager mode gives them
+
+A replayed call runs the ops' declared forward kernels (`Op.forward`) over a list fixed at
+recording time, writing into private copies of the recorded nodes ("shells"); its result is
+one node whose backward runs the ops' own rules over those shells, newest first, with the
+sweep's fast paths and the same order of accumulation as eager mode. It skips what eager mode
+pays per node: making and stamping tensors, collecting and sorting the graph, claiming it,
+the per-node version checks (the leaves it read are checked once instead).
+
+What it cannot replay runs eagerly and says why once (a ReplayWarning):
+- arguments of a new shape, dtype or layout (recorded again, up to MAX_PLANS signatures),
+  Python arguments of a new value, arguments it cannot key (anything but tensors, arrays,
+  numbers, strings, None and tuples/lists of them);
+- a function that reads a value of the graph while it runs (`.item()`, `bool()`,
+  `.tolist()`: its control flow may depend on values);
+- a graph that is not the same when the second call is recorded again: another sequence of
+  ops, or an array an op saved (a mask, an index) that changed although it is no argument;
+- an op without a forward kernel, a hook or retain_grad() inside the function;
+- grad mode off, anomaly mode on (its messages need the eager graph), a result that is not
+  one tensor depending on something that requires grad.
+So a call is replayed from the third on. Float arguments that do not require grad reach the
+function as tensors that do (so that what is computed from them is recorded); integer and
+bool arguments, and views of them, are bound where an op saved them. What it cannot see:
+numpy computed inside the function from its arguments' raw arrays, and choices made from
+Python state other than the arguments, both of which the second recording catches only when
+they changed between the first two calls. A replayed result supports backward() and grad()
+but not create_graph=True, and a call's result must be differentiated before the next call
+(later calls overwrite the shells: the backward then raises); threads sharing a replayed
+function take turns. Eager mode stays the default, and the one graphs and traces see.
+"""
+import threading
+import warnings
+
+import numpy as np
+
+from . import engine
+from .backmath import ArrayMath
+from .function import Memory, Op, record
+from .grad_mode import _state
+from .graph import walk
+from .tensor import Tensor, _new, fill, version_of
+
+__all__ = ["replay", "Replay", "ReplayWarning"]
+
+MAX_PLANS = 8  # signatures recorded per function before new ones just run eagerly
+
+
+class ReplayWarning(UserWarning):
+    """A call of a replayed function ran eagerly; the message says why."""
+
+
+def replay(fn):
+    """`fn`, recorded on its first call and replayed on later calls with arguments of the same
+    shapes and dtypes (see this module). Usable as a decorator."""
+    return Replay(fn)
+
+
+class _Refused(Exception):
+    """Why a recorded call cannot be replayed."""
+
+
+class Replay:
+    """A function recorded once per argument signature and replayed after (see `replay`)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.plans = {}  # signature -> _Plan, or the reason it was refused (a str)
+        self._said = set()
+
+    def __call__(self, *args):
+        if not _state.enabled:
+            return self._eager("grad mode is off", args)
+        if _state.anomaly:
+            return self._eager("anomaly mode is on (its messages need the eager graph)", args)
+        try:
+            key = _signature(args)
+        except _Refused as why:
+            return self._eager(str(why), args)
+        plan = self.plans.get(key)
+        if isinstance(plan, _Plan):
+            if not plan.current():  # a tensor it reads changed shape or dtype: record again
+                self._say("a tensor the function reads changed shape or dtype; recording again")
+            elif plan.confirmed:
+                return plan.run(args)
+            else:  # the second call: recorded again, and replayed only if nothing changed
+                out, second = _record(self.fn, args)
+                why = second if isinstance(second, str) else plan.differs(second)
+                if why:
+                    self.plans[key] = why
+                    self._say(why)
+                else:
+                    second.confirmed = True
+                    self.plans[key] = second
+                return out
+        elif plan is not None:
+            return self._eager(plan, args)
+        if len(self.plans) >= MAX_PLANS:
+            return self._eager(f"more than {MAX_PLANS} argument signatures", args)
+        if self.plans:
+            self._say(f"new argument shapes or dtypes {_describe(key)}; recording again")
+        out, plan = _record(self.fn, args)
+        self.plans[key] = plan
+        if not isinstance(plan, _Plan):
+            self._say(plan)
+        return out
+
+    def _eager(self, why, args):
+        self._say(why)
+        return self.fn(*args)
+
+    def _say(self, why):
+        if why not in self._said:
+            self._said.add(why)
+            warnings.warn(f"replay of {getattr(self.fn, '__name__', 'a function')}: {why}; "
+                          f"this call runs eagerly", ReplayWarning, stacklevel=3)
+
+
+# ---- the signature of a call --------------------------------------------------------------
+_PLAIN = (int, float, bool, str, type(None), np.integer, np.floating, np.bool_)
+
+
+def _signature(value):
+    if isinstance(value, Tensor):
+        d = value._data
+        return ("tensor", d.shape, d.dtype.str, d.strides, value.requires_grad)
+    if isinstance(value, np.ndarray):
+        return ("array", value.shape, value.dtype.str, value.strides)
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__,) + tuple(_signature(v) for v in value)
+    if isinstance(value, _PLAIN):
+        return ("value", type(value).__name__, value)
+    raise _Refused(f"an argument of type {type(value).__name__} (not a tensor, array, number "
+                   f"or tuple of them)")
+
+
+def _describe(key):
+    shapes = [k[1] for k in key if isinstance(k, tuple) and k[0] in ("tensor", "array")]
+    return f"(shapes {', '.join(map(str, shapes))})"
+
+
+# ---- recording ----------------------------------------------------------------------------
+class _Recorder:
+    """What a recording call shows that its graph alone does not (set in `_state.recorder`)."""
+
+    def __init__(self):
+        self.constants = {}  # node -> the non-differentiated arguments before they were copied
+        self.value_read = None
+
+    def saw_constants(self, out, saved):
+        self.constants[out] = saved
+
+    def read(self, t, what):
+        if t.requires_grad and self.value_read is None:
+            self.value_read = what
+
+
+def _flatten(args, path=()):
+    """(path, value) of every tensor and array among the arguments."""
+    for k, a in enumerate(args):
+        if isinstance(a, (tuple, list)):
+            yield from _flatten(a, path + (k,))
+        elif isinstance(a, (Tensor, np.ndarray)):
+            yield path + (k,), a
+
+
+def _at(args, path):
+    for k in path:
+        args = args[k]
+    return args
+
+
+def _probe(value):
+    """A float argument that does not require grad becomes a tensor that does, so that what
+    the function computes from it is recorded."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_probe(v) for v in value)
+    data = value._data if isinstance(value, Tensor) else value
+    if isinstance(data, np.ndarray) and data.dtype.kind == "f" and not (
+            isinstance(value, Tensor) and value.requires_grad):
+        return Tensor(data, requires_grad=True)
+    return value
+
+
+def _record(fn, args):
+    """Run `fn` eagerly with a recorder watching: (its result, a _Plan or why not)."""
+    probed = tuple(_probe(a) for a in args)
+    recorder = _Recorder()
+    previous, _state.recorder = _state.recorder, recorder
+    try:
+        out = fn(*probed)
+    finally:
+        _state.recorder = previous
+    try:
+        plan = _Plan(out, args, probed, recorder)
+    except _Refused as why:
+        return out, str(why)
+    return out, plan
+
+
+class _Plan:
+    """One recorded graph, ready to run again: shells of its nodes in creation order, where
+    each leaf's array comes from, and the constants bound to arguments."""
+
+    def __init__(self, out, args, probed, recorder):
+        if recorder.value_read:
+            raise _Refused(f"the function read a value of the graph ({recorder.value_read}): "
+                           f"its control flow may depend on values")
+        if not isinstance(out, Tensor) or out._op is None or not out.requires_grad:
+            raise _Refused("its result is not one tensor computed from something that "
+                           "requires grad")
+        places = {}  # id(array or tensor) -> argument path
+        for path, a in _flatten(probed):
+            places.setdefault(id(a), path)
+            if isinstance(a, Tensor):
+                places.setdefault(id(a._data), path)
+        for path, a in _flatten(args):
+            places.setdefault(id(a._data if isinstance(a, Tensor) else a), path)
+        self.arg_tensors = [(path, a) for path, a in _flatten(args)
+                            if isinstance(a, Tensor) and a.requires_grad]
+        shells, self.program, self.sources, self.bound = {}, [], [], []
+        self.structure, self.index = [], {}  # what differs() compares; shell -> position
+        self.grad_leaves = []  # (shell, argument path or the tensor itself)
+        for t in reversed(walk((out,), "replay")):  # oldest first, leaves before nodes
+            shells[t] = s = self._shell(t, shells, places, recorder)
+        self.root = shells[out]
+        if not self.root.requires_grad:
+            raise _Refused("its result does not depend on anything that requires grad")
+        # the backward's list, newest first: each node that requires grad with its rule and,
+        # per input, (input, shape) or None where no gradient goes
+        self.steps = [(s, s._op, s._op.fast_backward, s._op.backward,
+                       tuple((i, i._data.shape) if i.requires_grad else None
+                             for i in s._inputs))
+                      for s in (shells[t] for t in walk((out,), "replay") if t._op is not None)
+                      if s.requires_grad]
+        self.generation = 0
+        self.confirmed = False  # set once a second recording gave the same graph
+        # one call at a time writes or reads the shells (threads sharing the function)
+        self.lock = threading.Lock()
+
+    def _shell(self, t, shells, places, recorder):
+        if t._op is None:
+            return self._leaf(t, places)
+        op = t._op
+        if not callable(op.forward):
+            raise _Refused(f"op {op.name} declares no forward kernel")
+        if t._hooks or t._retain:
+            raise _Refused("a hook or retain_grad() on a tensor inside the function")
+        inputs = tuple(shells[i] for i in t._inputs)
+        needs = any(i.requires_grad for i in inputs)
+        s = fill(_new(Tensor), t._data, needs, op, inputs, t._saved, t._seq, t._step)
+        s.name = t.name
+        constants = t._saved[:op.constants] if op.constants else ()
+        if t in recorder.constants:
+            template = _bind(recorder.constants[t][:op.constants], places)
+            if template is not None:
+                self.bound.append((s, template, op.constants))
+                constants = template
+        # what must be the same when the call is recorded again: the op, where its inputs
+        # come from, its constants, and its other saved parameters (axes, scalars; arrays
+        # there are values its forward computes again, as softmax_cross_entropy's)
+        rest = _parameters(t._saved[op.constants:] if op.constants else t._saved)
+        self.structure.append((op, tuple(self.index[i] for i in inputs), constants, rest,
+                               t._data.shape, t._data.dtype))
+        self.index[s] = len(self.index)
+        self.program.append((s, op.forward, inputs))
+        return s
+
+    def _leaf(self, t, places):
+        path = places.get(id(t)) or places.get(id(t._data))
+        s = fill(_new(Tensor), t._data, False)
+        if t.requires_grad and path is None:  # a parameter (or any leaf from outside)
+            s.requires_grad = True
+            self.grad_leaves.append((s, t))
+            self.sources.append((s, t))
+        elif path is not None:  # an argument, or its data wrapped again inside the function
+            arg_is_grad = t.requires_grad and any(p == path for p, _ in self.arg_tensors)
+            s.requires_grad = arg_is_grad
+            if arg_is_grad:
+                self.grad_leaves.append((s, path))
+            self.sources.append((s, path))
+        else:  # made inside the function or read from outside: its current array each call
+            self.sources.append((s, t))
+        # a parameter is the same tensor in both recordings; other leaves may be new each call
+        who = id(t) if t.requires_grad and path is None else None
+        self.structure.append(("leaf", s.requires_grad, path, who, t._data.shape,
+                               t._data.dtype))
+        self.index[s] = len(self.index)
+        return s
+
+    def differs(self, other):
+        """Why a second recording of the same signature cannot share this plan, or None."""
+        if len(self.structure) != len(other.structure) or not all(
+                _same(a, b) for a, b in zip(self.structure, other.structure)):
+            return ("the graph changed between two calls with the same argument shapes (its "
+                    "control flow, or an array an op saved, depends on values)")
+        return None
+
+    # ---- a replayed call --------------------------------------------------------------------
+    def current(self):
+        """Whether every tensor the plan reads from outside still has its recorded shape."""
+        for s, src in self.sources:
+            if isinstance(src, Tensor):
+                d = src._data
+                if d.shape != s._data.shape or d.dtype != s._data.dtype:
+                    return False
+        return True
+
+    def run(self, args):
+        with self.lock:
+            return self._run(args)
+
+    def _run(self, args):
+        self.generation += 1
+        read = []  # (tensor, version): checked again before the backward
+        for s, src in self.sources:
+            if isinstance(src, Tensor):
+                s._data = src._data
+                read.append((src, version_of(src)))
+            else:
+                a = _at(args, src)
+                if isinstance(a, Tensor):
+                    read.append((a, version_of(a)))
+                    a = a._data
+                s._data = a
+        for s, template, count in self.bound:
+            s._saved = _rebuild(template, args) + tuple(s._saved[count:])
+        for s, forward, inputs in self.program:
+            s._data = forward(s, *[i._data for i in inputs])
+        leaves = tuple(src if isinstance(src, Tensor) else _at(args, src)
+                       for _, src in self.grad_leaves)
+        return record(ReplayedStep, self.root._data.copy(), leaves,
+                      (self, self.generation, tuple(read)))
+
+    def backward(self, g):
+        """The sweep of engine._sweep over the shells (its fast paths, its order of
+        accumulation), with none of its per-node checks: the gradient of each grad leaf."""
+        sweep = engine._Sweep(False, [])
+        acc, owned, pending, xp = sweep.acc, sweep.owned, sweep.pending, ArrayMath
+        sum_to = xp.sum_to
+        acc[self.root] = g
+        for t, op, fast, rule, specs in self.steps:
+            g = acc.pop(t, None)
+            if pending:
+                g = sweep.products(t, g)
+            if g is None:
+                continue
+            grads = rule(g, t, xp) if fast is None else fast(op, g, t, sweep)
+            for spec, gi in zip(specs, grads):
+                if gi is None or spec is None:
+                    continue
+                inp, shape = spec
+                prev = acc.get(inp)
+                if gi.shape != shape:
+                    gi = sum_to(gi, shape)
+                    if prev is None and type(gi) is np.ndarray:
+                        acc[inp] = gi
+                        owned.add(inp)
+                        continue
+                if prev is None:
+                    acc[inp] = gi
+                elif inp in owned:
+                    prev += gi
+                else:
+                    acc[inp] = prev = prev + gi
+                    if type(prev) is np.ndarray:
+                        owned.add(inp)
+        result = []
+        for s, _ in self.grad_leaves:
+            parts = sweep.pending.pop(s, None)
+            g = acc.pop(s, None)
+            result.append(g if parts is None else engine._stacked_products(parts, g))
+        return tuple(result)
+
+
+def _bind(value, places):
+    """The constants `value` with each array that is an argument, or a view of one, replaced
+    by where it comes from (an _Arg); None when none is. Other arrays stay as they are: the
+    second recording shows whether they are constant."""
+    if isinstance(value, np.ndarray):
+        base, path = value, places.get(id(value))
+        while path is None and isinstance(base.base, np.ndarray):
+            base = base.base
+            path = places.get(id(base))
+        if path is None:
+            return None
+        if base is value:
+            return _Arg(path)
+        if base.dtype != value.dtype or not base.flags.c_contiguous:
+            return None
+        offset = value.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        return _Arg(path, (offset, value.shape, value.strides))
+    if isinstance(value, tuple):
+        parts = tuple(_bind(v, places) for v in value)
+        if all(p is None for p in parts):
+            return None
+        return tuple(p if p is not None else v for p, v in zip(parts, value))
+    return None
+
+
+class _Arg:
+    """An argument's array (at `path` among the arguments), or a view of it."""
+    __slots__ = ("path", "view")
+
+    def __init__(self, path, view=None):
+        self.path, self.view = path, view
+
+    def __eq__(self, other):
+        return isinstance(other, _Arg) and (self.path, self.view) == (other.path, other.view)
+
+    def array(self, args):
+        a = _at(args, self.path)
+        a = a._data if isinstance(a, Tensor) else a
+        return a if self.view is None else _view_at(a, *self.view)
+
+
+def _view_at(a, offset, shape, strides):
+    """The view of `a`'s memory at byte `offset` with `shape` and `strides` (as recorded;
+    the signature holds `a`'s layout, so the view reads the same elements)."""
+    flat = a.reshape(-1)  # a view: the argument's layout is the recorded one
+    return np.lib.stride_tricks.as_strided(flat[offset // a.itemsize:], shape, strides,
+                                           writeable=False)
+
+
+def _rebuild(template, args):
+    """The constants of this call: each bound array copied from its argument (as `record`
+    copies them: changing the argument later cannot change the gradient)."""
+    if isinstance(template, _Arg):
+        return np.array(template.array(args), copy=True)
+    if isinstance(template, tuple):
+        return tuple(_rebuild(v, args) for v in template)
+    return template
+
+
+def _parameters(saved):
+    """`saved` with its arrays left out."""
+    if isinstance(saved, np.ndarray):
+        return None
+    if isinstance(saved, tuple):
+        return tuple(_parameters(v) for v in saved)
+    return saved
+
+
+def _same(a, b):
+    """Structural equality, arrays by value (and dtype)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and a.shape == b.shape and bool(np.array_equal(a, b)))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return a is b
+
+
+class ReplayedStep(Op):
+    """A replayed call as one node: its inputs are the leaves that require grad, its rule the
+    recorded graph's rules run over the plan's shells. Not registered (it is no op a user
+    calls); it declares what the tools that walk graphs read."""
+    name = None  # set below: a named class would be registered in ag.ops_registry
+    inputs = ("*leaves",)
+    saves = ()
+    view = False
+    rule = "the recorded graph's rules, replayed"
+    hazard = None
+    memory = Memory()
+    forward = None
+
+    @staticmethod
+    def backward(g, out, xp):
+        plan, generation, read = out._saved
+        if xp.recording:
+            raise RuntimeError("replay: create_graph=True needs the eager graph; call the "
+                               "function itself rather than its replay")
+        with plan.lock:
+            if plan.generation != generation:
+                raise RuntimeError("replay: a later call of the replayed function overwrote "
+                                   "the values this result's backward needs; call backward() "
+                                   "on each result before the next call")
+            for t, version in read:
+                if version_of(t) != version:
+                    raise RuntimeError(
+                        f"backward: the tensor {engine._describe(t)} read by the replayed "
+                        f"step was modified in place after it was used (an optimizer step or "
+                        f"an in-place op between forward and backward?). Recompute the "
+                        f"forward, or modify a copy.")
+            return plan.backward(g)
+
+
+ReplayedStep.name = "replay"
