@@ -19,7 +19,9 @@ import re
 import graphviz
 
 MAX_STEPS = 12
-CLUSTER = "step_"  # "cluster_" boxes each step, but dot then loses the order of the steps  # the unrolled notes view; longer sequences are drawn rolled
+# Subgraph prefix of a step in the unrolled notes view: "cluster_" would box each step, but dot
+# then loses the steps' order. (Longer sequences are drawn rolled, in one cluster.)
+CLUSTER = "step_"
 WEIGHTS_NAME = "step_weights"
 
 # cell -> the names its steps carry (set by nn.recurrent), the symbol of each, and the notes'

@@ -9,8 +9,8 @@ import datetime
 import errno
 import os
 import pathlib
+import secrets
 import shutil
-import tempfile
 
 from .arguments import UsageError
 
@@ -50,14 +50,19 @@ class RunFolder:
         missing = [p for p in [parent, *parent.parents] if not p.exists()]
         try:
             for folder in reversed(missing):
+                self._made.append(folder)  # before mkdir: a signal in between still cleans
                 folder.mkdir()
-                self._made.append(folder)
-            self.tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.",
-                                                     suffix=".partial", dir=parent))
+            # named before it is made, so a signal (SIGTERM raises) at any point leaves
+            # nothing that _remove does not know of
+            self.tmp = parent / f".{self.dest.name}.{secrets.token_hex(4)}.partial"
+            self.tmp.mkdir()
         except OSError as exc:
             self._remove()
             raise UsageError(f"{self.where}: cannot write to output folder {self.dest}: "
                              f"{exc.strerror or exc}") from None
+        except BaseException:  # Ctrl-C or SIGTERM while the folders were being made
+            self._remove()
+            raise
         return self.tmp
 
     def __exit__(self, kind, exc, tb):
@@ -93,6 +98,8 @@ class RunFolder:
         for folder in reversed(self._made):
             try:
                 folder.rmdir()  # only while empty: another run may have written there since
+            except FileNotFoundError:  # interrupted before it was made
+                continue
             except OSError:
                 break
         self._made = []
