@@ -60,8 +60,12 @@ def test_a_reader_that_leaves_early_ends_the_run_and_leaves_no_folder(tmp_path):
 
 def _numpy_is_loading(pid):
     """True once numpy's compiled core is in the process: start-up has reached the import of
-    the command line (the interpreter's own start-up, before any code of ours, is over)."""
+    the command line (the interpreter's own start-up, before any code of ours, is over).
+    Only after the exec: until then the child is a copy of this process, numpy included,
+    and a Ctrl-C there meets no handler of ours yet."""
     try:
+        if b"-m\0bptt\0" not in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
+            return False
         return "numpy" in pathlib.Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return False
