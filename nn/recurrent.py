@@ -269,7 +269,7 @@ class _Cell(_Recurrent):
         self._setup(mode, input_size, hidden_size, bias, nonlinearity, variant)
         self._make_params("", input_size, get_rng(rng), dtype)
 
-    def _step(self, x, h, c):
+    def _one_step(self, x, h, c):
         name = type(self).__name__
         x = ag.as_tensor(x)
         unbatched = x.ndim == 1
@@ -300,7 +300,7 @@ class RNNCell(_Cell):
                          rng=rng, dtype=dtype)
 
     def forward(self, x, h=None):
-        return self._step(x, h, None)[0]
+        return self._one_step(x, h, None)[0]
 
 
 class GRUCell(_Cell):
@@ -310,7 +310,7 @@ class GRUCell(_Cell):
                          dtype=dtype)
 
     def forward(self, x, h=None):
-        return self._step(x, h, None)[0]
+        return self._one_step(x, h, None)[0]
 
 
 class LSTMCell(_Cell):
@@ -319,7 +319,7 @@ class LSTMCell(_Cell):
 
     def forward(self, x, state=None):
         h, c = _state_pair(type(self).__name__, state)
-        return self._step(x, h, c)
+        return self._one_step(x, h, c)
 
 
 def _start(states, k, name):
