@@ -12,7 +12,8 @@ import numpy as _np
 
 from .tensor import Tensor  # noqa: I001  (must come first: the ops import it)
 from .anomaly import AnomalyError, HazardWarning, detect_anomaly, is_anomaly_enabled
-from .engine import SweepObserver, backward, grad, node_vjp
+from .engine import backward, grad, node_vjp
+from .observers import SweepObserver
 from .function import REGISTRY as ops_registry, Memory, Op, as_tensor as _as_tensor, record
 from .grad_mode import (current_step, enable_grad, is_grad_enabled, no_grad, set_grad_enabled,
                         step_scope)

@@ -11,9 +11,9 @@ import numpy as np
 
 from . import function
 from .backmath import ArrayMath, TensorMath
-from .anomaly import check_gradient
-from .grad_mode import _state, set_grad_enabled
+from .grad_mode import set_grad_enabled
 from .graph import by_creation
+from .observers import observers_for, read_only
 from .ops.shape import astype
 from .tensor import Tensor, _make, version_of
 
@@ -186,29 +186,6 @@ def _stacked_products(parts, g):
     return total
 
 
-class SweepObserver:
-    """Watches a reverse sweep: pass one to `backward(..., observer=)` or `grad(...,
-    observer=)`. Anomaly mode, `trace_backward` and `nn.bptt_report` are observers.
-
-    `node(tensor, grad, sent)` is called once per node the sweep visits, newest first:
-    `tensor` is the node (its `op`, `inputs`, `step`, `name`), `grad` the gradient it
-    received (an ndarray; a Tensor under create_graph), and `sent` a list of
-    (input position, input tensor, contribution), each contribution already summed to the
-    input's shape, before any is added in; the arrays are read-only views (copy one to keep
-    it past the call: the sweep may add into it later). Raising stops the backward.
-
-    While an observer that sees contributions watches, every contribution is computed by
-    the op's plain rule (the fast paths that stack a shared weight's products are off), so
-    each one is seen. An observer with `contributions = False` sees only what each node
-    receives (`sent` is None, and `node` is called before the rule runs): the sweep then
-    runs as fast as unwatched."""
-
-    contributions = True
-
-    def node(self, tensor, grad, sent):
-        pass
-
-
 class _Sweep:
     """The state of one reverse sweep: gradients gathered so far (keyed by tensor, hashed by
     identity), which of them are buffers the sweep allocated itself (only those may be added
@@ -274,7 +251,7 @@ class _Sweep:
 
     def glance(self, t, g):
         """What node t received, shown to the observers that see no contributions."""
-        g = _read_only(g)
+        g = read_only(g)
         for observer in self.glancers:
             observer.node(t, g, None)
 
@@ -286,9 +263,9 @@ class _Sweep:
                 continue
             if gi.shape != inp._data.shape:
                 gi = grads[k] = self.xp.sum_to(gi, inp._data.shape)
-            sent.append((k, inp, _read_only(gi)))
+            sent.append((k, inp, read_only(gi)))
         for observer in self.observers:
-            observer.node(t, _read_only(g), sent)
+            observer.node(t, read_only(g), sent)
         return grads
 
     def finish(self, leaves, want, captured):
@@ -320,29 +297,13 @@ class _Sweep:
                     _accumulate_grad(leaf, g, self.create_graph)
 
 
-def _read_only(a):
-    """A read-only view of an array an observer is shown (the sweep still adds into it)."""
-    if type(a) is not np.ndarray:
-        return a
-    view = a.view()
-    view.flags.writeable = False
-    return view
-
-
-def _observers(observer):
-    found = [AnomalyObserver()] if _state.anomaly else []
-    if observer is not None:
-        found.append(observer)
-    return found
-
-
 def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=None):
     """The reverse sweep: each node, newest first, hands the gradient it received to its op's
     rule and adds what comes out into its inputs' gradients. With `wanted` (tensors), return
     their gradients instead of writing `.grad` anywhere."""
     epoch = next(_backward_count)
     nodes, leaves = _collect(roots, epoch, claim=not retain_graph)
-    sweep = _Sweep(create_graph, _observers(observer))
+    sweep = _Sweep(create_graph, observers_for(observer))
     acc, owned, xp, watched = sweep.acc, sweep.owned, sweep.xp, bool(sweep.observers)
     glanced = bool(sweep.glancers)
     for r, g in zip(roots, root_grads):
@@ -378,7 +339,9 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
                     grads = op.backward(g, t, xp)
                     if watched:
                         grads = sweep.watch(t, g, grads)
-                for inp, gi in zip(t._inputs, grads):  # the chain rule: add into each input
+                # The chain rule: add into each input. (Inline, as in replayer.py's backward: a
+                # function call per contribution costs about 5% of a backward.)
+                for inp, gi in zip(t._inputs, grads):
                     if gi is None or not inp.requires_grad:
                         continue
                     prev = acc.get(inp)
@@ -431,14 +394,6 @@ def node_vjp(node, grad):
         else:
             result.append(gi if gi.shape == inp.shape else ArrayMath.sum_to(gi, inp.shape))
     return result
-
-
-class AnomalyObserver(SweepObserver):
-    """Anomaly mode's check of every contribution (see detect_anomaly)."""
-
-    def node(self, tensor, grad, sent):
-        for k, _, gi in sent:
-            check_gradient(tensor, k, gi)
 
 
 def _root_gradient(op, t, gradient, create_graph):

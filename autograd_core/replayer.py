@@ -352,7 +352,7 @@ class _Plan:
             if g is None:
                 continue
             grads = rule(g, t, xp) if fast is None else fast(op, g, t, sweep)
-            for spec, gi in zip(specs, grads):
+            for spec, gi in zip(specs, grads):  # engine._sweep's accumulation, inline as there
                 if gi is None or spec is None:
                     continue
                 inp, shape = spec

@@ -9,7 +9,8 @@ comes from the op's own rule (`node_vjp`) on the gradient with every other block
 """
 import numpy as np
 
-from .engine import SweepObserver, grad, node_vjp
+from .engine import grad, node_vjp
+from .observers import SweepObserver
 
 
 def blocks(array, steps):

@@ -13,7 +13,8 @@ import pathlib
 import numpy as np
 
 from . import viz
-from .engine import SweepObserver, grad
+from .engine import grad
+from .observers import SweepObserver
 from .graph import walk
 from .viz import param_names
 
