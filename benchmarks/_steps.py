@@ -228,3 +228,50 @@ def torch_cell_loop(torch, cell, out_layer, xt, yt):
             outs.append(h)
         return torch_sequence_loss(torch, out_layer, outs, yt)
     return loop
+
+
+# ---- the user loop: everything per step, as a learner first writes it ------------------------
+def rnn_user_loop(ag, nn, p, xs, targets):
+    """h_t = tanh(x_t U + h_{t-1} W + b), L = sum_t mean_b CE(h_t V + c, y_t): the input
+    projection and the output layer of every step inside the loop (the parameters `p` keep
+    the state dict's names; U, W, V are their transposes, taken once)."""
+    u, w, v = p["rnn.weight_ih_l0"].T, p["rnn.weight_hh_l0"].T, p["out.weight"].T
+    b, c = p["rnn.bias_ih_l0"] + p["rnn.bias_hh_l0"], p["out.bias"]
+    h, loss = ag.zeros((xs.shape[1], HIDDEN)), 0.0
+    for t in range(xs.shape[0]):
+        h = ag.tanh(xs[t] @ u + h @ w + b)
+        loss = loss + nn.cross_entropy(h @ v + c, targets[t])
+    return loss
+
+
+def gru_user_loop(ag, nn, p, xs, targets):
+    """Note 001's GRU step by step, each gate with its own weights (sliced once from the
+    stacked parameters): r, z = σ(x_t U_{r,z} + h W_{r,z} + b_{r,z}),
+    h~ = tanh(x_t U_h + (r * h) W_h + b_h), h_t = (1 - z) h + z h~; the loss as rnn_user_loop."""
+    H = HIDDEN
+    w_ih, w_hh = p["rnn.weight_ih_l0"], p["rnn.weight_hh_l0"]
+    bias = p["rnn.bias_ih_l0"] + p["rnn.bias_hh_l0"]
+    u_r, u_z, u_h = (w_ih[k * H:(k + 1) * H].T for k in range(3))
+    w_r, w_z, w_h = (w_hh[k * H:(k + 1) * H].T for k in range(3))
+    b_r, b_z, b_h = (bias[k * H:(k + 1) * H] for k in range(3))
+    v, c = p["out.weight"].T, p["out.bias"]
+    h, loss = ag.zeros((xs.shape[1], H)), 0.0
+    for t in range(xs.shape[0]):
+        x = xs[t]
+        r = ag.sigmoid(x @ u_r + h @ w_r + b_r)
+        z = ag.sigmoid(x @ u_z + h @ w_z + b_z)
+        h_tilde = ag.tanh(x @ u_h + (r * h) @ w_h + b_h)
+        h = (1 - z) * h + z * h_tilde
+        loss = loss + nn.cross_entropy(h @ v + c, targets[t])
+    return loss
+
+
+def ours_user_loop(name, model, loop, xs, targets, replayed=False):
+    """autograd_core running `loop` (rnn_user_loop or gru_user_loop) on the model's
+    parameters; with `replayed` through `ag.replay`."""
+    import autograd_core as ag
+    import nn
+
+    params, xt = dict(model.named_parameters()), ag.Tensor(xs)
+    loss = lambda: loop(ag, nn, params, xt, targets)  # noqa: E731
+    return ours(name, model, ag.replay(loss) if replayed else loss)

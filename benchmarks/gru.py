@@ -6,6 +6,8 @@ The notes' GRU (variant="notes", the default; note 001):
     r, z = σ(x W_x{r,z}^T + h W_h{r,z}^T + b),  h~ = tanh(x W_xh^T + (r * h) W_hh^T + b_h),
     h_t = (1 - z) h_{t-1} + z h~
 - autograd_core: `model.loss(xs, targets)` and `.backward()`;
+- autograd_core, the user loop: every gate's input projection and the output layer inside
+  the per-step loop, as a learner first writes it (`_steps.gru_user_loop`); eager and replayed;
 - numpy by hand: `numpy_reference.gru_loss_grad`, the floor (held to nn.manual first);
 - torch eager: the same per-step Python loop written with torch ops (input projections of all
   steps in one matmul, then the equations above per step), torch.nn.Linear, F.cross_entropy.
@@ -26,6 +28,7 @@ TITLE = "GRU classifier step (fwd + bwd): " + _steps.SEQ_TITLE
 
 OURS, FLOOR, TORCH = "autograd_core (notes GRU)", "numpy by hand (floor)", "torch eager (notes GRU)"
 REPLAY = "autograd_core replay (notes GRU)"
+LOOP, LOOP_REPLAY = "autograd_core user loop", "autograd_core user loop, replay"
 OURS_T, CELL_T, FUSED_T = ("autograd_core variant=torch", "torch eager, GRUCell loop",
                            "torch nn.GRU (fused)")
 
@@ -98,7 +101,10 @@ def run(quick=False):
     floor = _steps.numpy_by_hand(FLOOR, numpy_reference.gru_loss_grad, state, xs, targets)
     ours_t = _steps.ours_sequence(OURS_T, model_t, xs, targets)
     torch = import_torch()
-    notes = [ours, _steps.ours_sequence(REPLAY, model, xs, targets, replayed=True)]
+    notes = [ours, _steps.ours_sequence(REPLAY, model, xs, targets, replayed=True),
+             _steps.ours_user_loop(LOOP, model, _steps.gru_user_loop, xs, targets),
+             _steps.ours_user_loop(LOOP_REPLAY, model, _steps.gru_user_loop, xs, targets,
+                                   replayed=True)]
     torch_form = [ours_t]
     if torch is not None:
         notes.append(_notes_torch(torch, state, xs, targets))
@@ -110,6 +116,8 @@ def run(quick=False):
     times = _steps.time_steps(notes + torch_form, quick, BURST)
     return _steps.rows(times, [("autograd_core / numpy", OURS, FLOOR),
                                ("replay / numpy", REPLAY, FLOOR),
+                               ("user loop / numpy", LOOP, FLOOR),
+                               ("user loop, replay / numpy", LOOP_REPLAY, FLOOR),
                                ("autograd_core / torch", OURS, TORCH),
                                ("variant=torch / GRUCell loop", OURS_T, CELL_T),
                                ("variant=torch / nn.GRU fused", OURS_T, FUSED_T)])

@@ -5,6 +5,8 @@ L = sum_t mean_b CE_t; batch 32, input 32, hidden 128, 32 classes, T = 50, float
 Timed, with the same weights and data:
 - autograd_core: `model.loss(xs, targets)` and `.backward()` (one matmul for the input
   projections of all steps, then the per-step loop, as nn.recurrent writes it);
+- autograd_core, the user loop: input projection and output layer inside the per-step
+  loop, as a learner first writes it (`_steps.rnn_user_loop`); eager and replayed;
 - numpy by hand: `numpy_reference.rnn_loss_grad`, the floor (held to nn.manual first);
 - torch eager: the per-step Python loop over `torch.nn.RNNCell`, then torch.nn.Linear and
   F.cross_entropy on the stacked states (the comparison of issue 3);
@@ -22,6 +24,7 @@ TITLE = "RNN classifier step (fwd + bwd), tanh: " + _steps.SEQ_TITLE
 
 OURS, FLOOR = "autograd_core", "numpy by hand (floor)"
 REPLAY = "autograd_core replay"
+LOOP, LOOP_REPLAY = "autograd_core user loop", "autograd_core user loop, replay"
 TORCH, TORCH_SAME = "torch eager, RNNCell loop", "torch eager, our loop (info)"
 
 
@@ -63,7 +66,10 @@ def run(quick=False):
     model, state, xs, targets = _steps.sequence_task("rnn")
 
     impls = [_steps.ours_sequence(OURS, model, xs, targets),
-             _steps.ours_sequence(REPLAY, model, xs, targets, replayed=True)]
+             _steps.ours_sequence(REPLAY, model, xs, targets, replayed=True),
+             _steps.ours_user_loop(LOOP, model, _steps.rnn_user_loop, xs, targets),
+             _steps.ours_user_loop(LOOP_REPLAY, model, _steps.rnn_user_loop, xs, targets,
+                                   replayed=True)]
     torch = import_torch()
     if torch is not None:
         impls += _torch_impls(torch, state, xs, targets)
@@ -74,5 +80,7 @@ def run(quick=False):
     times = _steps.time_steps(impls, quick, BURST)
     return _steps.rows(times, [("autograd_core / numpy", OURS, FLOOR),
                                ("replay / numpy", REPLAY, FLOOR),
+                               ("user loop / numpy", LOOP, FLOOR),
+                               ("user loop, replay / numpy", LOOP_REPLAY, FLOOR),
                                ("autograd_core / torch (RNNCell)", OURS, TORCH),
                                ("autograd_core / torch (our loop)", OURS, TORCH_SAME)])
