@@ -93,6 +93,8 @@ class Op:
       with gradient left^T @ right; return (the inputs' gradients with None for W, left,
       right), or None where it does not apply. The sweep keeps the (left, right) pairs of
       every use of W and multiplies once, stacked, when it reaches W.
+    - `batch`: how replay may run several copies of the op as one call on stacked operands
+      (see batching.py for the kinds), or None.
     """
 
     name = None
@@ -101,6 +103,7 @@ class Op:
     backward_into = None
     backward_split = None
     split_input = None
+    batch = None
     # Derived from the declarations when the class is made (never set by hand):
     checked_inputs = ()  # input positions whose versions a backward checks; None: all
     reads_output = False

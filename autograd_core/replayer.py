@@ -10,9 +10,13 @@ arguments of the same shapes and dtypes from the recorded graph, without buildin
 A replayed call runs the ops' declared forward kernels (`Op.forward`) over a list fixed at
 recording time, writing into private copies of the recorded nodes ("shells"); its result is
 one node whose backward runs the ops' own rules over those shells, newest first, with the
-sweep's fast paths and the same order of accumulation as eager mode. It skips what eager mode
-pays per node: making and stamping tensors, collecting and sorting the graph, claiming it,
-the per-node version checks (the leaves it read are checked once instead).
+sweep's fast paths. It skips what eager mode pays per node: making and stamping tensors,
+collecting and sorting the graph, claiming it, the per-node version checks (the leaves it read
+are checked once instead). Once the graph is confirmed, the copies of an op that a loop over
+time steps recorded run as one call on stacked operands where nothing stands in the way (see
+batching.py: the input projections of all steps, the output layer and loss of all steps, an
+accumulating `loss = loss + l_t`); values and gradients then differ from eager mode's only by
+the rounding of a different order of summation.
 
 What it cannot replay runs eagerly and says why once (a ReplayWarning):
 - arguments of a new shape, dtype or layout (recorded again, up to MAX_PLANS signatures),
@@ -40,7 +44,7 @@ import warnings
 
 import numpy as np
 
-from . import engine
+from . import batching, engine
 from .backmath import ArrayMath
 from .function import Memory, Op, record
 from .grad_mode import _state
@@ -97,6 +101,7 @@ class Replay:
                     self._say(why)
                 else:
                     second.confirmed = True
+                    second.batch()
                     self.plans[key] = second
                 return out
         elif plan is not None:
@@ -228,21 +233,27 @@ class _Plan:
         self.structure, self.index = [], {}  # what differs() compares; shell -> position
         self.grad_leaves = []  # (shell, argument path or the tensor itself)
         for t in reversed(walk((out,), "replay")):  # oldest first, leaves before nodes
-            shells[t] = s = self._shell(t, shells, places, recorder)
+            shells[t] = self._shell(t, shells, places, recorder)
         self.root = shells[out]
         if not self.root.requires_grad:
             raise _Refused("its result does not depend on anything that requires grad")
-        # the backward's list, newest first: each node that requires grad with its rule and,
-        # per input, (input, shape) or None where no gradient goes
-        self.steps = [(s, s._op, s._op.fast_backward, s._op.backward,
-                       tuple((i, i._data.shape) if i.requires_grad else None
-                             for i in s._inputs))
-                      for s in (shells[t] for t in walk((out,), "replay") if t._op is not None)
-                      if s.requires_grad]
+        self.steps = _backward_steps(s for s, _, _ in reversed(self.program))
         self.generation = 0
         self.confirmed = False  # set once a second recording gave the same graph
         # one call at a time writes or reads the shells (threads sharing the function)
         self.lock = threading.Lock()
+
+    def batch(self):
+        """Run the copies of an op that a loop recorded as one call where batching.rewrite
+        finds them (after the second recording confirmed the graph)."""
+        nodes = [s for s, _, _ in self.program]
+        result = batching.rewrite(nodes, self.root, keep={s for s, _, _ in self.bound})
+        if result is None:
+            return
+        order, self.root, copies = result
+        self.bound = [(copies[s], template, count) for s, template, count in self.bound]
+        self.program = [(s, s._op.forward, s._inputs) for s in order]
+        self.steps = _backward_steps(reversed(order))
 
     def _shell(self, t, shells, places, recorder):
         if t._op is None:
@@ -377,6 +388,14 @@ class _Plan:
             g = acc.pop(s, None)
             result.append(g if parts is None else engine._stacked_products(parts, g))
         return tuple(result)
+
+
+def _backward_steps(nodes):
+    """The backward's list, newest node first: each node that requires grad with its rule
+    and, per input, (input, shape) or None where no gradient goes."""
+    return [(s, s._op, s._op.fast_backward, s._op.backward,
+             tuple((i, i._data.shape) if i.requires_grad else None for i in s._inputs))
+            for s in nodes if s.requires_grad]
 
 
 def _bind(value, places):

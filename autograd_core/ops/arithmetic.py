@@ -33,6 +33,7 @@ class Add(Op):
     rule = "d(a + b) = (g, g)"
     hazard = None
     memory = Memory(same=(0, 1))
+    batch = "sum"
 
     @staticmethod
     def forward(out, a, b):
@@ -51,6 +52,7 @@ class AddScalar(Op):
     rule = "d(x + c) = g"
     hazard = None
     memory = Memory(same=(0,))
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, x):
@@ -78,6 +80,7 @@ class Sub(Op):
     rule = "d(a - b) = (g, -g)"
     hazard = None
     memory = Memory(same=(0,))
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, a, b):
@@ -97,6 +100,7 @@ class RSubScalar(Op):
     rule = "d(c - x) = -g"
     hazard = None
     memory = Memory()
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, x):
@@ -124,6 +128,7 @@ class Neg(Op):
     rule = "d(-x) = -g"
     hazard = None
     memory = Memory()
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, x):
@@ -148,6 +153,7 @@ class Mul(Op):
     rule = "d(a * b) = (g * b, g * a)"
     hazard = None
     memory = Memory()
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, a, b):
@@ -168,6 +174,7 @@ class MulScalar(Op):
     rule = "d(c x) = c g"
     hazard = None
     memory = Memory()
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, x):
@@ -195,6 +202,7 @@ class Div(Op):
     rule = "d(a / b) = (g / b, -g * a / b^2)"
     hazard = hazards.divisor_near_zero
     memory = Memory()
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, a, b):
@@ -218,6 +226,7 @@ class DivScalar(Op):
     rule = "d(x / c) = g / c"
     hazard = hazards.constant_divisor_near_zero
     memory = Memory()
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, x):

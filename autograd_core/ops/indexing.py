@@ -44,6 +44,7 @@ class GetItem(Op):
     rule = "g put back at the index"
     hazard = None
     memory = Memory()
+    batch = "index"
 
     @staticmethod
     def forward(out, x):

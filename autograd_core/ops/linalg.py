@@ -17,6 +17,7 @@ class MatMul(Op):
     rule = "d(A @ B) = (g B^T, A^T g)"
     hazard = None
     memory = Memory()
+    batch = "matmul"
     split_input = 1
 
     @staticmethod

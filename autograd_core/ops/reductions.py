@@ -20,6 +20,7 @@ class Sum(Op):
     rule = "g spread over the summed axes"
     hazard = None
     memory = Memory(view=True)
+    batch = "reduce"
 
     @staticmethod
     def forward(out, x):
@@ -46,6 +47,7 @@ class Mean(Op):
     rule = "g / n spread over the axes"
     hazard = None
     memory = Memory()
+    batch = "reduce"
 
     @staticmethod
     def forward(out, x):
@@ -258,6 +260,7 @@ class SoftmaxCrossEntropy(Op):
     rule = "(softmax(x) - onehot(target)) g"
     hazard = None
     memory = Memory()
+    batch = "rows"
 
     @staticmethod
     def forward(out, x):

@@ -16,6 +16,7 @@ class Exp(Op):
     rule = "d exp(x) = exp(x) g"
     hazard = hazards.exp_overflow
     memory = Memory()
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, x):
@@ -39,6 +40,7 @@ class Log(Op):
     rule = "d log(x) = g / x"
     hazard = hazards.log_near_zero
     memory = Memory()
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, x):
@@ -118,6 +120,7 @@ class Tanh(Op):
     rule = "d tanh(x) = (1 - y^2) g"
     hazard = hazards.tanh_saturated
     memory = Memory(temporaries=1)
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, x):
@@ -143,6 +146,7 @@ class Sigmoid(Op):
     rule = "d sigmoid(x) = y (1 - y) g"
     hazard = hazards.sigmoid_saturated
     memory = Memory(temporaries=1)
+    batch = "elementwise"
 
     @staticmethod
     def forward(out, x):

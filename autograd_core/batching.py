@@ -1,0 +1,415 @@
+"""Batching a recorded graph for replay: copies of one op that none of the others depends on run
+as one call on their stacked operands.
+
+A loop over time steps records the same few ops once per step. A replayed graph runs again and
+again, so it can run those copies together, as a hand-written numpy loop does:
+- what depends only on leaves (x_t @ U for every t) runs first, all steps at once;
+- what hangs off the recurrence without feeding it (each step's output layer and loss) runs as
+  late as possible, all steps at once;
+- a chain of additions that only accumulates (loss = loss + l_t) becomes one sum over the
+  stacked terms, so that the terms are no longer a chain.
+Nodes are grouped by level (see `_Graph.levels`): every edge of the graph goes from a lower
+level to a higher one, so nodes of one level never depend on each other, and running the levels
+in order respects every dependency.
+
+The rewritten graph uses existing ops only (stack to gather operands, reshape, getitem to hand
+each copy's value to its consumers, and the batched op itself), so its backward is the ops' own
+rules. Whether and how an op batches is declared by its class (`Op.batch`):
+- "elementwise": broadcasting ops; a varying operand is stacked along a new first axis (with
+  axes of length 1 so that it broadcasts as before), a shared one is passed as it is;
+- "sum": elementwise addition, which may also be a chain that only accumulates;
+- "matmul": 2-D operands; a shared right operand multiplies all stacked rows in one product;
+- "reduce": reductions over `_saved` axes (shifted past the new axis);
+- "rows": per-row ops along the last axis with a per-copy argument (cross-entropy's targets);
+- "index": x[t] with one tensor x and an integer t per copy (a slice or an index array).
+`rewrite` checks the values of the batched graph against the recorded ones before it is used.
+"""
+import numpy as np
+
+from .ops.arithmetic import Add
+from .ops.indexing import GetItem
+from .ops.joining import Stack
+from .ops.linalg import MatMul
+from .ops.reductions import Sum
+from .ops.shape import Reshape
+from .tensor import Tensor, _new, fill
+
+MIN_GROUP = 3  # fewer copies are not worth a gather and a scatter
+
+
+def rewrite(nodes, root, keep=()):
+    """Batch the graph of `nodes` (op-node shells, oldest first) with result `root`; the nodes
+    in `keep` stay unbatched. Returns (the new op nodes in an order to run them, the new
+    root, {original node: its unbatched copy}), or None when nothing batches or the batched
+    values differ from the recorded ones."""
+    graph = _Graph(nodes, root, frozenset(keep))
+    graph.flatten_sums()
+    groups = graph.groups()
+    if not groups and not graph.flattened:
+        return None
+    built = _Builder(graph, groups).build()
+    if not _agrees(graph, built):
+        return None
+    return built.order, built.value(graph.root), built.copies
+
+
+class _Graph:
+    """The recorded nodes with their consumers, and their levels."""
+
+    def __init__(self, nodes, root, keep):
+        self.root, self.keep = root, keep
+        self.nodes, self.inputs = _merge_repeats(nodes, keep)
+        self.is_node = set(self.nodes)
+        self.consumers = {}
+        for n in self.nodes:
+            for i in self.inputs[n]:
+                self.consumers.setdefault(i, []).append(n)
+        self.flattened = {}  # the top of an accumulating chain -> its terms
+
+    # ---- accumulating chains ------------------------------------------------------------------
+    def _link(self, t, parent):
+        """Whether t is an inner addition of parent's chain (used by parent only)."""
+        return (t in self.is_node and t not in self.keep and t._op.batch == "sum"
+                and self.consumers.get(t) == [parent] and self._plain_sum(t)
+                and t._data.shape == parent._data.shape)
+
+    def _plain_sum(self, t):
+        shape, dtype = t._data.shape, t._data.dtype
+        return all(i._data.shape == shape and i._data.dtype == dtype for i in self.inputs[t])
+
+    def flatten_sums(self):
+        dropped = set()
+        for top in reversed(self.nodes):  # newest first: a chain's top comes before its links
+            if top in dropped or top in self.keep or top._op.batch != "sum" or \
+                    not self._plain_sum(top):
+                continue
+            terms, chain, todo = [], [], [top]
+            while todo:
+                t = todo.pop()
+                if isinstance(t, tuple):  # ("term", node)
+                    terms.append(t[1])
+                    continue
+                chain.append(t)
+                for i in reversed(self.inputs[t]):  # the first input first: terms in order
+                    todo.append(i if self._link(i, t) else ("term", i))
+            if len(terms) >= MIN_GROUP:
+                self.flattened[top] = terms
+                dropped.update(chain[1:])
+        if dropped:
+            self.nodes = [n for n in self.nodes if n not in dropped]
+
+    # ---- levels and groups --------------------------------------------------------------------
+    def sources(self, n):
+        """n's inputs in the flattened graph."""
+        terms = self.flattened.get(n)
+        return terms if terms is not None else self.inputs[n]
+
+    def levels(self):
+        """node -> its level. Each node can run anywhere between its depth from the leaves
+        (as soon as possible) and the depth of the result less its distance to it (as late
+        as possible); it takes whichever of the two more copies of it share (x_t @ U: the
+        first; each step's loss: the second), then is moved after its inputs where needed,
+        so that every input has a lower level than its consumer."""
+        early = {}
+        for n in self.nodes:
+            early[n] = 1 + max((early[i] for i in self.sources(n) if i in early), default=0)
+        distance = {self.root: 0}
+        for n in reversed(self.nodes):
+            d = distance.get(n, 0) + 1
+            for i in self.sources(n):
+                if i in early and distance.get(i, 0) < d:
+                    distance[i] = d
+        depth = early.get(self.root, 0)
+        late = {n: depth - distance.get(n, 0) for n in self.nodes}
+        self.signature = {n: _signature(n, self.inputs[n]) for n in self.nodes
+                          if n not in self.keep and n not in self.flattened}
+        count = {}
+        for n, sig in self.signature.items():
+            if sig is not None:
+                for key in ((0, early[n], sig), (1, late[n], sig)):
+                    count[key] = count.get(key, 0) + 1
+        level = {}
+        for n in self.nodes:  # oldest first: inputs before their consumers
+            sig = self.signature.get(n)
+            lvl = early[n]
+            if sig is not None and count[1, late[n], sig] > count[0, early[n], sig]:
+                lvl = late[n]
+            level[n] = max([lvl] + [level[i] + 1 for i in self.sources(n) if i in level])
+        return level
+
+    def groups(self):
+        """Lists of at least MIN_GROUP nodes of one level and one signature, oldest first."""
+        self.level = self.levels()
+        found = {}
+        for n, sig in self.signature.items():
+            if sig is not None:
+                found.setdefault((self.level[n], sig), []).append(n)
+        return [sorted(g, key=_seq) for g in found.values() if len(g) >= MIN_GROUP]
+
+
+def _seq(n):
+    return n._seq
+
+
+def _merge_repeats(nodes, keep):
+    """(the nodes without repeats, {node: its inputs}): a node that applies the same op with
+    the same parameters to the same inputs as an earlier one (w.T or u[:, :h] written inside
+    the loop) is dropped, and its consumers read the earlier one."""
+    same, kept, inputs = {}, [], {}
+    for n in nodes:
+        ins = tuple(same.get(i, i) for i in n._inputs)
+        key = None if n in keep else _parameters_key(n._saved)
+        if key is not None:
+            key = (n._op, tuple(map(id, ins)), key)
+            earlier = same.get(key)
+            if earlier is not None:
+                same[n] = earlier
+                continue
+            same[key] = n
+        kept.append(n)
+        inputs[n] = ins
+    return kept, inputs
+
+
+def _parameters_key(saved):
+    """A hashable stand-in for an op's saved parameters, or None when they hold arrays (or
+    anything else that is not a plain value)."""
+    if _plain(saved) or type(saved) is str:
+        return ("value", saved)
+    if type(saved) is slice:
+        return ("slice", saved.start, saved.stop, saved.step)
+    if type(saved) is tuple:
+        parts = tuple(_parameters_key(v) for v in saved)
+        return None if any(p is None for p in parts) else ("tuple",) + parts
+    return None
+
+
+def _plain(value):
+    return value is None or type(value) in (int, float, bool)
+
+
+def _signature(n, inputs):
+    """What copies batched together must share, or None when n cannot batch."""
+    op, data = n._op, n._data
+    kind = op.batch
+    if kind is None or type(data) is not np.ndarray:
+        return None
+    # A parameter (a leaf that requires grad) is an operand the copies share: copies with
+    # other parameters go to other groups, rather than stacking the parameters.
+    operands = tuple((i._data.shape, i._data.dtype,
+                      id(i) if i._op is None and i.requires_grad else None) for i in inputs)
+    common = (op, data.shape, data.dtype, operands)
+    if kind in ("elementwise", "sum"):
+        return common + (n._saved,) if _plain(n._saved) else None
+    if kind == "matmul":  # the right operand (the weight) is shared: one 2-D product
+        if not all(len(i._data.shape) == 2 for i in inputs):
+            return None
+        return common + (id(inputs[1]),)
+    if kind == "reduce":
+        return common + (n._saved,)
+    if kind == "rows":
+        target = n._saved[0]
+        return common + (target.shape, target.dtype)
+    if kind == "index":
+        index, basic = n._saved
+        if type(index) is not int or not basic:
+            return None
+        return common + (id(inputs[0]),)
+    return None
+
+
+class _Built:
+    def __init__(self):
+        self.units = []  # (level, seq, [new nodes in order])
+        self.copies = {}  # original node -> its unbatched copy
+        self.member = {}  # batched original node -> (group output, position)
+        self.extracted = {}  # batched original node -> its getitem node
+        self.group_of = {}  # batched original node -> its group (a list)
+        self.output = {}  # id(group) -> the batched node, shaped (copies,) + member shape
+        self.order = None
+
+    def value(self, n):
+        """The node of the new graph holding the original node n's value."""
+        copy = self.copies.get(n)
+        if copy is not None:
+            return copy
+        if n in self.member:
+            node = self.extracted.get(n)
+            if node is None:
+                out, k = self.member[n]
+                node = self.extracted[n] = _make(GetItem, (out,), (k, True), out._data[k])
+                self.pending.append(node)
+            return node
+        return n  # a leaf
+
+
+def _make(op, inputs, saved, data, name=None):
+    needs = any(i.requires_grad for i in inputs)
+    t = fill(_new(Tensor), data, needs, op, tuple(inputs), saved, 0, None)
+    t.name = name
+    return t
+
+
+class _Builder:
+    def __init__(self, graph, groups):
+        self.graph, self.groups = graph, groups
+        self.built = _Built()
+
+    def build(self):
+        g, b = self.graph, self.built
+        level = g.level
+        grouped = {}
+        for group in self.groups:
+            for n in group:
+                grouped[n] = group
+        b.group_of = grouped
+        done = set()
+        # Nodes in order of level: every input is made before its consumer.
+        units = sorted(((level[n], n._seq, n) for n in g.nodes), key=lambda u: u[:2])
+        for lvl, seq, n in units:
+            b.pending = []
+            group = grouped.get(n)
+            if group is None:
+                self._copy(n)
+            elif id(group) not in done:
+                done.add(id(group))
+                self._batch(group)
+            else:
+                continue
+            b.units.append(b.pending)
+        b.pending = []  # getitems made while asking for the root's value
+        root = b.value(g.root)
+        b.order = [node for unit in b.units for node in unit] + b.pending
+        b.root = root
+        return b
+
+    def _copy(self, n):
+        b, g = self.built, self.graph
+        terms = g.flattened.get(n)
+        if terms is not None:  # an accumulating chain: one sum of the stacked terms
+            b.copies[n] = self._sum(terms, n.name)
+            return
+        inputs = tuple(b.value(i) for i in self.graph.inputs[n])
+        copy = fill(_new(Tensor), n._data, any(i.requires_grad for i in inputs), n._op, inputs,
+                    n._saved, n._seq, n._step)
+        copy.name = n.name
+        b.pending.append(copy)
+        b.copies[n] = copy
+
+    def _sum(self, terms, name):
+        """The sum of `terms` (nodes of one shape): the terms that are a batched group's
+        copies, in order, are summed from its output without gathering them again."""
+        b = self.built
+        source = b.group_of.get(terms[-1])
+        if source is not None and terms[-len(source):] == source:
+            out = b.output[id(source)]
+            total = _make(Sum, (out,), (0,), out._data.sum(axis=0))
+            b.pending.append(total)
+            for t in reversed(terms[:-len(source)]):  # what precedes it, added one by one
+                part = b.value(t)
+                total = _make(Add, (part, total), None, part._data + total._data)
+                b.pending.append(total)
+        else:
+            parts = [b.value(t) for t in terms]
+            stacked = _make(Stack, parts, 0, np.stack([p._data for p in parts]))
+            total = _make(Sum, (stacked,), (0,), stacked._data.sum(axis=0))
+            b.pending += [stacked, total]
+        total.name = name
+        return total
+
+    def _operand(self, group, k):
+        """The k-th operands of the group's copies: (node, shared). A varying operand comes
+        stacked along a new first axis."""
+        b = self.built
+        inputs = self.graph.inputs
+        first = inputs[group[0]][k]
+        if all(inputs[n][k] is first for n in group):
+            return b.value(first), True
+        ins = [inputs[n][k] for n in group]
+        source = b.group_of.get(ins[0])
+        if source is not None and ins == source:  # exactly the copies of one batched group
+            return b.output[id(source)], False
+        parts = [b.value(i) for i in ins]
+        node = _make(Stack, parts, 0, np.stack([p._data for p in parts]))
+        b.pending.append(node)
+        return node, False
+
+    def _reshape(self, node, shape):
+        out = _make(Reshape, (node,), None, node._data.reshape(shape))
+        self.built.pending.append(out)
+        return out
+
+    def _batch(self, group):
+        b = self.built
+        first = group[0]
+        op, kind, count = first._op, first._op.batch, len(group)
+        shape = (count,) + first._data.shape
+        first_inputs = self.graph.inputs[first]
+        operands = [self._operand(group, k) for k in range(len(first_inputs))]
+        if kind in ("elementwise", "sum"):
+            inputs = []
+            for (node, shared), i in zip(operands, first_inputs):
+                missing = first._data.ndim - i._data.ndim
+                if not shared and missing > 0:  # broadcast as the copies did
+                    node = self._reshape(node, (count,) + (1,) * missing + i._data.shape)
+                inputs.append(node)
+            out = self._apply(op, inputs, first._saved, shape, first._data.dtype)
+        elif kind == "matmul":
+            (a, a_shared), (w, w_shared) = operands
+            if w_shared and not a_shared:  # all rows times one matrix: a 2-D product
+                rows = self._reshape(a, (-1, a._data.shape[-1]))
+                flat = _make(MatMul, (rows, w), None, rows._data @ w._data)
+                b.pending.append(flat)
+                out = self._reshape(flat, shape)
+            else:
+                out = self._apply(op, [a, w], None, shape, first._data.dtype)
+        elif kind == "reduce":
+            axes = tuple(a + 1 for a in first._saved)
+            out = self._apply(op, [operands[0][0]], axes, shape, first._data.dtype)
+        elif kind == "rows":
+            targets = np.stack([n._saved[0] for n in group])
+            out = self._apply(op, [operands[0][0]], (targets, None), shape, first._data.dtype)
+        else:  # "index": x[t] for several t
+            x = operands[0][0]
+            ks = [n._saved[0] for n in group]
+            index = (slice(ks[0], ks[-1] + 1) if ks == list(range(ks[0], ks[-1] + 1))
+                     and ks[0] >= 0 else np.array(ks))
+            out = _make(GetItem, (x,), (index, type(index) is slice),
+                        np.asarray(x._data[index]))
+            b.pending.append(out)
+        b.output[id(group)] = out
+        for k, n in enumerate(group):
+            b.member[n] = (out, k)
+
+    def _apply(self, op, inputs, saved, shape, dtype):
+        """The op on batched operands, through its own forward kernel."""
+        out = _make(op, inputs, saved, np.empty(shape, dtype=dtype))
+        data = op.forward(out, *[i._data for i in inputs])
+        if type(data) is not np.ndarray or data.shape != shape:
+            raise _Mismatch
+        out._data = data
+        self.built.pending.append(out)
+        return out
+
+
+class _Mismatch(Exception):
+    """A batched op gave another shape than its copies."""
+
+
+def _agrees(graph, built):
+    """Whether every value of the batched graph is the recorded one, up to rounding."""
+    for n in graph.nodes:
+        if n in built.copies and n not in graph.flattened:
+            continue  # computed by the same call on the same operands
+        new = built.member[n][0]._data[built.member[n][1]] if n in built.member else \
+            built.copies[n]._data
+        old = n._data
+        if new.shape != old.shape:
+            return False
+        if old.size:
+            scale = max(1.0, float(np.max(np.abs(old))))
+            tol = (1e-4 if old.dtype.itemsize <= 4 else 1e-9) * scale
+            with np.errstate(invalid="ignore"):
+                if not np.all((np.abs(new - old) <= tol) | (new == old)):
+                    return False
+    return True
