@@ -44,6 +44,7 @@ def rewrite(nodes, root, keep=()):
     values differ from the recorded ones."""
     graph = _Graph(nodes, root, frozenset(keep))
     graph.flatten_sums()
+    graph.reassociate()
     groups = graph.groups()
     if not groups and not graph.flattened:
         return None
@@ -104,12 +105,9 @@ class _Graph:
         terms = self.flattened.get(n)
         return terms if terms is not None else self.inputs[n]
 
-    def levels(self):
-        """node -> its level. Each node can run anywhere between its depth from the leaves
-        (as soon as possible) and the depth of the result less its distance to it (as late
-        as possible); it takes whichever of the two more copies of it share (x_t @ U: the
-        first; each step's loss: the second), then is moved after its inputs where needed,
-        so that every input has a lower level than its consumer."""
+    def bounds(self):
+        """(node -> its depth from the leaves, node -> the depth of the result less the
+        node's distance to it): the first and the last level it can run at."""
         early = {}
         for n in self.nodes:
             early[n] = 1 + max((early[i] for i in self.sources(n) if i in early), default=0)
@@ -120,7 +118,56 @@ class _Graph:
                 if i in early and distance.get(i, 0) < d:
                     distance[i] = d
         depth = early.get(self.root, 0)
-        late = {n: depth - distance.get(n, 0) for n in self.nodes}
+        return early, {n: depth - distance.get(n, 0) for n in self.nodes}
+
+    def reassociate(self):
+        """(p + q) + c with q on the longest path and p, c off it (x_t U + h W + b: the
+        recurrence is h W) becomes (p + c) + q: p + c can then run with the other steps',
+        and the recurrence has one addition less."""
+        early, late = self.bounds()
+
+        def off_path(t):
+            return t not in early or early[t] < late[t]
+
+        before, dropped = {}, set()  # n -> the new node that goes just before it; m's gone
+        for n in self.nodes:
+            if n._op.batch != "sum" or n in self.keep or n in self.flattened:
+                continue
+            for m, c in (self.inputs[n], self.inputs[n][::-1]):
+                if not (m in early and m._op.batch == "sum" and m not in self.keep
+                        and m not in self.flattened and self.consumers.get(m) == [n]
+                        and off_path(c) and not off_path(m)):
+                    continue
+                p, q = self.inputs[m]
+                if off_path(q):
+                    p, q = q, p
+                dtypes = {p._data.dtype, q._data.dtype, c._data.dtype}
+                if off_path(q) or not off_path(p) or len(dtypes) > 1:
+                    continue
+                early_sum = _make(m._op, (p, c), None, p._data + c._data)
+                early_sum._seq = n._seq
+                before[n] = early_sum
+                dropped.add(m)
+                self.inputs[early_sum] = (p, c)
+                self.inputs[n] = (early_sum, q)
+                self.is_node.add(early_sum)
+                break
+        if before:
+            nodes = []
+            for n in self.nodes:
+                if n in before:
+                    nodes.append(before[n])
+                if n not in dropped:
+                    nodes.append(n)
+            self.nodes = nodes
+
+    def levels(self):
+        """node -> its level. Each node can run anywhere between its depth from the leaves
+        (as soon as possible) and the depth of the result less its distance to it (as late
+        as possible); it takes whichever of the two more copies of it share (x_t @ U: the
+        first; each step's loss: the second), then is moved after its inputs where needed,
+        so that every input has a lower level than its consumer."""
+        early, late = self.bounds()
         self.signature = {n: _signature(n, self.inputs[n]) for n in self.nodes
                           if n not in self.keep and n not in self.flattened}
         count = {}
@@ -327,8 +374,16 @@ class _Builder:
             return b.value(first), True
         ins = [inputs[n][k] for n in group]
         source = b.group_of.get(ins[0])
-        if source is not None and ins == source:  # exactly the copies of one batched group
-            return b.output[id(source)], False
+        if source is not None:
+            start = b.member[ins[0]][1]
+            if source[start:start + len(ins)] == ins:  # consecutive copies of one group
+                out = b.output[id(source)]
+                if len(ins) == len(source):
+                    return out, False
+                part = slice(start, start + len(ins))
+                node = _make(GetItem, (out,), (part, True), out._data[part])
+                b.pending.append(node)
+                return node, False
         parts = [b.value(i) for i in ins]
         node = _make(Stack, parts, 0, np.stack([p._data for p in parts]))
         b.pending.append(node)

@@ -50,11 +50,9 @@ def chain(x, w, b, tanh, sigmoid, exp, cycles=CYCLES):
 
 
 def _np_sigmoid(h):
-    # The engine's formula, (1 + tanh(x/2)) / 2: the floor pays the same numpy calls.
-    s = np.tanh(h * 0.5)
-    s += 1
-    s *= 0.5
-    return s
+    # The engine's formula, 1 / (1 + exp(-x)), as a person writes it in numpy (the values here
+    # never overflow exp, so the floor needs no errstate; the engine's errstate is overhead).
+    return 1 / (1 + np.exp(-h))
 
 
 def numpy_forward(x, w, b, cycles=CYCLES):
