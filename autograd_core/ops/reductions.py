@@ -56,9 +56,9 @@ class Mean(Op):
     @staticmethod
     def backward(g, out, xp):
         x = out._inputs[0]
-        axes = out._saved
-        count = int(np.prod([x.shape[a] for a in axes]))
-        return (_spread(g, x, axes, xp) * (1.0 / count),)  # (a float16 count may overflow)
+        count = x._data.size // out._data.size  # the reduced elements (x is never empty)
+        # scaled before it is spread: one small product (and a float16 count cannot overflow)
+        return (_spread(g * (1.0 / count), x, out._saved, xp),)
 
 
 def mean(x, axis=None, keepdims=False):
