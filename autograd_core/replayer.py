@@ -269,7 +269,10 @@ class _Plan:
         self.structure.append((op, tuple(self.index[i] for i in inputs), constants, rest,
                                t._data.shape, t._data.dtype))
         self.index[s] = len(self.index)
-        self.program.append((s, op.forward, inputs))
+        # the common arities get their own call (no list built per node when replayed)
+        first = inputs[0] if len(inputs) in (1, 2) else None
+        second = inputs[1] if len(inputs) == 2 else None
+        self.program.append((s, op.forward, first, second, inputs))
         return s
 
     def _leaf(self, t, places):
@@ -331,8 +334,13 @@ class _Plan:
                 s._data = a
         for s, template, count in self.bound:
             s._saved = _rebuild(template, args) + tuple(s._saved[count:])
-        for s, forward, inputs in self.program:
-            s._data = forward(s, *[i._data for i in inputs])
+        for s, forward, first, second, inputs in self.program:
+            if second is not None:
+                s._data = forward(s, first._data, second._data)
+            elif first is not None:
+                s._data = forward(s, first._data)
+            else:
+                s._data = forward(s, *[i._data for i in inputs])
         leaves = tuple(src if isinstance(src, Tensor) else _at(args, src)
                        for _, src in self.grad_leaves)
         return record(ReplayedStep, self.root._data.copy(), leaves,
