@@ -384,7 +384,19 @@ class _Plan:
                     g = engine._stacked_products(parts, g)
             if g is None:
                 continue
-            if kind is _SPARSE:  # engine._Sweep.add_into: one zero buffer per input
+            if kind is _RULE:
+                grads = op.backward(g, t, xp)
+            elif kind is _SPLIT:  # engine._Sweep.defer: W's product waits for its other uses
+                split = op.backward_split(g, t)
+                if split is None:
+                    grads = op.backward(g, t, xp)
+                else:
+                    grads, left, right = split
+                    parts = pending.get(extra)
+                    if parts is None:
+                        pending[extra] = parts = []
+                    parts.append((left, right))
+            else:  # _SPARSE, engine._Sweep.add_into: one zero buffer per input
                 inp, at, shape = extra
                 buf = acc[at]
                 if buf is None or not owned[at]:
@@ -395,18 +407,6 @@ class _Plan:
                     owned[at] = True
                 op.backward_into(g, t, buf)
                 continue
-            if kind is _SPLIT:  # engine._Sweep.defer: W's product waits for its other uses
-                split = op.backward_split(g, t)
-                if split is None:
-                    grads = op.backward(g, t, xp)
-                else:
-                    grads, left, right = split
-                    parts = pending.get(extra)
-                    if parts is None:
-                        pending[extra] = parts = []
-                    parts.append((left, right))
-            else:
-                grads = op.backward(g, t, xp)
             for k, at, shape in targets:  # engine._sweep's accumulation, inline as there
                 gi = grads[k]
                 if gi is None:
