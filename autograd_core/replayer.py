@@ -263,10 +263,7 @@ class _Plan:
         self.structure.append((op, tuple(self.index[i] for i in inputs), constants, rest,
                                t._data.shape, t._data.dtype))
         self.index[s] = len(self.index)
-        # the common arities get their own call (no list built per node when replayed)
-        first = inputs[0] if len(inputs) in (1, 2) else None
-        second = inputs[1] if len(inputs) == 2 else None
-        self.program.append((s, op.forward, first, second, inputs))
+        self.program.append((s, op.forward, inputs, len(inputs)))
         return s
 
     def _leaf(self, t, places):
@@ -328,11 +325,16 @@ class _Plan:
                 s._data = a
         for s, template, count in self.bound:
             s._saved = _rebuild(template, args) + tuple(s._saved[count:])
-        for s, forward, first, second, inputs in self.program:
-            if second is not None:
-                s._data = forward(s, first._data, second._data)
-            elif first is not None:
-                s._data = forward(s, first._data)
+        for s, forward, inputs, arity in self.program:
+            # the common arities get their own call: no argument list built per node
+            if arity == 1:
+                s._data = forward(s, inputs[0]._data)
+            elif arity == 2:
+                a, b = inputs
+                s._data = forward(s, a._data, b._data)
+            elif arity == 3:
+                a, b, c = inputs
+                s._data = forward(s, a._data, b._data, c._data)
             else:
                 s._data = forward(s, *[i._data for i in inputs])
         leaves = tuple(src if isinstance(src, Tensor) else _at(args, src)
