@@ -343,12 +343,14 @@ class _Plan:
                       (self, self.generation, tuple(read)))
 
     def _compile_backward(self, nodes):
-        """The backward's list, newest first, with every gradient kept at its shell's
-        position in a list: per node that requires grad, its position, how its rule runs
-        (with the sweep's fast paths, engine._Sweep's), and per input that requires grad
-        (where the rule's result goes, its position, its shape)."""
+        """The backward's steps, newest first, one per node that requires grad, with all
+        that the recording fixes: the node's position in the list of gradients, its shell
+        and op, how its rule runs (`kind`: the sweep's fast paths, taken as engine._Sweep
+        takes them, and what that kind needs), where each result goes ((result index,
+        position, shape) per input that requires grad), and whether deferred weight
+        products wait for it."""
         index = self.index
-        weights = set()  # positions that may receive deferred weight products
+        weights = set()  # positions of the weights whose products a split step defers
         self.steps = []
         for s in nodes:
             if not s.requires_grad:
@@ -362,8 +364,8 @@ class _Plan:
                 weights.add(extra)
             targets = tuple((k, index[i], i._data.shape) for k, i in enumerate(inputs)
                             if i.requires_grad)
-            self.steps.append((index[s], s, op, kind, extra, targets))
-        self.steps = [step + (step[0] in weights,) for step in self.steps]
+            # newest first: every use of s as a weight has been seen by now
+            self.steps.append((index[s], s, op, kind, extra, targets, index[s] in weights))
         self.root_slot = index[self.root]
         self.leaf_slots = [index[s] for s, _ in self.grad_leaves]
 
