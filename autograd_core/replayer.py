@@ -237,7 +237,7 @@ class _Plan:
         self.root = shells[out]
         if not self.root.requires_grad:
             raise _Refused("its result does not depend on anything that requires grad")
-        self.steps = _backward_steps(s for s, _, _ in reversed(self.program))
+        self._compile_backward([shells[t] for t in walk((out,), "replay") if t._op is not None])
         self.generation = 0
         self.confirmed = False  # set once a second recording gave the same graph
         # one call at a time writes or reads the shells (threads sharing the function)
@@ -246,14 +246,16 @@ class _Plan:
     def batch(self):
         """Run the copies of an op that a loop recorded as one call where batching.rewrite
         finds them (after the second recording confirmed the graph)."""
-        nodes = [s for s, _, _ in self.program]
+        nodes = [entry[0] for entry in self.program]
         result = batching.rewrite(nodes, self.root, keep={s for s, _, _ in self.bound})
         if result is None:
             return
         order, self.root, copies = result
         self.bound = [(copies[s], template, count) for s, template, count in self.bound]
-        self.program = [(s, s._op.forward, s._inputs) for s in order]
-        self.steps = _backward_steps(reversed(order))
+        leaves = [s for s in self.index if s._op is None]
+        self.index = {s: k for k, s in enumerate(leaves + order)}
+        self.program = [(s, s._op.forward, s._inputs, len(s._inputs)) for s in order]
+        self._compile_backward(order[::-1])
 
     def _shell(self, t, shells, places, recorder):
         if t._op is None:
@@ -280,7 +282,7 @@ class _Plan:
         self.structure.append((op, tuple(self.index[i] for i in inputs), constants, rest,
                                t._data.shape, t._data.dtype))
         self.index[s] = len(self.index)
-        self.program.append((s, op.forward, inputs))
+        self.program.append((s, op.forward, inputs, len(inputs)))
         return s
 
     def _leaf(self, t, places):
@@ -342,60 +344,123 @@ class _Plan:
                 s._data = a
         for s, template, count in self.bound:
             s._saved = _rebuild(template, args) + tuple(s._saved[count:])
-        for s, forward, inputs in self.program:
-            s._data = forward(s, *[i._data for i in inputs])
+        for s, forward, inputs, arity in self.program:
+            # the common arities get their own call: no argument list built per node
+            if arity == 1:
+                s._data = forward(s, inputs[0]._data)
+            elif arity == 2:
+                a, b = inputs
+                s._data = forward(s, a._data, b._data)
+            elif arity == 3:
+                a, b, c = inputs
+                s._data = forward(s, a._data, b._data, c._data)
+            else:
+                s._data = forward(s, *[i._data for i in inputs])
         leaves = tuple(src if isinstance(src, Tensor) else _at(args, src)
                        for _, src in self.grad_leaves)
         return record(ReplayedStep, self.root._data.copy(), leaves,
                       (self, self.generation, tuple(read)))
 
+    def _compile_backward(self, nodes):
+        """The backward's steps, newest first, one per node that requires grad, with all
+        that the recording fixes: the node's position in the list of gradients, its shell
+        and op, how its rule runs (`kind`: the sweep's fast paths, taken as engine._Sweep
+        takes them, and what that kind needs), where each result goes ((result index,
+        position, shape) per input that requires grad), and whether deferred weight
+        products wait for it."""
+        index = self.index
+        weights = set()  # positions of the weights whose products a split step defers
+        self.steps = []
+        for s in nodes:
+            if not s.requires_grad:
+                continue
+            op, inputs = s._op, s._inputs
+            kind, extra = _RULE, None
+            if op.backward_into is not None:  # one input, which requires grad as s does
+                kind, extra = _SPARSE, (inputs[0], index[inputs[0]], inputs[0]._data.shape)
+            elif op.backward_split is not None and inputs[op.split_input].requires_grad:
+                kind, extra = _SPLIT, index[inputs[op.split_input]]
+                weights.add(extra)
+            targets = tuple((k, index[i], i._data.shape) for k, i in enumerate(inputs)
+                            if i.requires_grad)
+            # newest first: every use of s as a weight has been seen by now
+            self.steps.append((index[s], s, op, kind, extra, targets, index[s] in weights))
+        self.root_slot = index[self.root]
+        self.leaf_slots = [index[s] for s, _ in self.grad_leaves]
+
     def backward(self, g):
         """The sweep of engine._sweep over the shells (its fast paths, its order of
-        accumulation), with none of its per-node checks: the gradient of each grad leaf."""
-        sweep = engine._Sweep(False, [])
-        acc, owned, pending, xp = sweep.acc, sweep.owned, sweep.pending, ArrayMath
-        sum_to = xp.sum_to
-        acc[self.root] = g
-        for t, op, fast, rule, specs in self.steps:
-            g = acc.pop(t, None)
-            if pending:
-                g = sweep.products(t, g)
+        accumulation), with none of its per-node checks: the gradient of each grad leaf.
+        Only arrays this sweep allocated are added into in place (`owned`): a rule may hand
+        one array to two inputs, as add does."""
+        acc = [None] * len(self.index)
+        owned = [False] * len(self.index)
+        pending = {}  # weight position -> its deferred (left, right) factors
+        xp, sum_to = ArrayMath, ArrayMath.sum_to
+        acc[self.root_slot] = g
+        for slot, t, op, kind, extra, targets, is_weight in self.steps:
+            g = acc[slot]
+            acc[slot] = None  # freed once its rule ran, as eager mode pops it
+            if is_weight:
+                parts = pending.pop(slot, None)
+                if parts is not None:
+                    g = engine._stacked_products(parts, g)
             if g is None:
                 continue
-            grads = rule(g, t, xp) if fast is None else fast(op, g, t, sweep)
-            for spec, gi in zip(specs, grads):  # engine._sweep's accumulation, inline as there
-                if gi is None or spec is None:
+            if kind is _RULE:
+                grads = op.backward(g, t, xp)
+            elif kind is _SPLIT:  # engine._Sweep.defer: W's product waits for its other uses
+                split = op.backward_split(g, t)
+                if split is None:
+                    grads = op.backward(g, t, xp)
+                else:
+                    grads, left, right = split
+                    parts = pending.get(extra)
+                    if parts is None:
+                        pending[extra] = parts = []
+                    parts.append((left, right))
+            else:  # _SPARSE, engine._Sweep.add_into: one zero buffer per input
+                inp, at, shape = extra
+                buf = acc[at]
+                if buf is None or not owned[at]:
+                    fresh = np.zeros(shape, dtype=np.result_type(g, inp._data))
+                    if buf is not None:
+                        fresh += buf
+                    buf = acc[at] = fresh
+                    owned[at] = True
+                op.backward_into(g, t, buf)
+                continue
+            for k, at, shape in targets:  # engine._sweep's accumulation, inline as there
+                gi = grads[k]
+                if gi is None:
                     continue
-                inp, shape = spec
-                prev = acc.get(inp)
+                prev = acc[at]
                 if gi.shape != shape:
                     gi = sum_to(gi, shape)
                     if prev is None and type(gi) is np.ndarray:
-                        acc[inp] = gi
-                        owned.add(inp)
+                        acc[at] = gi
+                        owned[at] = True
                         continue
                 if prev is None:
-                    acc[inp] = gi
-                elif inp in owned:
+                    acc[at] = gi
+                elif owned[at]:
                     prev += gi
                 else:
-                    acc[inp] = prev = prev + gi
+                    acc[at] = prev = prev + gi
                     if type(prev) is np.ndarray:
-                        owned.add(inp)
+                        owned[at] = True
         result = []
-        for s, _ in self.grad_leaves:
-            parts = sweep.pending.pop(s, None)
-            g = acc.pop(s, None)
+        for slot in self.leaf_slots:
+            parts = pending.pop(slot, None)
+            g = acc[slot]
             result.append(g if parts is None else engine._stacked_products(parts, g))
         return tuple(result)
 
 
-def _backward_steps(nodes):
-    """The backward's list, newest node first: each node that requires grad with its rule
-    and, per input, (input, shape) or None where no gradient goes."""
-    return [(s, s._op, s._op.fast_backward, s._op.backward,
-             tuple((i, i._data.shape) if i.requires_grad else None for i in s._inputs))
-            for s in nodes if s.requires_grad]
+# how a backward step runs its op's rule
+_RULE = "rule"  # op.backward
+_SPARSE = "sparse"  # op.backward_into, adding into one buffer per input (indexing)
+_SPLIT = "split"  # op.backward_split, the weight's product deferred
 
 
 def _bind(value, places):

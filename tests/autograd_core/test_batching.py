@@ -82,7 +82,7 @@ def assert_same(got, want):
 
 
 def ops_in(plan):
-    return collections.Counter(s._op.name for s, _, _ in plan.program)
+    return collections.Counter(entry[0]._op.name for entry in plan.program)
 
 
 @pytest.mark.parametrize("loop, gates", [(rnn_loop, 1), (gru_loop, 3), (unroll_loop, 1)])
@@ -113,7 +113,7 @@ def test_the_output_layer_and_the_loss_of_every_step_run_as_one_call():
     assert counts["softmax_cross_entropy"] <= 2  # the first step's may stay apart
     assert counts["mean"] <= 2
     # the chain loss = loss + l_t is gone: a handful of additions remain, not one per step
-    assert sum(1 for s, _, _ in plan.program if s._op.name == "add" and s._data.ndim == 0) <= 2
+    assert sum(1 for s, *_ in plan.program if s._op.name == "add" and s._data.ndim == 0) <= 2
 
 
 def test_a_sequence_that_requires_grad_gets_its_gradient_through_the_batched_indexing():

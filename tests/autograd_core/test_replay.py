@@ -135,6 +135,51 @@ def test_grad_of_a_replayed_result_and_arguments_that_require_grad():
         assert_same(gw.numpy(), ew.numpy())
 
 
+# ---- the replayed sweep's accumulation ------------------------------------------------------
+def _shared_gradient(x, w):  # add hands one array to u and v; their older uses add to them
+    u, v = x @ w, x * 2.0
+    older = (u * 3.0).sum() + (v + v).sum()
+    return older + (u + v).sum()
+
+
+def _computed_weight(x, w):  # a weight that is a node: its deferred products come first
+    w2 = ag.tanh(w) * 0.5
+    h = x[:1] @ w2
+    for t in range(1, x.shape[0]):
+        h = ag.tanh(x[t:t + 1] @ w2 + h @ w2)
+    return (h * h).sum() + w2.sum()
+
+
+def _indexed_and_dense(x, w):  # indexing adds into one buffer, dense uses add to it
+    y = x @ w
+    loss = (y * y).sum()
+    for t in range(x.shape[0]):
+        loss = loss + (y[t] * float(t + 1)).sum() + y[t, :1].sum()
+    return loss + (y + 1.0).sum()
+
+
+def _broadcast(x, w):  # gradients summed back to an operand's shape
+    b = w[0]
+    return (ag.tanh(x + b) * b).sum() + (x * w[:1]).sum()
+
+
+@pytest.mark.parametrize("fn", [_shared_gradient, _computed_weight, _indexed_and_dense,
+                                _broadcast], ids=lambda f: f.__name__.strip("_"))
+def test_the_replayed_sweep_accumulates_as_eager_mode(fn):
+    rng = np.random.default_rng(3)
+    step = ag.replay(fn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ag.ReplayWarning)
+        for k in range(4):
+            arrays = [rng.standard_normal((4, 3)), rng.standard_normal((3, 3))]
+            got_loss, got, kind = loss_and_grads(step, arrays)
+            want_loss, want, _ = loss_and_grads(fn, arrays)
+            assert_same(got_loss, want_loss)
+            for g, w in zip(got, want):
+                assert_same(g, w)
+            assert (kind == "replay") == (k >= 2)
+
+
 # ---- what it does not replay -------------------------------------------------------------------
 def _w():
     return ag.Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
