@@ -24,6 +24,8 @@ rules. Whether and how an op batches is declared by its class (`Op.batch`):
 - "index": x[t] with one tensor x and an integer t per copy (a slice or an index array).
 `rewrite` checks the values of the batched graph against the recorded ones before it is used.
 """
+import math
+
 import numpy as np
 
 from .ops.arithmetic import Add
@@ -48,7 +50,10 @@ def rewrite(nodes, root, keep=()):
     groups = graph.groups()
     if not groups and not graph.flattened:
         return None
-    built = _Builder(graph, groups).build()
+    try:
+        built = _Builder(graph, groups).build()
+    except (_Mismatch, ValueError, IndexError, TypeError):  # numpy refused a stacked call
+        return None
     if not _agrees(graph, built):
         return None
     return built.order, built.value(graph.root), built.copies
@@ -59,7 +64,7 @@ class _Graph:
 
     def __init__(self, nodes, root, keep):
         self.root, self.keep = root, keep
-        self.nodes, self.inputs = _merge_repeats(nodes, keep)
+        self.nodes, self.inputs, self.merged = _merge_repeats(nodes, keep)
         self.is_node = set(self.nodes)
         self.consumers = {}
         for n in self.nodes:
@@ -71,7 +76,7 @@ class _Graph:
     def _link(self, t, parent):
         """Whether t is an inner addition of parent's chain (used by parent only)."""
         return (t in self.is_node and t not in self.keep and t._op.batch == "sum"
-                and self.consumers.get(t) == [parent] and self._plain_sum(t)
+                and _only(self.consumers.get(t), parent) and self._plain_sum(t)
                 and t._data.shape == parent._data.shape)
 
     def _plain_sum(self, t):
@@ -135,7 +140,7 @@ class _Graph:
                 continue
             for m, c in (self.inputs[n], self.inputs[n][::-1]):
                 if not (m in early and m._op.batch == "sum" and m not in self.keep
-                        and m not in self.flattened and self.consumers.get(m) == [n]
+                        and m not in self.flattened and _only(self.consumers.get(m), n)
                         and off_path(c) and not off_path(m)):
                     continue
                 p, q = self.inputs[m]
@@ -198,31 +203,44 @@ def _seq(n):
     return n._seq
 
 
+def _only(nodes, node):
+    """Whether `nodes` (a list or None) is `node` alone (tensors compare by identity here:
+    their == compares values)."""
+    return nodes is not None and len(nodes) == 1 and nodes[0] is node
+
+
+def _same_nodes(a, b):
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
 def _merge_repeats(nodes, keep):
     """(the nodes without repeats, {node: its inputs}): a node that applies the same op with
     the same parameters to the same inputs as an earlier one (w.T or u[:, :h] written inside
     the loop) is dropped, and its consumers read the earlier one."""
-    same, kept, inputs = {}, [], {}
+    same, kept, inputs, merged = {}, [], {}, []
     for n in nodes:
         ins = tuple(same.get(i, i) for i in n._inputs)
         key = None if n in keep else _parameters_key(n._saved)
-        if key is not None:
-            key = (n._op, tuple(map(id, ins)), key)
+        if key is not None:  # the output's shape and dtype too: reshape and astype save none
+            key = (n._op, tuple(map(id, ins)), key, n._data.shape, n._data.dtype)
             earlier = same.get(key)
             if earlier is not None:
                 same[n] = earlier
+                merged.append((n, earlier))
                 continue
             same[key] = n
         kept.append(n)
         inputs[n] = ins
-    return kept, inputs
+    return kept, inputs, merged
 
 
 def _parameters_key(saved):
     """A hashable stand-in for an op's saved parameters, or None when they hold arrays (or
     anything else that is not a plain value)."""
+    if type(saved) is float:  # -0.0 == 0.0, but x * -0.0 is not x * 0.0
+        return None if saved != saved else ("float", saved, math.copysign(1.0, saved))
     if _plain(saved) or type(saved) is str:
-        return ("value", saved)
+        return (type(saved).__name__, saved)
     if type(saved) is slice:
         return ("slice", saved.start, saved.stop, saved.step)
     if type(saved) is tuple:
@@ -246,14 +264,15 @@ def _signature(n, inputs):
     operands = tuple((i._data.shape, i._data.dtype,
                       id(i) if i._op is None and i.requires_grad else None) for i in inputs)
     common = (op, data.shape, data.dtype, operands)
+    saved = _parameters_key(n._saved)
     if kind in ("elementwise", "sum"):
-        return common + (n._saved,) if _plain(n._saved) else None
+        return common + (saved,) if _plain(n._saved) and saved is not None else None
     if kind == "matmul":  # the right operand (the weight) is shared: one 2-D product
         if not all(len(i._data.shape) == 2 for i in inputs):
             return None
         return common + (id(inputs[1]),)
     if kind == "reduce":
-        return common + (n._saved,)
+        return common + (saved,)
     if kind == "rows":
         target = n._saved[0]
         return common + (target.shape, target.dtype)
@@ -348,7 +367,7 @@ class _Builder:
         copies, in order, are summed from its output without gathering them again."""
         b = self.built
         source = b.group_of.get(terms[-1])
-        if source is not None and terms[-len(source):] == source:
+        if source is not None and _same_nodes(terms[-len(source):], source):
             out = b.output[id(source)]
             total = _make(Sum, (out,), (0,), out._data.sum(axis=0))
             b.pending.append(total)
@@ -376,7 +395,7 @@ class _Builder:
         source = b.group_of.get(ins[0])
         if source is not None:
             start = b.member[ins[0]][1]
-            if source[start:start + len(ins)] == ins:  # consecutive copies of one group
+            if _same_nodes(source[start:start + len(ins)], ins):  # consecutive copies
                 out = b.output[id(source)]
                 if len(ins) == len(source):
                     return out, False
@@ -422,6 +441,8 @@ class _Builder:
             axes = tuple(a + 1 for a in first._saved)
             out = self._apply(op, [operands[0][0]], axes, shape, first._data.dtype)
         elif kind == "rows":
+            if operands[0][1]:  # one input for every copy (several targets on one logits)
+                raise _Mismatch
             targets = np.stack([n._saved[0] for n in group])
             out = self._apply(op, [operands[0][0]], (targets, None), shape, first._data.dtype)
         else:  # "index": x[t] for several t
@@ -448,11 +469,17 @@ class _Builder:
 
 
 class _Mismatch(Exception):
-    """A batched op gave another shape than its copies."""
+    """The copies cannot run as one call after all (another output shape, or an operand the
+    op cannot take unstacked)."""
 
 
 def _agrees(graph, built):
-    """Whether every value of the batched graph is the recorded one, up to rounding."""
+    """Whether every value of the batched graph is the recorded one, up to rounding, and
+    every merged repeat recorded the same bits as the node that stands for it."""
+    for n, earlier in graph.merged:
+        a, b = np.asarray(n._data), np.asarray(earlier._data)
+        if a.shape != b.shape or a.dtype != b.dtype or a.tobytes() != b.tobytes():
+            return False
     for n in graph.nodes:
         if n in built.copies and n not in graph.flattened:
             continue  # computed by the same call on the same operands
@@ -465,6 +492,8 @@ def _agrees(graph, built):
             scale = max(1.0, float(np.max(np.abs(old))))
             tol = (1e-4 if old.dtype.itemsize <= 4 else 1e-9) * scale
             with np.errstate(invalid="ignore"):
-                if not np.all((np.abs(new - old) <= tol) | (new == old)):
+                close = (np.abs(new - old) <= tol) | (new == old)
+                zeros = (new == 0) & (old == 0)
+                if not np.all(close & (~zeros | (np.signbit(new) == np.signbit(old)))):
                     return False
     return True

@@ -26,6 +26,8 @@ What it cannot replay runs eagerly and says why once (a ReplayWarning):
   `.tolist()`: its control flow may depend on values);
 - a graph that is not the same when the second call is recorded again: another sequence of
   ops, or an array an op saved (a mask, an index) that changed although it is no argument;
+- an array from outside the function that an op saved (targets held by a closure) changed
+  in place since it was recorded: the call records again;
 - an op without a forward kernel, a hook or retain_grad() inside the function;
 - grad mode off, anomaly mode on (its messages need the eager graph), a result that is not
   one tensor depending on something that requires grad.
@@ -33,14 +35,15 @@ So a call is replayed from the third on. Float arguments that do not require gra
 function as tensors that do (so that what is computed from them is recorded); integer and
 bool arguments, and views of them, are bound where an op saved them. What it cannot see:
 numpy computed inside the function from its arguments' raw arrays, and choices made from
-Python state other than the arguments, both of which the second recording catches only when
-they changed between the first two calls. A replayed result supports backward() and grad()
+Python state other than the arguments and saved arrays, both of which the second recording
+catches only when they changed between the first two calls. A replayed result supports backward() and grad()
 but not create_graph=True, and a call's result must be differentiated before the next call
 (later calls overwrite the shells: the backward then raises); threads sharing a replayed
 function take turns. Eager mode stays the default, and the one graphs and traces see.
 """
 import threading
 import warnings
+import weakref
 
 import numpy as np
 
@@ -60,10 +63,12 @@ class ReplayWarning(UserWarning):
     """A call of a replayed function ran eagerly; the message says why."""
 
 
-def replay(fn):
+def replay(fn, batch=True):
     """`fn`, recorded on its first call and replayed on later calls with arguments of the same
-    shapes and dtypes (see this module). Usable as a decorator."""
-    return Replay(fn)
+    shapes and dtypes (see this module). Usable as a decorator. With `batch=False` the copies
+    of an op that a loop recorded run one by one, as recorded: values and gradients are then
+    eager mode's to the last bit (batching sums some terms in another order)."""
+    return Replay(fn, batch)
 
 
 class _Refused(Exception):
@@ -73,8 +78,8 @@ class _Refused(Exception):
 class Replay:
     """A function recorded once per argument signature and replayed after (see `replay`)."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, batch=True):
+        self.fn, self.batch = fn, batch
         self.plans = {}  # signature -> _Plan, or the reason it was refused (a str)
         self._said = set()
 
@@ -89,8 +94,9 @@ class Replay:
             return self._eager(str(why), args)
         plan = self.plans.get(key)
         if isinstance(plan, _Plan):
-            if not plan.current():  # a tensor it reads changed shape or dtype: record again
-                self._say("a tensor the function reads changed shape or dtype; recording again")
+            changed = plan.changed()
+            if changed:  # something it reads from outside is not as recorded: record again
+                self._say(f"{changed}; recording again")
             elif plan.confirmed:
                 return plan.run(args)
             else:  # the second call: recorded again, and replayed only if nothing changed
@@ -101,7 +107,8 @@ class Replay:
                     self._say(why)
                 else:
                     second.confirmed = True
-                    second.batch()
+                    if self.batch:
+                        second.batch()
                     self.plans[key] = second
                 return out
         elif plan is not None:
@@ -230,6 +237,7 @@ class _Plan:
         self.arg_tensors = [(path, a) for path, a in _flatten(args)
                             if isinstance(a, Tensor) and a.requires_grad]
         shells, self.program, self.sources, self.bound = {}, [], [], []
+        self.outside, self._watched = [], set()  # (weak array, its recorded copy); their ids
         self.structure, self.index = [], {}  # what differs() compares; shell -> position
         self.grad_leaves = []  # (shell, argument path or the tensor itself)
         for t in reversed(walk((out,), "replay")):  # oldest first, leaves before nodes
@@ -275,6 +283,8 @@ class _Plan:
             if template is not None:
                 self.bound.append((s, template, op.constants))
                 constants = template
+            else:
+                self._watch(recorder.constants[t][:op.constants])
         # what must be the same when the call is recorded again: the op, where its inputs
         # come from, its constants, and its other saved parameters (axes, scalars; arrays
         # there are values its forward computes again, as softmax_cross_entropy's)
@@ -284,6 +294,21 @@ class _Plan:
         self.index[s] = len(self.index)
         self.program.append((s, op.forward, inputs, len(inputs)))
         return s
+
+    def _watch(self, value):
+        """Keep an eye on the arrays behind constants that are not arguments (targets held by
+        the caller's closure): one changed in place makes the next call record again. Weakly:
+        an array made inside the function is gone after the call and cannot change."""
+        if isinstance(value, (tuple, list)):
+            for v in value:
+                self._watch(v)
+        elif isinstance(value, np.ndarray):
+            base = value
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            if id(base) not in self._watched:
+                self._watched.add(id(base))
+                self.outside.append((weakref.ref(base), base.copy()))
 
     def _leaf(self, t, places):
         path = places.get(id(t)) or places.get(id(t._data))
@@ -316,14 +341,22 @@ class _Plan:
         return None
 
     # ---- a replayed call --------------------------------------------------------------------
-    def current(self):
-        """Whether every tensor the plan reads from outside still has its recorded shape."""
+    def changed(self):
+        """Why what the plan reads from outside is no longer as recorded, or None: a tensor
+        of another shape or dtype, or an array an op saved (a target, an index) that was
+        changed in place since it was recorded."""
         for s, src in self.sources:
             if isinstance(src, Tensor):
                 d = src._data
                 if d.shape != s._data.shape or d.dtype != s._data.dtype:
-                    return False
-        return True
+                    return "a tensor the function reads changed shape or dtype"
+        for ref, recorded in self.outside:
+            a = ref()
+            if a is not None and (a.shape != recorded.shape or a.dtype != recorded.dtype
+                                  or not np.array_equal(a, recorded, equal_nan=True)):
+                return ("an array the function reads from outside (a target or an index an op "
+                        "saved) changed since it was recorded")
+        return None
 
     def run(self, args):
         with self.lock:
