@@ -116,7 +116,7 @@ class Replay:
         if len(self.plans) >= MAX_PLANS:
             return self._eager(f"more than {MAX_PLANS} argument signatures", args)
         if self.plans:
-            self._say(f"new argument shapes or dtypes {_describe(key)}; recording again")
+            self._say(f"new argument shapes, dtypes or values {_describe(key)}; recording again")
         out, plan = _record(self.fn, args)
         self.plans[key] = plan
         if not isinstance(plan, _Plan):
@@ -154,6 +154,8 @@ def _signature(value):
 
 def _describe(key):
     shapes = [k[1] for k in key if isinstance(k, tuple) and k[0] in ("tensor", "array")]
+    if not shapes:
+        return "(other Python values among the arguments)"
     return f"(shapes {', '.join(map(str, shapes))})"
 
 
