@@ -31,7 +31,7 @@ import numpy as np
 from .ops.arithmetic import Add
 from .ops.indexing import GetItem
 from .ops.joining import Stack
-from .ops.linalg import MatMul
+from .ops.linalg import AddMM, MatMul
 from .ops.reductions import Sum
 from .ops.shape import Reshape
 from .tensor import Tensor, _new, fill
@@ -48,6 +48,7 @@ def rewrite(nodes, root, keep=()):
     graph.flatten_sums()
     graph.reassociate()
     groups = graph.groups()
+    graph.fuse_products({n for g in groups for n in g})
     if not groups and not graph.flattened:
         return None
     try:
@@ -66,11 +67,9 @@ class _Graph:
         self.root, self.keep = root, keep
         self.nodes, self.inputs, self.merged = _merge_repeats(nodes, keep)
         self.is_node = set(self.nodes)
-        self.consumers = {}
-        for n in self.nodes:
-            for i in self.inputs[n]:
-                self.consumers.setdefault(i, []).append(n)
         self.flattened = {}  # the top of an accumulating chain -> its terms
+        self.fused = {}  # an addition of a product -> the addmm node that replaces it
+        self.count_consumers()
 
     # ---- accumulating chains ------------------------------------------------------------------
     def _link(self, t, parent):
@@ -165,6 +164,48 @@ class _Graph:
                 if n not in dropped:
                     nodes.append(n)
             self.nodes = nodes
+            self.count_consumers()
+
+    def fuse_products(self, grouped):
+        """c + a @ b where neither runs batched (the recurrence's h W plus what was added to
+        it) becomes one addmm node: the same value to the last bit (addition commutes), one
+        node less per step."""
+        fused, dropped = {}, set()
+        for n in self.nodes:
+            if n._op.batch != "sum" or n in grouped or n in self.keep or n in self.flattened:
+                continue
+            for m, c in (self.inputs[n], self.inputs[n][::-1]):
+                if not (m in self.is_node and m._op.batch == "matmul" and m not in grouped
+                        and m not in self.keep and _only(self.consumers.get(m), n)
+                        and m._data.shape == n._data.shape):
+                    continue
+                a, b = self.inputs[m]
+                if a._data.ndim != 2 or b._data.ndim != 2:
+                    continue
+                node = _make(AddMM, (c, a, b), None, n._data)
+                node._seq, node.name = n._seq, n.name
+                self.inputs[node] = (c, a, b)
+                self.is_node.add(node)
+                self.level[node] = self.level[n]
+                fused[n] = node
+                dropped.add(m)
+                break
+        if fused:
+            self.nodes = [fused.get(n, n) for n in self.nodes if n not in dropped]
+            self.fused = fused
+            self.root = fused.get(self.root, self.root)
+            for n in self.nodes:  # the consumers read the addmm node
+                self.inputs[n] = tuple(fused.get(i, i) for i in self.inputs[n])
+                terms = self.flattened.get(n)
+                if terms is not None:
+                    self.flattened[n] = [fused.get(t, t) for t in terms]
+            self.count_consumers()
+
+    def count_consumers(self):
+        self.consumers = {}
+        for n in self.nodes:
+            for i in self.sources(n):
+                self.consumers.setdefault(i, []).append(n)
 
     def levels(self):
         """node -> its level. Each node can run anywhere between its depth from the leaves
@@ -173,7 +214,12 @@ class _Graph:
         first; each step's loss: the second), then is moved after its inputs where needed,
         so that every input has a lower level than its consumer."""
         early, late = self.bounds()
-        self.signature = {n: _signature(n, self.inputs[n]) for n in self.nodes
+        fixed = {i for n in self.nodes for i in self.sources(n)
+                 if i._op is None and i.requires_grad}
+        for n in self.nodes:
+            if all(i in fixed for i in self.sources(n)):
+                fixed.add(n)
+        self.signature = {n: _signature(n, self.inputs[n], fixed) for n in self.nodes
                           if n not in self.keep and n not in self.flattened}
         count = {}
         for n, sig in self.signature.items():
@@ -253,16 +299,18 @@ def _plain(value):
     return value is None or type(value) in (int, float, bool)
 
 
-def _signature(n, inputs):
-    """What copies batched together must share, or None when n cannot batch."""
+def _signature(n, inputs, fixed):
+    """What copies batched together must share, or None when n cannot batch; `fixed`: the
+    parameters and the nodes computed from them alone."""
     op, data = n._op, n._data
     kind = op.batch
     if kind is None or type(data) is not np.ndarray:
         return None
-    # A parameter (a leaf that requires grad) is an operand the copies share: copies with
-    # other parameters go to other groups, rather than stacking the parameters.
-    operands = tuple((i._data.shape, i._data.dtype,
-                      id(i) if i._op is None and i.requires_grad else None) for i in inputs)
+    # A parameter, or what is computed from parameters alone (w.T, a slice of the bias), is
+    # an operand the copies share: copies with another one go to another group, rather than
+    # stacking parameters.
+    operands = tuple((i._data.shape, i._data.dtype, id(i) if i in fixed else None)
+                     for i in inputs)
     common = (op, data.shape, data.dtype, operands)
     saved = _parameters_key(n._saved)
     if kind in ("elementwise", "sum"):
@@ -292,6 +340,7 @@ class _Built:
         self.extracted = {}  # batched original node -> its getitem node
         self.group_of = {}  # batched original node -> its group (a list)
         self.output = {}  # id(group) -> the batched node, shaped (copies,) + member shape
+        self.gathered = {}  # ids of the operands stacked for a group -> their stack node
         self.order = None
 
     def value(self, n):
@@ -403,9 +452,12 @@ class _Builder:
                 node = _make(GetItem, (out,), (part, True), out._data[part])
                 b.pending.append(node)
                 return node, False
-        parts = [b.value(i) for i in ins]
-        node = _make(Stack, parts, 0, np.stack([p._data for p in parts]))
-        b.pending.append(node)
+        key = tuple(map(id, ins))
+        node = b.gathered.get(key)  # the same operands gathered for another group
+        if node is None:
+            parts = [b.value(i) for i in ins]
+            node = b.gathered[key] = _make(Stack, parts, 0, np.stack([p._data for p in parts]))
+            b.pending.append(node)
         return node, False
 
     def _reshape(self, node, shape):

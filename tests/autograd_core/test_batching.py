@@ -101,6 +101,23 @@ def test_a_batched_replay_gives_eager_gradients(loop, gates, steps):
     assert counts["stack"] >= 1
 
 
+@pytest.mark.parametrize("loop", [rnn_loop, unroll_loop])
+def test_the_recurrence_keeps_one_product_and_addition_per_step(loop):
+    """x_t U + h W + b: x_t U + b runs for all steps at once, and what is left in the
+    recurrence, (x_t U + b) + h W, is one addmm node per step."""
+    rng = np.random.default_rng(5)
+    p = params(rng)
+    steps = 9
+    xs = ag.Tensor(rng.standard_normal((steps, B, I)))
+    targets = rng.integers(0, C, (steps, B))
+    want, got, plan = run_both(loop, p, xs, targets)
+    assert_same(got[-1], want)
+    counts = ops_in(plan)
+    assert counts["addmm"] >= steps - 1
+    assert counts["tanh"] == steps
+    assert counts["add"] <= 6  # batched ones and the first step's: none per step
+
+
 def test_the_output_layer_and_the_loss_of_every_step_run_as_one_call():
     rng = np.random.default_rng(1)
     p = params(rng)
