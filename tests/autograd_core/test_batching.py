@@ -81,6 +81,18 @@ def assert_same(got, want):
                                    atol=1e-12 * max(1.0, np.abs(w).max()))
 
 
+def replayed(loop, steps, seed):
+    """(the op counts of the replayed program, the plan) of `loop` over random data, after
+    checking its last replayed call against eager mode."""
+    rng = np.random.default_rng(seed)
+    p = params(rng)
+    xs = ag.Tensor(rng.standard_normal((steps, B, I)))
+    targets = rng.integers(0, C, (steps, B))
+    want, got, plan = run_both(loop, p, xs, targets)
+    assert_same(got[-1], want)
+    return ops_in(plan), plan
+
+
 def ops_in(plan):
     return collections.Counter(entry[0]._op.name for entry in plan.program)
 
@@ -105,28 +117,15 @@ def test_a_batched_replay_gives_eager_gradients(loop, gates, steps):
 def test_the_recurrence_keeps_one_product_and_addition_per_step(loop):
     """x_t U + h W + b: x_t U + b runs for all steps at once, and what is left in the
     recurrence, (x_t U + b) + h W, is one addmm node per step."""
-    rng = np.random.default_rng(5)
-    p = params(rng)
     steps = 9
-    xs = ag.Tensor(rng.standard_normal((steps, B, I)))
-    targets = rng.integers(0, C, (steps, B))
-    want, got, plan = run_both(loop, p, xs, targets)
-    assert_same(got[-1], want)
-    counts = ops_in(plan)
+    counts, plan = replayed(loop, steps, seed=5)
     assert counts["addmm"] >= steps - 1
     assert counts["tanh"] == steps
     assert counts["add"] <= 6  # batched ones and the first step's: none per step
 
 
 def test_the_output_layer_and_the_loss_of_every_step_run_as_one_call():
-    rng = np.random.default_rng(1)
-    p = params(rng)
-    steps = 8
-    xs = ag.Tensor(rng.standard_normal((steps, B, I)))
-    targets = rng.integers(0, C, (steps, B))
-    want, got, plan = run_both(rnn_loop, p, xs, targets)
-    assert_same(got[-1], want)
-    counts = ops_in(plan)
+    counts, plan = replayed(rnn_loop, 8, seed=1)
     assert counts["softmax_cross_entropy"] <= 2  # the first step's may stay apart
     assert counts["mean"] <= 2
     # the chain loss = loss + l_t is gone: a handful of additions remain, not one per step
