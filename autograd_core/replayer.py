@@ -25,21 +25,26 @@ What it cannot replay runs eagerly and says why once (a ReplayWarning):
 - a function that reads a value of the graph while it runs (`.item()`, `bool()`,
   `.tolist()`: its control flow may depend on values);
 - a graph that is not the same when the second call is recorded again: another sequence of
-  ops, or an array an op saved (a mask, an index) that changed although it is no argument;
+  ops, an array an op saved (a mask, an index) that changed although it is no argument, or
+  a tensor made inside the function with other values (a random mask);
 - an array from outside the function that an op saved (targets held by a closure) changed
   in place since it was recorded: the call records again;
+- an op that saved part of an argument that is not one contiguous block;
 - an op without a forward kernel, a hook or retain_grad() inside the function;
 - grad mode off, anomaly mode on (its messages need the eager graph), a result that is not
   one tensor depending on something that requires grad.
 So a call is replayed from the third on. Float arguments that do not require grad reach the
 function as tensors that do (so that what is computed from them is recorded); integer and
-bool arguments, and views of them, are bound where an op saved them. What it cannot see:
-numpy computed inside the function from its arguments' raw arrays, and choices made from
-Python state other than the arguments and saved arrays, both of which the second recording
-catches only when they changed between the first two calls. A replayed result supports backward() and grad()
-but not create_graph=True, and a call's result must be differentiated before the next call
-(later calls overwrite the shells: the backward then raises); threads sharing a replayed
-function take turns. Eager mode stays the default, and the one graphs and traces see.
+bool arguments, and views into them, are bound where an op saved them. What it cannot see:
+numpy computed inside the function from its arguments' raw arrays, and Python names the
+function reads (a closure's targets rebound to a new array rather than changed in place),
+both of which the second recording catches only when they changed between the first two
+calls; pass such things as arguments. A replayed call checks the version of every tensor it
+read before its backward, so an in-place change that no rule reads, which eager mode lets
+pass, raises there too. A replayed result supports backward() and grad() but not
+create_graph=True, and a call's result must be differentiated before the next call (later
+calls overwrite the shells: the backward then raises); threads sharing a replayed function
+take turns. Eager mode stays the default, and the one graphs and traces see.
 """
 import threading
 import warnings
@@ -238,13 +243,17 @@ class _Plan:
             places.setdefault(id(a._data if isinstance(a, Tensor) else a), path)
         self.arg_tensors = [(path, a) for path, a in _flatten(args)
                             if isinstance(a, Tensor) and a.requires_grad]
+        # (array, path) of every argument: a saved constant inside one is bound to it
+        self.arg_arrays = [(a._data if isinstance(a, Tensor) else a, path)
+                           for path, a in _flatten(args)]
         shells, self.program, self.sources, self.bound = {}, [], [], []
-        self.outside, self._watched = [], set()  # (weak array, its recorded copy); their ids
+        self.outside, self._watching = [], []  # see _watch
         self.structure, self.index = [], {}  # what differs() compares; shell -> position
         self.grad_leaves = []  # (shell, argument path or the tensor itself)
         for t in reversed(walk((out,), "replay")):  # oldest first, leaves before nodes
             shells[t] = self._shell(t, shells, places, recorder)
         self.root = shells[out]
+        self._watch_outside()
         if not self.root.requires_grad:
             raise _Refused("its result does not depend on anything that requires grad")
         self._compile_backward([shells[t] for t in walk((out,), "replay") if t._op is not None])
@@ -281,12 +290,12 @@ class _Plan:
         s.name = t.name
         constants = t._saved[:op.constants] if op.constants else ()
         if t in recorder.constants:
-            template = _bind(recorder.constants[t][:op.constants], places)
+            originals = recorder.constants[t][:op.constants]
+            template = _bind(originals, t._saved[:op.constants], self.arg_arrays)
             if template is not None:
                 self.bound.append((s, template, op.constants))
                 constants = template
-            else:
-                self._watch(recorder.constants[t][:op.constants])
+            self._watch(originals, template)
         # what must be the same when the call is recorded again: the op, where its inputs
         # come from, its constants, and its other saved parameters (axes, scalars; arrays
         # there are values its forward computes again, as softmax_cross_entropy's)
@@ -297,20 +306,36 @@ class _Plan:
         self.program.append((s, op.forward, inputs, len(inputs)))
         return s
 
-    def _watch(self, value):
-        """Keep an eye on the arrays behind constants that are not arguments (targets held by
-        the caller's closure): one changed in place makes the next call record again. Weakly:
-        an array made inside the function is gone after the call and cannot change."""
+    def _watch(self, value, template):
+        """Note the arrays of constants that are not arguments (`template` says which parts
+        are): targets held by the caller's closure, which `changed` compares each call."""
         if isinstance(value, (tuple, list)):
-            for v in value:
-                self._watch(v)
-        elif isinstance(value, np.ndarray):
+            parts = template if isinstance(template, tuple) else (None,) * len(value)
+            for v, part in zip(value, parts):
+                self._watch(v, part)
+        elif isinstance(value, np.ndarray) and not isinstance(template, _Arg):
+            self._watching.append(value)
+
+    def _watch_outside(self):
+        """What `changed` compares each call with its recorded copy: for the arrays noted by
+        _watch, the array they are views of, weakly (an array made inside the function is
+        gone after the call and cannot change), or the views themselves where that array is
+        much larger (a few targets out of a whole dataset)."""
+        by_base = {}
+        for value in self._watching:
             base = value
             while isinstance(base.base, np.ndarray):
                 base = base.base
-            if id(base) not in self._watched:
-                self._watched.add(id(base))
+            entry = by_base.setdefault(id(base), (base, {}))
+            entry[1][id(value)] = value
+        for base, views in by_base.values():
+            covered = sum(v.nbytes for v in views.values())
+            if base.nbytes <= 4 * covered + 65536:
                 self.outside.append((weakref.ref(base), base.copy()))
+            else:
+                for v in views.values():  # held: their base is the caller's anyway
+                    self.outside.append(((lambda v=v: v), v.copy()))
+        self._watching = None
 
     def _leaf(self, t, places):
         path = places.get(id(t)) or places.get(id(t._data))
@@ -329,8 +354,11 @@ class _Plan:
             self.sources.append((s, t))
         # a parameter is the same tensor in both recordings; other leaves may be new each call
         who = id(t) if t.requires_grad and path is None else None
+        # a leaf made inside the function (a random mask) is replayed with the recorded values:
+        # they must be the same in both recordings, unless it reads an array from outside
+        content = _Content(t._data) if path is None and not t.requires_grad else None
         self.structure.append(("leaf", s.requires_grad, path, who, t._data.shape,
-                               t._data.dtype))
+                               t._data.dtype, content))
         self.index[s] = len(self.index)
         return s
 
@@ -498,28 +526,40 @@ _SPARSE = "sparse"  # op.backward_into, adding into one buffer per input (indexi
 _SPLIT = "split"  # op.backward_split, the weight's product deferred
 
 
-def _bind(value, places):
-    """The constants `value` with each array that is an argument, or a view of one, replaced
-    by where it comes from (an _Arg); None when none is. Other arrays stay as they are: the
-    second recording shows whether they are constant."""
+def _bind(value, recorded, arg_arrays):
+    """The constants `value` (as the op was given them; `recorded`: the copies it saved) with
+    each array that is an argument, or lies inside one, replaced by where it comes from (an
+    _Arg); None when none is. Other arrays stay the recorded copies: the second recording
+    shows whether they are constant, and `changed` whether they change in place later."""
     if isinstance(value, np.ndarray):
-        base, path = value, places.get(id(value))
-        while path is None and isinstance(base.base, np.ndarray):
-            base = base.base
-            path = places.get(id(base))
-        if path is None:
-            return None
-        if base is value:
-            return _Arg(path)
-        if base.dtype != value.dtype or not base.flags.c_contiguous:
-            return None
-        offset = value.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-        return _Arg(path, (offset, value.shape, value.strides))
+        return _inside_argument(value, arg_arrays)
     if isinstance(value, tuple):
-        parts = tuple(_bind(v, places) for v in value)
+        parts = tuple(_bind(v, r, arg_arrays) for v, r in zip(value, recorded))
         if all(p is None for p in parts):
             return None
-        return tuple(p if p is not None else v for p, v in zip(parts, value))
+        return tuple(p if p is not None else r for p, r in zip(parts, recorded))
+    return None
+
+
+def _inside_argument(value, arg_arrays):
+    """An _Arg for `value` if it is an argument's array or a view into one, else None;
+    refused where it lies in an argument in a way a later call's array cannot be read the
+    same (another dtype, or an argument that is not one contiguous block)."""
+    for a, path in arg_arrays:
+        if a is value:
+            return _Arg(path)
+    for a, path in arg_arrays:
+        if not np.may_share_memory(value, a):
+            continue
+        low, high = np.lib.array_utils.byte_bounds(value)
+        a_low, a_high = np.lib.array_utils.byte_bounds(a)
+        if a.dtype != value.dtype or not a.flags.c_contiguous or low < a_low or \
+                high > a_high:
+            raise _Refused("an op saved part of an argument that later calls cannot be read "
+                           "the same way (another dtype, or an argument that is not one "
+                           "contiguous block): pass a contiguous copy")
+        offset = value.__array_interface__["data"][0] - a_low
+        return _Arg(path, (offset, value.shape, value.strides))
     return None
 
 
@@ -564,6 +604,22 @@ def _parameters(saved):
     if isinstance(saved, tuple):
         return tuple(_parameters(v) for v in saved)
     return saved
+
+
+class _Content:
+    """A leaf's array in the structure two recordings compare: the same when both are
+    (views of) one array, whose later changes replay reads; otherwise equal values (an array
+    made inside the function each call, as zeros for a first state)."""
+    __slots__ = ("array", "base")
+
+    def __init__(self, array):
+        self.array, self.base = array, array
+        while isinstance(self.base.base, np.ndarray):
+            self.base = self.base.base
+
+    def __eq__(self, other):
+        return isinstance(other, _Content) and (
+            self.base is other.base or _same(self.array, other.array))
 
 
 def _same(a, b):

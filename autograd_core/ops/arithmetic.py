@@ -441,9 +441,9 @@ class Where(Op):
 
 def where(condition, a, b):
     """Elementwise `a if condition else b`; the condition is not differentiated."""
+    # kept as given (np.where reads any dtype as truth values): a converted copy would be a
+    # new array that ag.replay could not follow back to the caller's
     cond = condition._data if isinstance(condition, Tensor) else np.asarray(condition)
-    if cond.dtype != np.bool_:
-        cond = cond.astype(bool)
     a, b = _operands(a, b)
     try:
         data = np.where(cond, a._data, b._data)

@@ -265,6 +265,7 @@ class SoftmaxCrossEntropy(Op):
     @staticmethod
     def forward(out, x):
         target = out._saved[0]
+        _check_classes(target, x.shape[-1])  # a replayed call's targets are new
         loss, probs = softmax_cross_entropy_arrays(x, target)
         out._saved = (target, probs)  # this call's probabilities, for the rule
         return loss
@@ -306,10 +307,13 @@ def softmax_cross_entropy(logits, target):
     if target.dtype.kind not in "iu":
         raise TypeError(f"softmax_cross_entropy: target must hold integer classes, got dtype "
                         f"{target.dtype}")
-    classes = logits.shape[-1]
+    _check_classes(target, logits.shape[-1])
+    return checked_softmax_cross_entropy(logits, target)
+
+
+def _check_classes(target, classes):
     if target.size and (target.min() < 0 or target.max() >= classes):
         raise IndexError(f"softmax_cross_entropy: target class out of range [0, {classes})")
-    return checked_softmax_cross_entropy(logits, target)
 
 
 def checked_softmax_cross_entropy(logits, target):
