@@ -13,50 +13,11 @@ import pytest
 
 import autograd_core as ag
 import nn
-from autograd_core import batching
 from autograd_core.replayer import ReplayWarning
 
+from tests.autograd_core.replay_checks import assert_same, check, param, run
+
 B, I, H, C = 3, 4, 5, 6
-
-
-def _param(rng, *shape):
-    return ag.Tensor(rng.standard_normal(shape) * 0.5, requires_grad=True)
-
-
-def _run(fn, params, args):
-    for p in params:
-        p.grad = None
-    out = fn(*args)
-    value = out.numpy().copy()
-    out.backward()
-    return value, [None if p.grad is None else p.grad.numpy().copy() for p in params]
-
-
-def _assert_same(got, want, what=""):
-    (v, gs), (wv, ws) = got, want
-    np.testing.assert_allclose(v, wv, rtol=1e-12, atol=1e-12 * max(1.0, np.nanmax(np.abs(wv))),
-                               err_msg=f"{what}: loss")
-    finite = [np.nanmax(np.abs(w)) for w in ws if w is not None and w.size]
-    scale = max([1.0] + [f for f in finite if np.isfinite(f)])
-    for k, (g, w) in enumerate(zip(gs, ws)):
-        assert (g is None) == (w is None), f"{what}: gradient {k} missing on one side"
-        if w is not None:
-            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12 * scale,
-                                       err_msg=f"{what}: gradient {k}")
-
-
-def check(fn, params, argsets=((),), calls=5, between=None):
-    """Replayed calls of fn against eager calls, one per call (argsets cycle); `between(k)`
-    runs before call k on both sides (the same state). Returns the Replay."""
-    step = ag.replay(fn)
-    for k in range(calls):
-        if between is not None:
-            between(k)
-        args = argsets[k % len(argsets)]
-        got = _run(step, params, args)
-        want = _run(fn, params, args)
-        _assert_same(got, want, f"call {k}")
-    return step
 
 
 def plan_of(step):
@@ -84,7 +45,7 @@ def rnn(p, xs, T=None):
 
 
 def rnn_params(rng):
-    return [_param(rng, I, H), _param(rng, H, H), _param(rng, H)]
+    return [param(rng, I, H), param(rng, H, H), param(rng, H)]
 
 
 # ---- _merge_repeats merges nodes whose saved parameters are equal but whose outputs differ ----
@@ -92,8 +53,8 @@ def test_keepdims_and_no_keepdims_reductions_are_not_one_node():
     rng = np.random.default_rng(0)
     p = rnn_params(rng)
     xs = ag.Tensor(rng.standard_normal((4, B, I)))
-    v = _param(rng, B, B)  # B x B: the two shapes broadcast alike against (B, B)
-    q = _param(rng, B, B)
+    v = param(rng, B, B)  # B x B: the two shapes broadcast alike against (B, B)
+    q = param(rng, B, B)
 
     def fn():
         loss, h = rnn(p, xs)
@@ -123,7 +84,7 @@ def test_two_reshapes_of_one_tensor_are_not_one_node():
     rng = np.random.default_rng(2)
     p = rnn_params(rng)
     xs = ag.Tensor(rng.standard_normal((4, B, I)))
-    v = _param(rng, 3, 5)
+    v = param(rng, 3, 5)
 
     def fn():
         loss, h = rnn(p, xs)  # (3, 5)
@@ -138,7 +99,7 @@ def test_two_broadcasts_of_one_tensor_are_not_one_node():
     rng = np.random.default_rng(3)
     p = rnn_params(rng)
     xs = ag.Tensor(rng.standard_normal((4, B, I)))
-    v = _param(rng, 2, B, H)
+    v = param(rng, 2, B, H)
 
     def fn():
         loss, h = rnn(p, xs)
@@ -164,7 +125,7 @@ def test_scalar_ops_with_other_constants_are_not_merged():
 # ---- batched ops that crash -------------------------------------------------------------------
 def test_several_targets_on_the_same_logits():
     rng = np.random.default_rng(5)
-    w = _param(rng, I, C)
+    w = param(rng, I, C)
     x = ag.Tensor(rng.standard_normal((B, I)))
     ys = [rng.integers(0, C, B) for _ in range(3)]
 
@@ -209,8 +170,8 @@ def test_a_step_of_another_dtype_and_a_step_of_another_shape():
 def test_a_step_that_uses_another_parameter_and_biases_of_other_shapes():
     rng = np.random.default_rng(12)
     p = rnn_params(rng)
-    u2 = _param(rng, I, H)
-    b_row, b_full = _param(rng, 1, H), _param(rng, B, H)
+    u2 = param(rng, I, H)
+    b_row, b_full = param(rng, 1, H), param(rng, B, H)
     xs = ag.Tensor(rng.standard_normal((6, B, I)))
 
     def fn():
@@ -227,8 +188,8 @@ def test_a_step_that_uses_another_parameter_and_biases_of_other_shapes():
 
 def test_zero_dimensional_values_and_scalar_broadcasts():
     rng = np.random.default_rng(13)
-    a = _param(rng)  # 0-d
-    v = _param(rng, H)
+    a = param(rng)  # 0-d
+    v = param(rng, H)
     xs = ag.Tensor(rng.standard_normal((5, H)))
 
     def fn():
@@ -246,7 +207,7 @@ def test_accumulating_chains_with_broadcasting_and_repeated_terms():
     rng = np.random.default_rng(14)
     p = rnn_params(rng)
     xs = ag.Tensor(rng.standard_normal((5, B, I)))
-    c = _param(rng, H)
+    c = param(rng, H)
 
     def fn():
         h, acc, loss = ag.zeros((B, H), dtype=np.float64), c * 1.0, 0.0
@@ -298,7 +259,7 @@ def test_reassociation_across_dtypes_and_broadcast_shapes():
     rng = np.random.default_rng(17)
     p = rnn_params(rng)
     b32 = ag.Tensor(rng.standard_normal(H).astype(np.float32), requires_grad=True)
-    bcol = _param(rng, B, 1)
+    bcol = param(rng, B, 1)
     xs = ag.Tensor(rng.standard_normal((5, B, I)))
     x1 = ag.Tensor(rng.standard_normal((5, 1, I)))
 
@@ -343,7 +304,7 @@ def test_indexing_a_computed_tensor():
     rng = np.random.default_rng(21)
     p = rnn_params(rng)
     xs = ag.Tensor(rng.standard_normal((5, B, I)))
-    s = _param(rng, 5, 1, 1)
+    s = param(rng, 5, 1, 1)
 
     def fn():
         ys = ag.tanh(xs * s)  # computed, requires grad
@@ -373,7 +334,7 @@ def test_reassociation_with_large_cancelling_bias():
     rng = np.random.default_rng(30)
     mag = 1e8
     u = ag.Tensor(np.eye(H), requires_grad=True)
-    w = _param(rng, H, H)
+    w = param(rng, H, H)
     b = ag.Tensor(np.full(H, mag), requires_grad=True)
     xs = ag.Tensor(-mag + rng.standard_normal((5, B, H)))
 
@@ -387,9 +348,9 @@ def test_reassociation_with_large_cancelling_bias():
     exact = ag.replay(fn, batch=False)
     batched = ag.replay(fn)
     for k in range(4):
-        want = _run(fn, [u, w, b], ())
-        _assert_same(_run(exact, [u, w, b], ()), want, f"call {k}, batch=False")
-        (v, gs), (wv, ws) = _run(batched, [u, w, b], ()), want
+        want = run(fn, [u, w, b], ())
+        assert_same(run(exact, [u, w, b], ()), want, f"call {k}, batch=False")
+        (v, gs), (wv, ws) = run(batched, [u, w, b], ()), want
         rounding = 1e3 * mag * np.finfo(np.float64).eps  # a few roundings at 1e8, propagated
         assert abs(v - wv) <= rounding * B * H
         for g, wg in zip(gs, ws):
@@ -415,12 +376,12 @@ def test_reassociation_keeps_nan_and_inf_where_eager_has_them():
     step = ag.replay(fn)
     for k in range(6):
         args = argsets[k % 3]
-        got, want = _run(step, p, args), _run(fn, p, args)
+        got, want = run(step, p, args), run(fn, p, args)
         for g, w in zip(got[1], want[1]):
             np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
             np.testing.assert_array_equal(np.isinf(g), np.isinf(w))
         if not np.isnan(want[0]):
-            _assert_same(got, want)
+            assert_same(got, want)
 
 
 def test_a_nan_in_the_recorded_data_leaves_replay_correct_on_clean_data():
@@ -437,7 +398,7 @@ def test_a_nan_in_the_recorded_data_leaves_replay_correct_on_clean_data():
 def test_training_with_replay_follows_eager_training(how):
     def make():
         rng = np.random.default_rng(40)
-        p = rnn_params(rng) + [_param(rng, H, C), _param(rng, C)]
+        p = rnn_params(rng) + [param(rng, H, C), param(rng, C)]
         return p
 
     rng = np.random.default_rng(41)
@@ -476,7 +437,7 @@ def test_training_with_replay_follows_eager_training(how):
         return history
 
     for k, (got, want) in enumerate(zip(train(True), train(False))):
-        _assert_same(got, want, f"step {k}")
+        assert_same(got, want, f"step {k}")
 
 
 def test_backward_after_an_inplace_edit_of_a_parameter_raises():
@@ -561,7 +522,7 @@ def test_threads_sharing_a_replayed_function():
 # ---- lists of nodes compared with == (Tensor.__eq__ is elementwise, by value) ------------------
 def test_chain_terms_equal_in_value_to_a_groups_copies_are_not_that_group():
     rng = np.random.default_rng(50)
-    xs = [_param(rng, B, H) for _ in range(3)]
+    xs = [param(rng, B, H) for _ in range(3)]
     q = ag.Tensor(np.array(1.0), requires_grad=True)
 
     def fn():
@@ -582,7 +543,7 @@ def _ce_loop(p, xs, ys, reduction="mean"):
 
 
 def _ce_params(rng):
-    return rnn_params(rng) + [_param(rng, H, C), _param(rng, C)]
+    return rnn_params(rng) + [param(rng, H, C), param(rng, C)]
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -643,15 +604,15 @@ def test_a_long_loop_records_and_rewrites_in_reasonable_time():
     ys = rng.integers(0, C, (T, B))
     fn = lambda: _ce_loop(p, xs, ys)  # noqa: E731
     start = time.perf_counter()
-    want = _run(fn, p, ())
+    want = run(fn, p, ())
     eager = time.perf_counter() - start
     step = ag.replay(fn)
     times = []
     for _ in range(4):
         start = time.perf_counter()
-        got = _run(step, p, ())
+        got = run(step, p, ())
         times.append(time.perf_counter() - start)
-    _assert_same(got, want)
+    assert_same(got, want)
     assert batched(step)
     # the confirming call (recording + rewrite) within a few eager calls; replayed calls faster
     assert times[1] < 10 * eager + 1.0, (eager, times)

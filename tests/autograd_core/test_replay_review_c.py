@@ -14,58 +14,11 @@ import pytest
 import autograd_core as ag
 import nn
 
+from tests.autograd_core.replay_checks import assert_bits, assert_same, check, param, run
+
 B, I, H, C = 3, 4, 5, 6
 
 pytestmark = pytest.mark.filterwarnings("ignore::autograd_core.replayer.ReplayWarning")
-
-
-def _param(rng, *shape, dtype=np.float64):
-    return ag.Tensor((rng.standard_normal(shape) * 0.5).astype(dtype), requires_grad=True)
-
-
-def _run(fn, params, args):
-    for p in params:
-        p.grad = None
-    out = fn(*args)
-    value = out.numpy().copy()
-    out.backward()
-    return value, [None if p.grad is None else p.grad.numpy().copy() for p in params]
-
-
-def _assert_same(got, want, what=""):
-    (v, gs), (wv, ws) = got, want
-    assert np.asarray(v).dtype == np.asarray(wv).dtype, f"{what}: loss dtype"
-    np.testing.assert_allclose(v, wv, rtol=1e-12, atol=1e-12 * max(1.0, np.nanmax(np.abs(wv))),
-                               err_msg=f"{what}: loss")
-    finite = [np.nanmax(np.abs(w)) for w in ws if w is not None and w.size]
-    scale = max([1.0] + [f for f in finite if np.isfinite(f)])
-    for k, (g, w) in enumerate(zip(gs, ws)):
-        assert (g is None) == (w is None), f"{what}: gradient {k} missing on one side"
-        if w is not None:
-            assert g.dtype == w.dtype and g.shape == w.shape, f"{what}: gradient {k} dtype/shape"
-            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12 * scale,
-                                       err_msg=f"{what}: gradient {k}")
-
-
-def _assert_bits(got, want, what=""):
-    (v, gs), (wv, ws) = got, want
-    assert v.tobytes() == wv.tobytes(), f"{what}: loss bits"
-    for k, (g, w) in enumerate(zip(gs, ws)):
-        assert (g is None) == (w is None)
-        if w is not None:
-            assert g.dtype == w.dtype and g.tobytes() == w.tobytes(), f"{what}: gradient {k}"
-
-
-def check(fn, params, argsets=((),), calls=5, batch=True, between=None):
-    step = ag.replay(fn, batch=batch)
-    for k in range(calls):
-        if between is not None:
-            between(k)
-        args = argsets[k % len(argsets)]
-        got = _run(step, params, args)
-        want = _run(fn, params, args)
-        (_assert_same if batch else _assert_bits)(got, want, f"call {k}")
-    return step
 
 
 def _confirmed(step):
@@ -78,7 +31,7 @@ def _confirmed(step):
 def test_targets_indexed_out_of_a_sliced_argument_follow_each_call(batch):
     rng = np.random.default_rng(1)
     T = 4
-    w = _param(rng, I, C)
+    w = param(rng, I, C)
     Y = rng.integers(0, C, (12, T))
     X = rng.standard_normal((T, 12, I))
 
@@ -98,7 +51,7 @@ def test_targets_indexed_out_of_a_sliced_argument_follow_each_call(batch):
 @pytest.mark.parametrize("bad", [-1, 7])
 def test_an_out_of_range_target_on_a_replayed_call_raises_as_eager(bad):
     rng = np.random.default_rng(2)
-    w = _param(rng, I, C)
+    w = param(rng, I, C)
     x = rng.standard_normal((B, I))
 
     def fn(x, ys):
@@ -115,7 +68,7 @@ def test_an_out_of_range_target_on_a_replayed_call_raises_as_eager(bad):
 
 def test_a_random_mask_made_inside_the_function_is_not_frozen():
     rng = np.random.default_rng(3)
-    w = _param(rng, I, C)
+    w = param(rng, I, C)
     x = rng.standard_normal((B, I))
     state = {}
 
@@ -125,17 +78,17 @@ def test_a_random_mask_made_inside_the_function_is_not_frozen():
 
     state["rng"] = np.random.default_rng(5)
     step = ag.replay(fn)
-    got = [_run(step, [w], (x,)) for _ in range(5)]
+    got = [run(step, [w], (x,)) for _ in range(5)]
     state["rng"] = np.random.default_rng(5)
-    want = [_run(fn, [w], (x,)) for _ in range(5)]
+    want = [run(fn, [w], (x,)) for _ in range(5)]
     for k, (g, wnt) in enumerate(zip(got, want)):
-        _assert_same(g, wnt, f"call {k}")
+        assert_same(g, wnt, f"call {k}")
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.float64])
 def test_where_with_a_non_bool_condition_argument_follows_each_call(dtype):
     rng = np.random.default_rng(4)
-    w = _param(rng, I, H)
+    w = param(rng, I, H)
     x = rng.standard_normal((B, I))
     m1 = np.array([[1, 0, 1, 0, 1]] * B, dtype=dtype)
     m2 = (1 - m1).astype(dtype)
@@ -149,7 +102,7 @@ def test_where_with_a_non_bool_condition_argument_follows_each_call(dtype):
 
 def test_where_with_a_bool_condition_argument_follows_each_call():
     rng = np.random.default_rng(4)
-    w = _param(rng, I, H)
+    w = param(rng, I, H)
     x = rng.standard_normal((B, I))
     m1 = np.array([[1, 0, 1, 0, 1]] * B, dtype=bool)
 
@@ -162,7 +115,7 @@ def test_where_with_a_bool_condition_argument_follows_each_call():
 
 def test_where_with_an_integer_closure_condition_changed_in_place():
     rng = np.random.default_rng(5)
-    w = _param(rng, I, H)
+    w = param(rng, I, H)
     x = rng.standard_normal((B, I))
     cond = np.array([[1, 0, 1, 0, 1]] * B)
 
@@ -179,7 +132,7 @@ def test_where_with_an_integer_closure_condition_changed_in_place():
 
 def test_bool_closure_condition_index_and_clip_bounds_changed_in_place_are_seen():
     rng = np.random.default_rng(6)
-    w = _param(rng, I, H)
+    w = param(rng, I, H)
     x = rng.standard_normal((B, I))
     cond = np.array([[True, False, True, False, True]] * B)
     idx = np.array([0, 2])
@@ -203,7 +156,7 @@ def test_bool_closure_condition_index_and_clip_bounds_changed_in_place_are_seen(
                    "takes for 'cannot change', and the replay keeps the old targets")
 def test_closure_targets_replaced_by_a_new_array():
     rng = np.random.default_rng(7)
-    w = _param(rng, I, C)
+    w = param(rng, I, C)
     x = rng.standard_normal((B, I))
     state = {"y": np.array([0, 1, 2])}
 
@@ -219,7 +172,7 @@ def test_closure_targets_replaced_by_a_new_array():
 
 def test_a_partly_bound_clip_keeps_a_snapshot_of_its_other_bound():
     rng = np.random.default_rng(8)
-    w = _param(rng, I, H)
+    w = param(rng, I, H)
     x = rng.standard_normal((B, I))
     lo = np.full((H,), -0.2)
     hi = np.full((H,), 0.2)
@@ -247,7 +200,7 @@ def test_a_partly_bound_clip_keeps_a_snapshot_of_its_other_bound():
                    "nothing) gives the gradient")
 def test_an_inplace_edit_of_an_operand_no_rule_reads_behaves_as_eager():
     rng = np.random.default_rng(9)
-    w, c, h0 = _param(rng, H, H), _param(rng, H), _param(rng, B, H)
+    w, c, h0 = param(rng, H, H), param(rng, H), param(rng, B, H)
 
     def fn():
         h, loss = h0, 0.0
@@ -274,7 +227,7 @@ def test_an_inplace_edit_of_an_operand_no_rule_reads_behaves_as_eager():
 
 def test_watching_a_view_of_a_large_closure_array_costs_the_view_only():
     rng = np.random.default_rng(10)
-    w = _param(rng, I, C)
+    w = param(rng, I, C)
     x = rng.standard_normal((B, I))
     dataset = rng.integers(0, C, (2_000_000, B))
     ys = dataset[0]
@@ -296,8 +249,8 @@ def test_watching_a_view_of_a_large_closure_array_costs_the_view_only():
                                             (np.float64, np.float32), (np.float16, np.float64)])
 def test_addmm_fusion_over_bias_shapes_and_dtypes(cshape, cdtype, wdtype):
     rng = np.random.default_rng(11)
-    w, c, h0 = _param(rng, H, H, dtype=wdtype), _param(rng, *cshape, dtype=cdtype), \
-        _param(rng, B, H, dtype=wdtype)
+    w, c, h0 = param(rng, H, H, dtype=wdtype), param(rng, *cshape, dtype=cdtype), \
+        param(rng, B, H, dtype=wdtype)
 
     def fn():
         h, loss = h0, 0.0
@@ -315,7 +268,7 @@ def test_addmm_fusion_over_bias_shapes_and_dtypes(cshape, cdtype, wdtype):
                                   "bias_used_elsewhere", "one_d"])
 def test_addmm_fusion_odd_operands(form):
     rng = np.random.default_rng(12)
-    w, h0, c = _param(rng, H, H), _param(rng, H, H), _param(rng, H)
+    w, h0, c = param(rng, H, H), param(rng, H, H), param(rng, H)
 
     def fn():
         h, loss = h0, 0.0
@@ -375,7 +328,7 @@ def test_training_nn_models_with_adam_and_clipping_follows_eager(kind, batch):
         opt = nn.optim.Adam(params, lr=0.01)
         history = []
         for k in range(22):
-            history.append(_run(step, params, batches[k % 5]))
+            history.append(run(step, params, batches[k % 5]))
             for p, g in zip(params, history[-1][1]):
                 p.grad = ag.Tensor(g)
             nn.clip_grad_norm_(params, 0.5)
@@ -383,7 +336,7 @@ def test_training_nn_models_with_adam_and_clipping_follows_eager(kind, batch):
         return history
 
     for k, (got, want) in enumerate(zip(train(True), train(False))):
-        (_assert_same if batch else _assert_bits)(got, want, f"step {k}")
+        (assert_same if batch else assert_bits)(got, want, f"step {k}")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
@@ -392,8 +345,8 @@ def test_training_nn_models_with_adam_and_clipping_follows_eager(kind, batch):
 def test_unbatched_replay_is_bit_identical_over_dtypes_empty_batches_and_short_loops(
         dtype, batch_size, steps):
     rng = np.random.default_rng(steps * 10 + batch_size)
-    p = [_param(rng, I, H, dtype=dtype), _param(rng, H, H, dtype=dtype),
-         _param(rng, H, dtype=dtype), _param(rng, H, C, dtype=dtype), _param(rng, C, dtype=dtype)]
+    p = [param(rng, I, H, dtype=dtype), param(rng, H, H, dtype=dtype),
+         param(rng, H, dtype=dtype), param(rng, H, C, dtype=dtype), param(rng, C, dtype=dtype)]
 
     def fn(xs, ys):
         h, loss = ag.zeros((batch_size, H), dtype=dtype), 0.0
@@ -409,7 +362,7 @@ def test_unbatched_replay_is_bit_identical_over_dtypes_empty_batches_and_short_l
 
 def test_errors_interrupts_unused_inputs_and_backward_twice():
     rng = np.random.default_rng(15)
-    w, v = _param(rng, I, H), _param(rng, H, H)
+    w, v = param(rng, I, H), param(rng, H, H)
     x = rng.standard_normal((B, I))
     calls = [0]
 
@@ -424,7 +377,7 @@ def test_errors_interrupts_unused_inputs_and_backward_twice():
     with pytest.raises(KeyboardInterrupt):
         step(x)
     for _ in range(3):
-        _assert_same(_run(step, [w], (x,)), _run(fn, [w], (x,)))
+        assert_same(run(step, [w], (x,)), run(fn, [w], (x,)))
     out = step(x)
     gw, gv = ag.grad(out, [w, v], allow_unused=True)
     assert gv is None
@@ -436,4 +389,4 @@ def test_errors_interrupts_unused_inputs_and_backward_twice():
     with pytest.raises(RuntimeError, match="already"):
         out.backward()
     step(x)  # a result never differentiated
-    _assert_same(_run(step, [w], (x,)), _run(fn, [w], (x,)))
+    assert_same(run(step, [w], (x,)), run(fn, [w], (x,)))
