@@ -116,6 +116,9 @@ class Op:
             for capability in ("backward_into", "backward_split"):
                 if capability not in cls.__dict__:
                     setattr(cls, capability, None)
+        own = cls.__dict__
+        if ("forward" in own or "backward" in own) and "batch" not in own:
+            cls.batch = None  # a new kernel or rule: how the parent batches need not hold
         cls.fast_backward = (_sparse_backward if cls.backward_into is not None else
                              _split_backward if cls.backward_split is not None else None)
         if cls.name is None:  # an abstract family (declarations may be partial)

@@ -244,3 +244,25 @@ def test_random_cells_replay_with_eager_gradients(cell, steps, seed):
     want, got, _ = run_both(random_loop(cell), p, xs, targets, calls=3)
     for g in got:
         assert_same(g, want)
+
+
+def test_a_subclass_with_its_own_kernel_or_rule_does_not_inherit_how_its_parent_batches():
+    from autograd_core.ops.unary import Tanh
+
+    class Scaled(Tanh):
+        name = None  # not registered: an abstract variant
+
+        @staticmethod
+        def forward(out, x):
+            return np.tanh(2 * x)
+
+    class Kept(Tanh):
+        name = None
+        batch = "elementwise"
+
+        @staticmethod
+        def forward(out, x):
+            return np.tanh(x)
+
+    assert Tanh.batch == "elementwise"
+    assert Scaled.batch is None and Kept.batch == "elementwise"
