@@ -57,7 +57,7 @@ def rewrite(nodes, root, keep=()):
         return None
     if not _agrees(graph, built):
         return None
-    return built.order, built.value(graph.root), built.copies
+    return built.order, built.root, built.copies
 
 
 class _Graph:
@@ -68,7 +68,6 @@ class _Graph:
         self.nodes, self.inputs, self.merged = _merge_repeats(nodes, keep)
         self.is_node = set(self.nodes)
         self.flattened = {}  # the top of an accumulating chain -> its terms
-        self.fused = {}  # an addition of a product -> the addmm node that replaces it
         self.count_consumers()
 
     # ---- accumulating chains ------------------------------------------------------------------
@@ -192,7 +191,6 @@ class _Graph:
                 break
         if fused:
             self.nodes = [fused.get(n, n) for n in self.nodes if n not in dropped]
-            self.fused = fused
             self.root = fused.get(self.root, self.root)
             for n in self.nodes:  # the consumers read the addmm node
                 self.inputs[n] = tuple(fused.get(i, i) for i in self.inputs[n])
@@ -263,18 +261,18 @@ def _merge_repeats(nodes, keep):
     """(the nodes without repeats, {node: its inputs}): a node that applies the same op with
     the same parameters to the same inputs as an earlier one (w.T or u[:, :h] written inside
     the loop) is dropped, and its consumers read the earlier one."""
-    same, kept, inputs, merged = {}, [], {}, []
+    same, first, kept, inputs, merged = {}, {}, [], {}, []  # node -> the one it repeats
     for n in nodes:
         ins = tuple(same.get(i, i) for i in n._inputs)
         key = None if n in keep else _parameters_key(n._saved)
         if key is not None:  # the output's shape and dtype too: reshape and astype save none
             key = (n._op, tuple(map(id, ins)), key, n._data.shape, n._data.dtype)
-            earlier = same.get(key)
+            earlier = first.get(key)
             if earlier is not None:
                 same[n] = earlier
                 merged.append((n, earlier))
                 continue
-            same[key] = n
+            first[key] = n
         kept.append(n)
         inputs[n] = ins
     return kept, inputs, merged
@@ -320,7 +318,7 @@ def _signature(n, inputs, fixed):
             return None
         return common + (id(inputs[1]),)
     if kind == "reduce":
-        return common + (saved,)
+        return common + (saved,) if saved is not None else None
     if kind == "rows":
         target = n._saved[0]
         return common + (target.shape, target.dtype)
@@ -333,15 +331,17 @@ def _signature(n, inputs, fixed):
 
 
 class _Built:
+    """The rewritten graph as the builder makes it."""
+
     def __init__(self):
-        self.units = []  # (level, seq, [new nodes in order])
+        self.units = []  # per node or group, in order of level: the new nodes it made
         self.copies = {}  # original node -> its unbatched copy
         self.member = {}  # batched original node -> (group output, position)
         self.extracted = {}  # batched original node -> its getitem node
         self.group_of = {}  # batched original node -> its group (a list)
         self.output = {}  # id(group) -> the batched node, shaped (copies,) + member shape
         self.gathered = {}  # ids of the operands stacked for a group -> their stack node
-        self.order = None
+        self.order = self.root = None
 
     def value(self, n):
         """The node of the new graph holding the original node n's value."""
@@ -358,11 +358,10 @@ class _Built:
         return n  # a leaf
 
 
-def _make(op, inputs, saved, data, name=None):
+def _make(op, inputs, saved, data):
+    """A new node of the rewritten graph (a shell, as replay's)."""
     needs = any(i.requires_grad for i in inputs)
-    t = fill(_new(Tensor), data, needs, op, tuple(inputs), saved, 0, None)
-    t.name = name
-    return t
+    return fill(_new(Tensor), data, needs, op, tuple(inputs), saved, 0, None)
 
 
 class _Builder:
@@ -393,9 +392,8 @@ class _Builder:
                 continue
             b.units.append(b.pending)
         b.pending = []  # getitems made while asking for the root's value
-        root = b.value(g.root)
+        b.root = b.value(g.root)
         b.order = [node for unit in b.units for node in unit] + b.pending
-        b.root = root
         return b
 
     def _copy(self, n):
