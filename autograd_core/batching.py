@@ -240,7 +240,11 @@ class _Graph:
         for n, sig in self.signature.items():
             if sig is not None:
                 found.setdefault((self.level[n], sig), []).append(n)
-        return [sorted(g, key=_seq) for g in found.values() if len(g) >= MIN_GROUP]
+        groups = [sorted(g, key=_seq) for g in found.values() if len(g) >= MIN_GROUP]
+        grouped = {n for g in groups for n in g}
+        # x[t] for every t computes nothing: batched, it only pays where a group reads it whole
+        return [g for g in groups if g[0]._op.batch != "index" or any(
+            c in grouped for n in g for c in self.consumers.get(n, ()))]
 
 
 def _seq(n):
