@@ -111,9 +111,7 @@ class Replay:
                     self.plans[key] = why
                     self._say(why)
                 else:
-                    second.confirmed = True
-                    if self.batch:
-                        second.batch()
+                    second.confirm(self.batch)
                     self.plans[key] = second
                 return out
         elif plan is not None:
@@ -259,8 +257,18 @@ class _Plan:
         self._compile_backward([shells[t] for t in walk((out,), "replay") if t._op is not None])
         self.generation = 0
         self.confirmed = False  # set once a second recording gave the same graph
+        self.batched = False  # set once batching.rewrite changed the graph
         # one call at a time writes or reads the shells (threads sharing the function)
         self.lock = threading.Lock()
+
+    def confirm(self, batch):
+        """The second recording gave the same graph: batch it (unless told not to), and let
+        go of what only the comparison needed (a long unroll's plan keeps hundreds of
+        thousands of objects that every pass of the cycle collector walks)."""
+        self.confirmed = True
+        if batch:
+            self.batch()
+        self.structure = None
 
     def batch(self):
         """Run the copies of an op that a loop recorded as one call where batching.rewrite
@@ -269,6 +277,7 @@ class _Plan:
         result = batching.rewrite(nodes, self.root, keep={s for s, _, _ in self.bound})
         if result is None:
             return
+        self.batched = True
         order, self.root, copies = result
         self.bound = [(copies[s], template, count) for s, template, count in self.bound]
         leaves = [s for s in self.index if s._op is None]

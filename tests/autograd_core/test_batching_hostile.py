@@ -25,15 +25,8 @@ def plan_of(step):
 
 
 def batched(step):
-    """Whether the confirmed plan was rewritten (a stack or a batched getitem in it)."""
-    plan = plan_of(step)
-    recorded = sum(1 for entry in plan.structure if entry[0] != "leaf")
-    return [s._seq for s, *_ in plan.program] != [s._seq for s in _recorded(plan)] or \
-        len(plan.program) != recorded
-
-
-def _recorded(plan):
-    return [s for s in plan.index if s._op is not None]
+    """Whether the confirmed plan was rewritten by batching."""
+    return plan_of(step).batched
 
 
 def rnn(p, xs, T=None):
