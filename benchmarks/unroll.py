@@ -86,27 +86,7 @@ def _engine_impl(ag, T, compiled):
     params = [ag.Tensor(a.copy(), requires_grad=True) for a in (u0, w0, b0)]
     fn = ag.replay(lambda *p: user_loop(ag, xt, *p)) if compiled else \
         (lambda *p: user_loop(ag, xt, *p))
-
-    def setup():
-        for p in params:
-            p.grad = None
-        return _State()
-
-    def forward(s):
-        s.loss = fn(*params)
-
-    def backward(s):
-        s.loss.backward()
-        s.loss = None
-
-    def result():
-        s = setup()
-        forward(s)
-        loss = s.loss.item()
-        backward(s)
-        return loss, tuple(p.grad.numpy() for p in params)
-
-    return setup, (forward, backward), result
+    return _autograd_impl(params, lambda: fn(*params))
 
 
 def _torch_impl(torch, T):
@@ -114,18 +94,28 @@ def _torch_impl(torch, T):
     xt = torch.from_numpy(xs)
     params = [torch.tensor(a, requires_grad=True) for a in (u0, w0, b0)]
 
+    def loss():
+        u, w, b = params
+        h, total = torch.zeros(1, HIDDEN), 0.0
+        for t in range(T):
+            h = torch.tanh(xt[t] @ u + h @ w + b)
+            total = total + h.sum()
+        return total
+
+    return _autograd_impl(params, loss)
+
+
+def _autograd_impl(params, loss):
+    """(setup, (forward, backward), result) of an engine (ours or torch: the same tensor
+    methods) whose forward is `loss()`: the forward forgets the previous gradients and
+    builds the graph, the backward runs it and drops it."""
     def setup():
         for p in params:
             p.grad = None
         return _State()
 
     def forward(s):
-        u, w, b = params
-        h, loss = torch.zeros(1, HIDDEN), 0.0
-        for t in range(T):
-            h = torch.tanh(xt[t] @ u + h @ w + b)
-            loss = loss + h.sum()
-        s.loss = loss
+        s.loss = loss()
 
     def backward(s):
         s.loss.backward()
@@ -134,9 +124,9 @@ def _torch_impl(torch, T):
     def result():
         s = setup()
         forward(s)
-        loss = s.loss.item()
+        value = s.loss.item()
         backward(s)
-        return loss, tuple(p.grad.numpy() for p in params)
+        return value, tuple(p.grad.numpy() for p in params)
 
     return setup, (forward, backward), result
 
