@@ -19,13 +19,7 @@ OUT_TOL, GRAD_TOL = 1e-10, 1e-9
 T, B, I, H, C = 5, 3, 4, 6, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: torch's intra-op threads only add contention (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def flat(out):

@@ -14,13 +14,7 @@ DTYPES = {"float32": (np.float32, torch.float32, 1e-5), "float64": (np.float64, 
 T, B, I, H = 5, 3, 4, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: torch's intra-op threads only add contention (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(params=list(DTYPES))
