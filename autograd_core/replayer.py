@@ -56,6 +56,8 @@ from . import batching, engine
 from .backmath import ArrayMath
 from .function import Memory, Op, record
 from .grad_mode import _state
+from .replay_arguments import (Arg, Refused, argument_at, bind, describe, flatten, probe,
+                               rebuild, signature)
 from .graph import walk
 from .tensor import Tensor, _new, fill, version_of
 
@@ -76,10 +78,6 @@ def replay(fn, batch=True):
     return Replay(fn, batch)
 
 
-class _Refused(Exception):
-    """Why a recorded call cannot be replayed."""
-
-
 class Replay:
     """A function recorded once per argument signature and replayed after (see `replay`)."""
 
@@ -94,8 +92,8 @@ class Replay:
         if _state.anomaly:
             return self._eager("anomaly mode is on (its messages need the eager graph)", args)
         try:
-            key = _signature(args)
-        except _Refused as why:
+            key = signature(args)
+        except Refused as why:
             return self._eager(str(why), args)
         plan = self.plans.get(key)
         if isinstance(plan, _Plan):
@@ -119,7 +117,7 @@ class Replay:
         if len(self.plans) >= MAX_PLANS:
             return self._eager(f"more than {MAX_PLANS} argument signatures", args)
         if self.plans:
-            self._say(f"new argument shapes, dtypes or values {_describe(key)}; recording again")
+            self._say(f"new argument shapes, dtypes or values {describe(key)}; recording again")
         out, plan = _record(self.fn, args)
         self.plans[key] = plan
         if not isinstance(plan, _Plan):
@@ -135,31 +133,6 @@ class Replay:
             self._said.add(why)
             warnings.warn(f"replay of {getattr(self.fn, '__name__', 'a function')}: {why}; "
                           f"this call runs eagerly", ReplayWarning, stacklevel=3)
-
-
-# ---- the signature of a call --------------------------------------------------------------
-_PLAIN = (int, float, bool, str, type(None), np.integer, np.floating, np.bool_)
-
-
-def _signature(value):
-    if isinstance(value, Tensor):
-        d = value._data
-        return ("tensor", d.shape, d.dtype.str, d.strides, value.requires_grad)
-    if isinstance(value, np.ndarray):
-        return ("array", value.shape, value.dtype.str, value.strides)
-    if isinstance(value, (tuple, list)):
-        return (type(value).__name__,) + tuple(_signature(v) for v in value)
-    if isinstance(value, _PLAIN):
-        return ("value", type(value).__name__, value)
-    raise _Refused(f"an argument of type {type(value).__name__} (not a tensor, array, number "
-                   f"or tuple of them)")
-
-
-def _describe(key):
-    shapes = [k[1] for k in key if isinstance(k, tuple) and k[0] in ("tensor", "array")]
-    if not shapes:
-        return "(other Python values among the arguments)"
-    return f"(shapes {', '.join(map(str, shapes))})"
 
 
 # ---- recording ----------------------------------------------------------------------------
@@ -178,36 +151,9 @@ class _Recorder:
             self.value_read = what
 
 
-def _flatten(args, path=()):
-    """(path, value) of every tensor and array among the arguments."""
-    for k, a in enumerate(args):
-        if isinstance(a, (tuple, list)):
-            yield from _flatten(a, path + (k,))
-        elif isinstance(a, (Tensor, np.ndarray)):
-            yield path + (k,), a
-
-
-def _at(args, path):
-    for k in path:
-        args = args[k]
-    return args
-
-
-def _probe(value):
-    """A float argument that does not require grad becomes a tensor that does, so that what
-    the function computes from it is recorded."""
-    if isinstance(value, (tuple, list)):
-        return type(value)(_probe(v) for v in value)
-    data = value._data if isinstance(value, Tensor) else value
-    if isinstance(data, np.ndarray) and data.dtype.kind == "f" and not (
-            isinstance(value, Tensor) and value.requires_grad):
-        return Tensor(data, requires_grad=True)
-    return value
-
-
 def _record(fn, args):
     """Run `fn` eagerly with a recorder watching: (its result, a _Plan or why not)."""
-    probed = tuple(_probe(a) for a in args)
+    probed = tuple(probe(a) for a in args)
     recorder = _Recorder()
     previous, _state.recorder = _state.recorder, recorder
     try:
@@ -216,7 +162,7 @@ def _record(fn, args):
         _state.recorder = previous
     try:
         plan = _Plan(out, args, probed, recorder)
-    except _Refused as why:
+    except Refused as why:
         return out, str(why)
     return out, plan
 
@@ -227,23 +173,23 @@ class _Plan:
 
     def __init__(self, out, args, probed, recorder):
         if recorder.value_read:
-            raise _Refused(f"the function read a value of the graph ({recorder.value_read}): "
+            raise Refused(f"the function read a value of the graph ({recorder.value_read}): "
                            f"its control flow may depend on values")
         if not isinstance(out, Tensor) or out._op is None or not out.requires_grad:
-            raise _Refused("its result is not one tensor computed from something that "
+            raise Refused("its result is not one tensor computed from something that "
                            "requires grad")
         places = {}  # id(array or tensor) -> argument path
-        for path, a in _flatten(probed):
+        for path, a in flatten(probed):
             places.setdefault(id(a), path)
             if isinstance(a, Tensor):
                 places.setdefault(id(a._data), path)
-        for path, a in _flatten(args):
+        for path, a in flatten(args):
             places.setdefault(id(a._data if isinstance(a, Tensor) else a), path)
-        self.arg_tensors = [(path, a) for path, a in _flatten(args)
+        self.arg_tensors = [(path, a) for path, a in flatten(args)
                             if isinstance(a, Tensor) and a.requires_grad]
         # (array, path) of every argument: a saved constant inside one is bound to it
         self.arg_arrays = [(a._data if isinstance(a, Tensor) else a, path)
-                           for path, a in _flatten(args)]
+                           for path, a in flatten(args)]
         shells, self.program, self.sources, self.bound = {}, [], [], []
         self.outside, self._watching = [], []  # see _watch
         self.structure, self.index = [], {}  # what differs() compares; shell -> position
@@ -253,7 +199,7 @@ class _Plan:
         self.root = shells[out]
         self._watch_outside()
         if not self.root.requires_grad:
-            raise _Refused("its result does not depend on anything that requires grad")
+            raise Refused("its result does not depend on anything that requires grad")
         self._compile_backward([shells[t] for t in walk((out,), "replay") if t._op is not None])
         self.generation = 0
         self.confirmed = False  # set once a second recording gave the same graph
@@ -290,9 +236,9 @@ class _Plan:
             return self._leaf(t, places)
         op = t._op
         if not callable(op.forward):
-            raise _Refused(f"op {op.name} declares no forward kernel")
+            raise Refused(f"op {op.name} declares no forward kernel")
         if t._hooks or t._retain:
-            raise _Refused("a hook or retain_grad() on a tensor inside the function")
+            raise Refused("a hook or retain_grad() on a tensor inside the function")
         inputs = tuple(shells[i] for i in t._inputs)
         needs = any(i.requires_grad for i in inputs)
         s = fill(_new(Tensor), t._data, needs, op, inputs, t._saved, t._seq, t._step)
@@ -300,7 +246,7 @@ class _Plan:
         constants = t._saved[:op.constants] if op.constants else ()
         if t in recorder.constants:
             originals = recorder.constants[t][:op.constants]
-            template = _bind(originals, t._saved[:op.constants], self.arg_arrays)
+            template = bind(originals, t._saved[:op.constants], self.arg_arrays)
             if template is not None:
                 self.bound.append((s, template, op.constants))
                 constants = template
@@ -322,7 +268,7 @@ class _Plan:
             parts = template if isinstance(template, tuple) else (None,) * len(value)
             for v, part in zip(value, parts):
                 self._watch(v, part)
-        elif isinstance(value, np.ndarray) and not isinstance(template, _Arg):
+        elif isinstance(value, np.ndarray) and not isinstance(template, Arg):
             self._watching.append(value)
 
     def _watch_outside(self):
@@ -409,13 +355,13 @@ class _Plan:
                 s._data = src._data
                 read.append((src, version_of(src)))
             else:
-                a = _at(args, src)
+                a = argument_at(args, src)
                 if isinstance(a, Tensor):
                     read.append((a, version_of(a)))
                     a = a._data
                 s._data = a
         for s, template, count in self.bound:
-            s._saved = _rebuild(template, args) + tuple(s._saved[count:])
+            s._saved = rebuild(template, args) + tuple(s._saved[count:])
         for s, forward, inputs, arity in self.program:
             # the common arities get their own call: no argument list built per node
             if arity == 1:
@@ -428,7 +374,7 @@ class _Plan:
                 s._data = forward(s, a._data, b._data, c._data)
             else:
                 s._data = forward(s, *[i._data for i in inputs])
-        leaves = tuple(src if isinstance(src, Tensor) else _at(args, src)
+        leaves = tuple(src if isinstance(src, Tensor) else argument_at(args, src)
                        for _, src in self.grad_leaves)
         return record(ReplayedStep, self.root._data.copy(), leaves,
                       (self, self.generation, tuple(read)))
@@ -533,77 +479,6 @@ class _Plan:
 _RULE = "rule"  # op.backward
 _SPARSE = "sparse"  # op.backward_into, adding into one buffer per input (indexing)
 _SPLIT = "split"  # op.backward_split, the weight's product deferred
-
-
-def _bind(value, recorded, arg_arrays):
-    """The constants `value` (as the op was given them; `recorded`: the copies it saved) with
-    each array that is an argument, or lies inside one, replaced by where it comes from (an
-    _Arg); None when none is. Other arrays stay the recorded copies: the second recording
-    shows whether they are constant, and `changed` whether they change in place later."""
-    if isinstance(value, np.ndarray):
-        return _inside_argument(value, arg_arrays)
-    if isinstance(value, tuple):
-        parts = tuple(_bind(v, r, arg_arrays) for v, r in zip(value, recorded))
-        if all(p is None for p in parts):
-            return None
-        return tuple(p if p is not None else r for p, r in zip(parts, recorded))
-    return None
-
-
-def _inside_argument(value, arg_arrays):
-    """An _Arg for `value` if it is an argument's array or a view into one, else None;
-    refused where it lies in an argument in a way a later call's array cannot be read the
-    same (another dtype, or an argument that is not one contiguous block)."""
-    for a, path in arg_arrays:
-        if a is value:
-            return _Arg(path)
-    for a, path in arg_arrays:
-        if not np.may_share_memory(value, a):
-            continue
-        low, high = np.lib.array_utils.byte_bounds(value)
-        a_low, a_high = np.lib.array_utils.byte_bounds(a)
-        if a.dtype != value.dtype or not a.flags.c_contiguous or low < a_low or \
-                high > a_high:
-            raise _Refused("an op saved part of an argument that later calls cannot be read "
-                           "the same way (another dtype, or an argument that is not one "
-                           "contiguous block): pass a contiguous copy")
-        offset = value.__array_interface__["data"][0] - a_low
-        return _Arg(path, (offset, value.shape, value.strides))
-    return None
-
-
-class _Arg:
-    """An argument's array (at `path` among the arguments), or a view of it."""
-    __slots__ = ("path", "view")
-
-    def __init__(self, path, view=None):
-        self.path, self.view = path, view
-
-    def __eq__(self, other):
-        return isinstance(other, _Arg) and (self.path, self.view) == (other.path, other.view)
-
-    def array(self, args):
-        a = _at(args, self.path)
-        a = a._data if isinstance(a, Tensor) else a
-        return a if self.view is None else _view_at(a, *self.view)
-
-
-def _view_at(a, offset, shape, strides):
-    """The view of `a`'s memory at byte `offset` with `shape` and `strides` (as recorded;
-    the signature holds `a`'s layout, so the view reads the same elements)."""
-    flat = a.reshape(-1)  # a view: the argument's layout is the recorded one
-    return np.lib.stride_tricks.as_strided(flat[offset // a.itemsize:], shape, strides,
-                                           writeable=False)
-
-
-def _rebuild(template, args):
-    """The constants of this call: each bound array copied from its argument (as `record`
-    copies them: changing the argument later cannot change the gradient)."""
-    if isinstance(template, _Arg):
-        return np.array(template.array(args), copy=True)
-    if isinstance(template, tuple):
-        return tuple(_rebuild(v, args) for v in template)
-    return template
 
 
 def _parameters(saved):
