@@ -154,7 +154,7 @@ def test_a_sequence_that_requires_grad_gets_its_gradient_through_the_batched_ind
 
 
 def test_batched_values_that_disagree_leave_the_graph_unbatched(monkeypatch):
-    monkeypatch.setattr(batching, "_agrees", lambda graph, built: False)
+    monkeypatch.setattr(batching, "agrees", lambda graph, built: False)
     rng = np.random.default_rng(3)
     p = params(rng)
     xs = ag.Tensor(rng.standard_normal((5, B, I)))
