@@ -95,6 +95,9 @@ class Op:
       every use of W and multiplies once, stacked, when it reaches W.
     - `batch`: how replay may run several copies of the op as one call on stacked operands
       (see batching.py for the kinds), or None.
+    - `layout`: positions of the inputs whose memory order the forward kernel's speed depends
+      on (a matrix product's operands); replay may hand the kernel a copy of one in another
+      order (see replay_layout.py).
     """
 
     name = None
@@ -104,6 +107,7 @@ class Op:
     backward_split = None
     split_input = None
     batch = None
+    layout = ()
     # Derived from the declarations when the class is made (never set by hand):
     checked_inputs = ()  # input positions whose versions a backward checks; None: all
     reads_output = False
@@ -119,6 +123,8 @@ class Op:
         own = cls.__dict__
         if ("forward" in own or "backward" in own) and "batch" not in own:
             cls.batch = None  # a new kernel or rule: how the parent batches need not hold
+        if "forward" in own and "layout" not in own:
+            cls.layout = ()  # a new kernel: its parent's need not be a product
         cls.fast_backward = (_sparse_backward if cls.backward_into is not None else
                              _split_backward if cls.backward_split is not None else None)
         if cls.name is None:  # an abstract family (declarations may be partial)

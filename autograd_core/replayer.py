@@ -15,8 +15,9 @@ collecting and sorting the graph, claiming it, the per-node version checks (the 
 are checked once instead). Once the graph is confirmed, the copies of an op that a loop over
 time steps recorded run as one call on stacked operands where nothing stands in the way (see
 batching.py: the input projections of all steps, the output layer and loss of all steps, an
-accumulating `loss = loss + l_t`); values and gradients then differ from eager mode's only by
-the rounding of a different order of summation.
+accumulating `loss = loss + l_t`), and a weight that many products read is copied once per
+call into the memory order the BLAS multiplies faster (see replay_layout.py); values and
+gradients then differ from eager mode's only by the rounding of a different order of summation.
 
 What it cannot replay runs eagerly and says why once (a ReplayWarning):
 - arguments of a new shape, dtype or layout (recorded again, up to MAX_PLANS signatures),
@@ -52,7 +53,7 @@ import weakref
 
 import numpy as np
 
-from . import batching, engine
+from . import batching, engine, replay_layout
 from .backmath import ArrayMath
 from .function import Memory, Op, record
 from .grad_mode import _state
@@ -214,6 +215,7 @@ class _Plan:
         self.confirmed = True
         if batch:
             self.batch()
+            self.program = replay_layout.reorder(self.program)
         self.structure = None
 
     def batch(self):

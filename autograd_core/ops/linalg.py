@@ -18,6 +18,7 @@ class MatMul(Op):
     hazard = None
     memory = Memory()
     batch = "matmul"
+    layout = (0, 1)
     split_input = 1
 
     @staticmethod
@@ -81,6 +82,7 @@ class AddMM(Op):
     hazard = None
     memory = Memory(same=(0,))
     split_input = 2
+    layout = (1, 2)
 
     @staticmethod
     def forward(out, c, a, b):
@@ -144,6 +146,7 @@ class Linear(Op):
     hazard = None
     memory = Memory(same=(2,))
     split_input = 1
+    layout = (0, 1)
 
     @staticmethod
     def forward(out, x, w, *bias):
