@@ -214,7 +214,9 @@ def test_a_changed_input_or_output_raises_or_leaves_the_gradient_as_it_was(case,
 
 def test_every_op_is_reached_by_the_in_place_test():
     covered = {op for c in CASES for op in c.ops}
-    assert covered == set(ag.ops_registry)
+    # the engine's own ops (a README example run earlier in the session registers one more)
+    assert covered == {name for name, cls in ag.ops_registry.items()
+                       if cls.__module__.startswith("autograd_core.")}
 
 
 # ---- non-differentiated arguments: targets, conditions, indices, bounds -----------------------
