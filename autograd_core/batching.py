@@ -119,37 +119,53 @@ class _Graph:
         return early, {n: depth - distance.get(n, 0) for n in self.nodes}
 
     def reassociate(self):
-        """(p + q) + c with q on the longest path and p, c off it (x_t U + h W + b: the
-        recurrence is h W) becomes (p + c) + q: p + c can then run with the other steps',
-        and the recurrence has one addition less."""
-        early, late = self.bounds()
+        """(p + q) + c where p and c can be computed before q (x_t U + h W + b: q = h W
+        waits for the previous step, p and c do not) becomes (p + c) + q: p + c can then run
+        with the other steps', and the recurrence has one addition less. Whether q is on
+        the longest path does not matter (a GRU's update gate is not, its reset gate is).
+        Where p and q are computed at the same depth (the first step, whose h_0 is a leaf),
+        q is the one that has the signature of the other steps' q."""
+        early, _ = self.bounds()
+        fixed = self.fixed()
 
-        def off_path(t):
-            return t not in early or early[t] < late[t]
+        def depth(t):
+            return early.get(t, 0)
 
-        before, dropped = {}, set()  # n -> the new node that goes just before it; m's gone
+        def signature(t):
+            return _signature(t, self.inputs[t], fixed) if t in self.inputs else None
+
+        found, ties = [], []  # (n, m, c, p, q) to rewrite; the same with p, q undecided
         for n in self.nodes:
             if n._op.batch != "sum" or n in self.keep or n in self.flattened:
                 continue
             for m, c in (self.inputs[n], self.inputs[n][::-1]):
                 if not (m in early and m._op.batch == "sum" and m not in self.keep
-                        and m not in self.flattened and _only(self.consumers.get(m), n)
-                        and off_path(c) and not off_path(m)):
+                        and m not in self.flattened and _only(self.consumers.get(m), n)):
                     continue
                 p, q = self.inputs[m]
-                if off_path(q):
+                if depth(p) > depth(q):
                     p, q = q, p
-                dtypes = {p._data.dtype, q._data.dtype, c._data.dtype}
-                if off_path(q) or not off_path(p) or len(dtypes) > 1:
+                if len({p._data.dtype, q._data.dtype, c._data.dtype}) > 1 or \
+                        depth(q) <= depth(c):
                     continue
-                early_sum = make_node(m._op, (p, c), None, p._data + c._data)
-                early_sum._seq = n._seq
-                before[n] = early_sum
-                dropped.add(m)
-                self.inputs[early_sum] = (p, c)
-                self.inputs[n] = (early_sum, q)
-                self.is_node.add(early_sum)
+                if depth(q) > depth(p):
+                    found.append((n, m, c, p, q))
+                    break
+                ties.append((n, m, c, p, q))
                 break
+        recurrent = {signature(q) for _, _, _, _, q in found} - {None}
+        for n, m, c, p, q in ties:
+            if (signature(p) in recurrent) != (signature(q) in recurrent):
+                found.append((n, m, c, q, p) if signature(p) in recurrent else (n, m, c, p, q))
+        before, dropped = {}, set()  # n -> the new node that goes just before it; m's gone
+        for n, m, c, p, q in found:
+            early_sum = make_node(m._op, (p, c), None, p._data + c._data)
+            early_sum._seq = n._seq
+            before[n] = early_sum
+            dropped.add(m)
+            self.inputs[early_sum] = (p, c)
+            self.inputs[n] = (early_sum, q)
+            self.is_node.add(early_sum)
         if before:
             nodes = []
             for n in self.nodes:
@@ -200,6 +216,15 @@ class _Graph:
             for i in self.sources(n):
                 self.consumers.setdefault(i, []).append(n)
 
+    def fixed(self):
+        """The parameters (leaves that require grad) and the nodes computed from them alone."""
+        fixed = {i for n in self.nodes for i in self.sources(n)
+                 if i._op is None and i.requires_grad}
+        for n in self.nodes:
+            if all(i in fixed for i in self.sources(n)):
+                fixed.add(n)
+        return fixed
+
     def levels(self):
         """node -> its level. Each node can run anywhere between its depth from the leaves
         (as soon as possible) and the depth of the result less its distance to it (as late
@@ -207,11 +232,7 @@ class _Graph:
         first; each step's loss: the second), then is moved after its inputs where needed,
         so that every input has a lower level than its consumer."""
         early, late = self.bounds()
-        fixed = {i for n in self.nodes for i in self.sources(n)
-                 if i._op is None and i.requires_grad}
-        for n in self.nodes:
-            if all(i in fixed for i in self.sources(n)):
-                fixed.add(n)
+        fixed = self.fixed()
         self.signature = {n: _signature(n, self.inputs[n], fixed) for n in self.nodes
                           if n not in self.keep and n not in self.flattened}
         count = {}

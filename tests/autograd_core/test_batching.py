@@ -81,11 +81,11 @@ def assert_same(got, want):
                                    atol=1e-12 * max(1.0, np.abs(w).max()))
 
 
-def replayed(loop, steps, seed):
+def replayed(loop, steps, seed, gates=1):
     """(the op counts of the replayed program, the plan) of `loop` over random data, after
     checking its last replayed call against eager mode."""
     rng = np.random.default_rng(seed)
-    p = params(rng)
+    p = params(rng, gates)
     xs = ag.Tensor(rng.standard_normal((steps, B, I)))
     targets = rng.integers(0, C, (steps, B))
     want, got, plan = run_both(loop, p, xs, targets)
@@ -122,6 +122,18 @@ def test_the_recurrence_keeps_one_product_and_addition_per_step(loop):
     assert counts["addmm"] >= steps - 1
     assert counts["tanh"] == steps
     assert counts["add"] <= 6  # batched ones and the first step's: none per step
+
+
+def test_every_gate_of_a_gru_keeps_one_product_per_step_and_no_bias_addition():
+    """The update gate z is not on the longest path through the graph (the reset gate is);
+    its x_t U_z + h W_z + b_z is reassociated all the same, and so is the first step's, whose
+    h_0 is a leaf (computed as early as x_0 U)."""
+    steps = 7
+    counts, plan = replayed(gru_loop, steps, seed=3, gates=3)
+    assert counts["addmm"] >= 3 * steps  # r, z and the candidate: one node each per step
+    # per step only h = (1 - z) h + z n and the loss terms add; no gate adds its bias
+    per_step = [s for s, *_ in plan.program if s._op.name == "add" and s._data.shape == (B, H)]
+    assert len(per_step) <= steps
 
 
 def test_the_output_layer_and_the_loss_of_every_step_run_as_one_call():
