@@ -48,3 +48,105 @@ def test_two_nested_reassociations_of_one_chain_do_not_drop_a_sum_that_is_still_
     # the recurrence keeps one addition to h W per step (the rest is added ahead of it)
     adds = [s for s, *_ in plan.program if s._op.name == "add"]
     assert len(adds) <= 2 * T + 2
+
+
+def _looks_faster(order):
+    """A stand-in for replay_layout._cost on a BLAS where products read matrices in `order`
+    much faster: a call that reads a matrix in Fortran order (and not C) costs a tenth for
+    "F", ten times as much for "C"."""
+    def cost(kernel, s, arrays):
+        fortran = any(a.ndim == 2 and a.flags.f_contiguous and not a.flags.c_contiguous
+                      for a in arrays)
+        return 0.1 if fortran == (order == "F") else 1.0
+    return cost
+
+
+def _replayed_both_ways(monkeypatch, fn, params, argsets, order, calls=5):
+    """(the replayed calls where `order` looks faster, those where no copy is taken, the
+    number of copies in the first plan)."""
+    out, copies = {}, None
+    for how in ("faster", "never"):
+        with monkeypatch.context() as m:
+            if how == "faster":
+                m.setattr(replay_layout, "_cost", _looks_faster(order))
+            else:
+                m.setattr(replay_layout, "_faster_order", lambda program, places: None)
+            step = ag.replay(fn)
+            out[how] = [run(step, params, argsets[k % len(argsets)]) for k in range(calls)]
+            if how == "faster":
+                copies = sum(s._op is replay_layout.CopyStep for s, *_ in _plan(step).program)
+    for k in range(calls):
+        assert_same(out["faster"][k], run(fn, params, argsets[k % len(argsets)]), f"call {k}")
+    return out["faster"], out["never"], copies
+
+
+def test_the_order_chosen_by_timing_does_not_show_where_a_later_use_has_another_shape(
+        monkeypatch):
+    """Only the first use's product was checked for the same bits in both orders; a later
+    product of the shared weight with another shape ((1, 8) @ W here, which this BLAS sums in
+    another order for a Fortran W) then read the copy, and whether a copy was taken (decided
+    by timing) showed in the loss and gradients."""
+    rng = np.random.default_rng(1)
+    K, T = 8, 6
+    w = param(rng, K, K)
+
+    def fn(x):
+        h = x
+        for _ in range(T):
+            h = ag.tanh(h @ w)
+        o = h.mean(axis=0, keepdims=True) @ w
+        return (o * o).sum()
+
+    argsets = [(rng.standard_normal((4, K)),) for _ in range(3)]
+    faster, never, _ = _replayed_both_ways(monkeypatch, fn, [w], argsets, "F")
+    for k, (a, b) in enumerate(zip(faster, never)):
+        assert_bits(a, b, f"call {k}")
+
+
+def test_the_order_chosen_by_timing_does_not_show_where_the_first_use_reads_zeros(monkeypatch):
+    """The first use of a recurrent weight is h_0 @ W, with h_0 zeros: the same bits in any
+    order, whatever the BLAS sums. The later steps' products ((1, 8) @ W.T) differ, and the
+    copy the first use allowed showed in the values."""
+    rng = np.random.default_rng(2)
+    K, T = 8, 6
+    u, w, b = param(rng, I, K), param(rng, K, K), param(rng, K)
+
+    def fn(xs):
+        wt = w.T
+        h, loss = ag.zeros((1, K), dtype=np.float64), 0.0
+        for t in range(T):
+            h = ag.tanh(xs[t] @ u + h @ wt + b)
+            loss = loss + (h * h).sum()
+        return loss
+
+    argsets = [(rng.standard_normal((T, 1, I)),) for _ in range(3)]
+    faster, never, _ = _replayed_both_ways(monkeypatch, fn, [u, w, b], argsets, "C")
+    for k, (a, b_) in enumerate(zip(faster, never)):
+        assert_bits(a, b_, f"call {k}")
+
+
+def test_a_copy_is_still_taken_where_every_use_has_the_same_bits_in_both_orders(monkeypatch):
+    """What the two tests above leave: (4, 8) @ W.T sums alike in both orders on this BLAS, so
+    the copy is taken (when it looks faster), and values stay those of no copy. Skipped on
+    a BLAS where these shapes too sum in another order."""
+    rng = np.random.default_rng(3)
+    K, T = 8, 6
+    probe = rng.standard_normal((4, K))
+    wp = rng.standard_normal((K, K))
+    if (probe @ wp.T).tobytes() != (probe @ np.ascontiguousarray(wp.T)).tobytes():
+        pytest.skip("this BLAS sums (4, 8) @ (8, 8) in another order for another layout")
+    u, w, b = param(rng, I, K), param(rng, K, K), param(rng, K)
+
+    def fn(xs):
+        wt = w.T
+        h, loss = ag.zeros((4, K), dtype=np.float64), 0.0
+        for t in range(T):
+            h = ag.tanh(xs[t] @ u + h @ wt + b)
+            loss = loss + (h * h).sum()
+        return loss
+
+    argsets = [(rng.standard_normal((T, 4, I)),) for _ in range(3)]
+    faster, never, copies = _replayed_both_ways(monkeypatch, fn, [u, w, b], argsets, "C")
+    assert copies == 1
+    for k, (a, b_) in enumerate(zip(faster, never)):
+        assert_bits(a, b_, f"call {k}")
