@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import autograd_core as ag
-from autograd_core import batching, replay_layout
+import nn
+from autograd_core import replay_layout
 
 from tests.autograd_core.replay_checks import assert_bits, assert_same, check, param, run
 
@@ -150,3 +151,79 @@ def test_a_copy_is_still_taken_where_every_use_has_the_same_bits_in_both_orders(
     assert copies == 1
     for k, (a, b_) in enumerate(zip(faster, never)):
         assert_bits(a, b_, f"call {k}")
+
+
+# ---- what held -----------------------------------------------------------------------------
+@pytest.fixture
+def always(monkeypatch):
+    """Every shared operand is copied into the order it does not have, whatever is measured."""
+    def other(program, places):
+        k, i = places[0]
+        return "F" if program[k][2][i]._data.flags.c_contiguous else "C"
+    monkeypatch.setattr(replay_layout, "_faster_order", other)
+
+
+@pytest.mark.parametrize("form", ["matmul", "T", "slice", "linear", "mixed", "left_and_right"])
+def test_shared_weights_in_every_form_with_orders_swapped_and_adam_between_calls(always, form):
+    rng = np.random.default_rng(4)
+    T = 8  # "mixed": 4 uses of w.T and 4 of w
+    u, w, b = param(rng, I, H), param(rng, H, 2 * H if form == "slice" else H), param(rng, H)
+
+    def fn(xs):
+        h, loss = ag.zeros((B, H), dtype=np.float64), 0.0
+        for t in range(T):
+            r = {"matmul": lambda: h @ w, "T": lambda: h @ w.T, "slice": lambda: h @ w[:, :H],
+                 "linear": lambda: ag.linear(h, w),
+                 "mixed": lambda: h @ w.T if t % 2 else ag.linear(h, w),
+                 "left_and_right": lambda: h @ w + (w @ h.T).T}[form]()
+            h = ag.tanh(xs[t] @ u + r + b)
+            loss = loss + (h * h).sum()
+        return loss
+
+    opt = nn.optim.Adam([u, w, b], lr=0.01)
+
+    def between(k):
+        if k >= 2:
+            w.data = np.asfortranarray(w.data) if k % 2 else np.ascontiguousarray(w.data)
+        if k >= 3:
+            opt.step()
+
+    argsets = [(rng.standard_normal((T, B, I)),) for _ in range(3)]
+    step = check(fn, [u, w, b], argsets, calls=7, between=between)
+    assert any(s._op is replay_layout.CopyStep for s, *_ in _plan(step).program)
+    check(fn, [u, w, b], argsets, calls=4, between=between, batch=False)
+
+
+def test_reassociation_with_other_consumers_dtypes_broadcasts_and_subtractions():
+    rng = np.random.default_rng(5)
+    T = 7
+    u, w = param(rng, I, H), param(rng, H, H)
+    b32, row, col = param(rng, H, dtype=np.float32), param(rng, 1, H), param(rng, B, 1)
+
+    def fn(xs):
+        h, loss = ag.zeros((B, H), dtype=np.float64), 0.0
+        for t in range(T):
+            p = xs[t] @ u
+            c = (b32, row, col)[t % 3]
+            s = (p + h @ w) + c if t % 2 else c + (h @ w + p)
+            h = ag.tanh(s) - (c - h @ w) * 0.1
+            loss = loss + (h * h).sum() + p.sum() + c.sum()  # p and c have other consumers
+        return loss
+
+    check(fn, [u, w, b32, row, col], [(rng.standard_normal((T, B, I)),) for _ in range(3)])
+
+
+@pytest.mark.parametrize("T", range(9))
+def test_short_loops_and_zero_size_batches(always, T):
+    rng = np.random.default_rng(6)
+    u, w, b = param(rng, I, H), param(rng, H, H), param(rng, H)
+
+    def fn(xs):
+        h, loss = ag.zeros((xs.shape[1], H), dtype=np.float64), (u * u).sum()
+        for t in range(T):
+            h = ag.tanh(xs[t] @ u + h @ w.T + b)
+            loss = loss + (h * h).sum()
+        return loss
+
+    for batch in (B, 0):
+        check(fn, [u, w, b], [(rng.standard_normal((T, batch, I)),) for _ in range(3)])
