@@ -157,6 +157,16 @@ class _Graph:
         for n, m, c, p, q in ties:
             if (signature(p) in recurrent) != (signature(q) in recurrent):
                 found.append((n, m, c, q, p) if signature(p) in recurrent else (n, m, c, p, q))
+        # In a chain ((p + q) + c) + d both sums qualify, the outer one with the inner one as
+        # its m; rewriting both would leave the outer reading p + q, which the inner drops.
+        # The inner one (the older) is rewritten, and the outer one stays as it is.
+        position = {n: k for k, n in enumerate(self.nodes)}
+        rewritten, chosen = set(), []
+        for entry in sorted(found, key=lambda e: position[e[0]]):
+            if entry[1] not in rewritten:
+                rewritten.add(entry[0])
+                chosen.append(entry)
+        found = chosen
         before, dropped = {}, set()  # n -> the new node that goes just before it; m's gone
         for n, m, c, p, q in found:
             early_sum = make_node(m._op, (p, c), None, p._data + c._data)

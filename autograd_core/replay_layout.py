@@ -10,9 +10,11 @@ kernels. The rules keep reading the original, whose order their own products may
 
 A BLAS may sum in another order for another layout (a (1, 32) @ (32, 32) product here does), and
 a choice made by timing would then show in the values from one run to the next: a copy is taken
-only where the first use's product has the same bits both ways. Only a batched replay does this;
-`ag.replay(fn, batch=False)` runs eager mode's calls and stays bit for bit eager mode.
+only where every use's product has the same bits both ways (every use: the first, h_0 @ W with
+h_0 zeros, may prove nothing, and later ones may have other shapes). Only a batched replay does
+this; `ag.replay(fn, batch=False)` runs eager mode's calls and stays bit for bit eager mode.
 """
+import itertools
 import time
 
 import numpy as np
@@ -78,13 +80,14 @@ def reorder(program):
 
 def _faster_order(program, places):
     """"C" or "F" when the first use's kernel, given its shared operand in that order, runs
-    enough faster to pay the copy at every call; None to keep the order it has."""
+    enough faster to pay the copy at every call, and every use's kernel gives the same bits
+    with the copy; None to keep the order it has."""
     k, i = places[0]
     s, kernel, inputs, _ = program[k]
     arrays = [x._data for x in inputs]
     shared = arrays[i]
+    first = {j for _, j in itertools.takewhile(lambda place: place[0] == k, places)}
     now = _cost(kernel, s, arrays)
-    want = kernel(s, *arrays)
     best, best_cost = None, now * GAIN
     for order in ("C", "F"):
         if shared.flags.c_contiguous if order == "C" else shared.flags.f_contiguous:
@@ -92,13 +95,30 @@ def _faster_order(program, places):
         start = time.perf_counter()
         moved = copy_kernel(Copy(None, order), shared)
         copy_time = time.perf_counter() - start
-        trial = arrays[:i] + [moved] + arrays[i + 1:]
-        if not _same_bits(kernel(s, *trial), want):
+        if not _same_bits_everywhere(program, places, moved):
             continue  # another summation inside the BLAS: the choice would show in values
+        trial = [moved if j in first else a for j, a in enumerate(arrays)]
         cost = _cost(kernel, s, trial)
         if cost < best_cost and (now - cost) * len(places) > 2 * copy_time:
             best, best_cost = order, cost
     return best
+
+
+def _same_bits_everywhere(program, places, moved):
+    """Whether every use in `places` gives the same bits when its kernel reads `moved` (the
+    shared operand in another order) where the replayed program will (each of its positions
+    that read the shared operand). Every use is tried, not one of each shape: the first may
+    prove nothing (h_0 @ W with h_0 zeros has the same bits in any order)."""
+    positions = {}  # entry position -> the input positions that read the shared operand
+    for k, j in places:
+        positions.setdefault(k, set()).add(j)
+    for k, shared in positions.items():
+        s, kernel, inputs, _ = program[k]
+        arrays = [x._data for x in inputs]
+        trial = [moved if j in shared else a for j, a in enumerate(arrays)]
+        if not _same_bits(kernel(s, *trial), kernel(s, *arrays)):
+            return False
+    return True
 
 
 def _same_bits(a, b):
