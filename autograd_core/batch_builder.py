@@ -217,10 +217,15 @@ def agrees(graph, built):
         if a.shape != b.shape or a.dtype != b.dtype or a.tobytes() != b.tobytes():
             return False
     for n in graph.nodes:
-        if n in built.copies and n not in graph.flattened:
+        if n in built.member:
+            new = built.member[n][0]._data[built.member[n][1]]
+        elif n in graph.reassociated:  # its copy holds the recorded value: compute it anew
+            copy = built.copies[n]
+            new = np.asarray(copy._op.forward(copy, *[i._data for i in copy._inputs]))
+        elif n in graph.flattened:
+            new = built.copies[n]._data
+        else:
             continue  # computed by the same call on the same operands
-        new = built.member[n][0]._data[built.member[n][1]] if n in built.member else \
-            built.copies[n]._data
         old = n._data
         if new.shape != old.shape:
             return False

@@ -63,6 +63,7 @@ class _Graph:
         self.nodes, self.inputs, self.merged = _merge_repeats(nodes, keep)
         self.is_node = set(self.nodes)
         self.flattened = {}  # the top of an accumulating chain -> its terms
+        self.reassociated = set()  # sums whose operands reassociate() changed (other rounding)
         self.count_consumers()
 
     # ---- accumulating chains ------------------------------------------------------------------
@@ -176,6 +177,7 @@ class _Graph:
             self.inputs[early_sum] = (p, c)
             self.inputs[n] = (early_sum, q)
             self.is_node.add(early_sum)
+            self.reassociated.add(n)
         if before:
             nodes = []
             for n in self.nodes:
@@ -207,6 +209,8 @@ class _Graph:
                 self.inputs[node] = (c, a, b)
                 self.is_node.add(node)
                 self.level[node] = self.level[n]
+                if n in self.reassociated:
+                    self.reassociated.add(node)
                 fused[n] = node
                 dropped.add(m)
                 break

@@ -628,3 +628,31 @@ def test_the_sign_of_a_saved_zero():
         for _ in range(4):
             got, want = fn().numpy(), step().numpy()
             assert got == want, (got, want)
+
+
+def test_a_reassociation_that_changes_values_beyond_rounding_leaves_the_plan_unbatched():
+    """float32 with x_t U and b near 1e8 and cancelling: eager mode's (x_t U + h W) + b keeps
+    h W only to a multiple of 8, the reassociated (x_t U + b) + h W keeps it whole. The values
+    of the reassociated sums are checked like the batched ones, so batching is refused and the
+    replay runs op by op, as eager mode does to the last bit."""
+    rng = np.random.default_rng(31)
+    mag = np.float32(1e8)
+    u = ag.Tensor(np.eye(H, dtype=np.float32), requires_grad=True)
+    w = ag.Tensor(rng.standard_normal((H, H)).astype(np.float32), requires_grad=True)
+    b = ag.Tensor(np.full(H, mag, dtype=np.float32), requires_grad=True)
+    xs = ag.Tensor(np.full((5, B, H), -mag, dtype=np.float32))
+
+    def fn():
+        h, loss = ag.ones((B, H), dtype=np.float32), 0.0
+        for t in range(5):
+            h = ag.tanh(xs[t] @ u + h @ w + b)
+            loss = loss + h.sum()
+        return loss
+
+    step = ag.replay(fn)
+    for k in range(4):
+        got, want = run(step, [u, w, b], ()), run(fn, [u, w, b], ())
+        assert got[0].tobytes() == want[0].tobytes(), f"call {k}: loss"
+        for g, wg in zip(got[1], want[1]):
+            assert g.tobytes() == wg.tobytes(), f"call {k}: a gradient"
+    assert not next(iter(step.plans.values())).batched
