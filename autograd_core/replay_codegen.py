@@ -41,11 +41,17 @@ _CACHE_SIZE = 1024
 def compile_forward(program):
     """[(function, rows)] running `program` ((shell, forward, inputs, arity) in creation
     order) as _Plan._run does, or None where it would compile too much."""
-    keys = [(forward, arity if arity <= VARIADIC else -1) for _, forward, _, arity in program]
-    rows = []
-    for s, _, inputs, arity in program:
-        rows.append((s,) + tuple(inputs) if arity <= VARIADIC else (s, tuple(inputs)))
-    return _compile(keys, rows, _forward_source, budget(len(program)))
+    keys, row, ends = [], [], []  # row: every node's row, one after the other
+    for s, forward, inputs, arity in program:
+        row.append(s)
+        if arity <= VARIADIC:
+            keys.append((forward, arity))
+            row += inputs
+        else:
+            keys.append((forward, -1))
+            row.append(inputs)
+        ends.append(len(row))
+    return _compile(keys, row, ends, _forward_source, budget(len(program)))
 
 
 def compile_backward(steps, slots, root_slot):
@@ -54,35 +60,37 @@ def compile_backward(steps, slots, root_slot):
     Each function is called as function(rows, acc, own, pending)."""
     seen = [False] * slots  # whether a slot got a contribution yet, in sweep order
     seen[root_slot] = True
-    keys, rows = [], []
+    keys, row, ends = [], [], []
     for slot, t, op, kind, extra, targets, is_weight in steps:
+        row += (slot, t)
         if kind == "sparse":
             inp, at, shape = extra
             keys.append((op, kind, is_weight, (shape, not seen[at])))
             seen[at] = True
-            rows.append((slot, t, inp, at))
-            continue
-        if len(targets) > VARIADIC:  # their accumulation stays a loop (a stack's inputs)
+            row += (inp, at)
+        elif len(targets) > VARIADIC:  # their accumulation stays a loop (a stack's inputs)
             for _, at, _ in targets:
                 seen[at] = True
             keys.append((op, kind, is_weight, None))
-            row = (slot, t, targets)
+            row.append(targets)
         else:
-            plan, row = [], [slot, t]
+            plan = []
             for k, at, shape in targets:
                 plan.append((k, shape, not seen[at]))
                 seen[at] = True
                 row.append(at)
             keys.append((op, kind, is_weight, tuple(plan)))
-            row = tuple(row)
-        rows.append(row + (extra,) if kind == "split" else row)
-    return _compile(keys, rows, _backward_source, budget(len(steps)))
+        if kind == "split":
+            row.append(extra)
+        ends.append(len(row))
+    return _compile(keys, row, ends, _backward_source, budget(len(steps)))
 
 
-def _compile(keys, rows, source, limit):
-    """Cut `keys` into repeating blocks, make (or find) each block's function, and gather
-    each block's rows: [(function, rows)], or None once more than `limit` nodes of code would
-    have to be generated."""
+def _compile(keys, row, ends, source, limit):
+    """Cut `keys` (one per node) into repeating blocks, make (or find) each block's
+    function, and gather each block's rows (node k's part of `row` ends at ends[k]):
+    [(function, rows)], or None once more than `limit` nodes of code would have to be
+    generated."""
     ids = {}
     interned = [ids.setdefault(k, len(ids)) for k in keys]
     runs, made = [], 0
@@ -97,13 +105,12 @@ def _compile(keys, rows, source, limit):
             if len(_cache) >= _CACHE_SIZE:
                 _cache.clear()
             _cache[key] = fn
-        block_rows = []
-        for r in range(start, start + period * repeats, period):
-            row = ()
-            for node in rows[r:r + period]:
-                row += node
-            block_rows.append(row)
-        runs.append((fn, block_rows))
+        first = ends[start - 1] if start else 0
+        rows = []
+        for last in range(start + period - 1, start + period * repeats, period):
+            rows.append(tuple(row[first:ends[last]]))
+            first = ends[last]
+        runs.append((fn, rows))
     return runs
 
 
