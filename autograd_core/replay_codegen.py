@@ -23,8 +23,10 @@ from .backmath import ArrayMath
 
 __all__ = ["compile_forward", "compile_backward"]
 
-LONGEST = 16  # the longest block looked for (nodes per time step of the loops seen so far)
+LONGEST = 128  # the longest block looked for (the nodes of one time step)
+TRIES = 8  # periods tried at each place (the next places where its key comes again)
 MERGED = 64  # nodes that repeat nowhere are run together in blocks of at most this many
+SHORT = 8  # a repeat covering fewer nodes runs with them
 VARIADIC = 6  # a kernel with more inputs than this gets them as one tuple (stack, concatenate)
 
 
@@ -94,6 +96,7 @@ def _compile(keys, row, ends, source, limit):
     ids = {}
     interned = [ids.setdefault(k, len(ids)) for k in keys]
     runs, made = [], 0
+    # lazily: in a graph that repeats nowhere the budget stops the search early
     for start, period, repeats in _merge(_blocks(interned), MERGED):
         key = tuple(keys[start:start + period])
         fn = _cache.get(key)
@@ -115,36 +118,55 @@ def _compile(keys, row, ends, source, limit):
 
 
 def _blocks(keys):
-    """(start, period, repeats) covering `keys` in order: at each place, the block of at
-    most LONGEST keys whose back-to-back repeats cover the most (the shortest such block)."""
-    n, i, out = len(keys), 0, []
+    """(start, period, repeats) covering `keys` in order, lazily: at each place, the block of
+    at most LONGEST keys whose back-to-back repeats cover the most (the shortest such block).
+    The periods tried are the distances to the next few places where the same key comes
+    again."""
+    n = len(keys)
+    again, after = [n] * n, {}  # again[j]: the next place keys[j] comes again, or n
+    for j in range(n - 1, -1, -1):
+        again[j] = after.get(keys[j], n)
+        after[keys[j]] = j
+    i = 0
     while i < n:
         period, repeats = 1, 1
-        first = keys[i]
-        for p in range(1, min(LONGEST, (n - i) // 2) + 1):
-            if keys[i + p] != first or (repeats > 1 and p % period == 0):
-                continue  # no repeat, or a multiple of a repeating block (covers no more)
-            block = keys[i:i + p]
-            j = i + p
-            while keys[j:j + p] == block:
-                j += p
-            c = (j - i) // p
-            if c * p > period * repeats:
-                period, repeats = p, c
-        out.append((i, period, repeats))
+        j, tries = again[i], TRIES
+        while j < n and j - i <= LONGEST and 2 * (j - i) <= n - i and tries:
+            p = j - i
+            if repeats == 1 or p % period:  # a multiple of a repeating block covers no more
+                tries -= 1
+                block, end = keys[i:j], j + p
+                while keys[end - p:end] == block:
+                    end += p
+                c = (end - p - i) // p
+                if c > 1 and c * p > period * repeats:
+                    period, repeats = p, c
+            j = again[j]
+        yield i, period, repeats
         i += period * repeats
-    return out
 
 
 def _merge(runs, most):
-    """Runs of one block that repeats nowhere, joined into blocks of at most `most` nodes."""
-    out = []
+    """Runs that repeat nowhere, or cover fewer than SHORT nodes, joined into blocks of at
+    most `most` nodes that run once (a function per short repeat would cost more than it
+    saves)."""
+    held = None
     for start, period, repeats in runs:
-        if repeats == 1 and out and out[-1][2] == 1 and out[-1][1] + period <= most:
-            out[-1] = (out[-1][0], out[-1][1] + period, 1)
-        else:
-            out.append((start, period, repeats))
-    return out
+        size = period * repeats
+        if repeats == 1 or size < SHORT:
+            if held is not None and held[1] + size <= most:
+                held = (held[0], held[1] + size, 1)
+                continue
+            if held is not None:
+                yield held
+            held = (start, size, 1)
+            continue
+        if held is not None:
+            yield held
+            held = None
+        yield start, period, repeats
+    if held is not None:
+        yield held
 
 
 def _make(source):

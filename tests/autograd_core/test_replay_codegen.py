@@ -161,17 +161,44 @@ def test_a_long_loop_compiles_a_few_blocks_whatever_its_length():
     assert made[50] == made[400]
 
 
+def test_a_loop_with_many_nodes_per_step_compiles():
+    """A step of 20 products and tanh through ten widths: in the backward (whose blocks know
+    the shapes) no period shorter than the step."""
+    rng = np.random.default_rng(6)
+    widths = list(range(4, 14)) + [4]
+    ws = [param(rng, a, b) for a, b in zip(widths, widths[1:])]
+
+    def fn(x):
+        h = x
+        for _ in range(5):
+            y = h
+            for w in ws:
+                y = ag.tanh(y @ w)
+            h = h + y
+        return ag.sum(h)
+
+    x = param(rng, 2, 4)
+    step = check(fn, ws + [x], [(x,)], calls=3, batch=False)
+    plan = _plan(step)
+    assert max(len(rows) for _, rows in plan.backward_blocks) >= 3
+    _generated_equals_loops(step, ws + [x], (x,))
+
+
 @pytest.mark.parametrize("keys, want", [
     ([9, 1, 2, 3, 1, 2, 3, 1, 2, 3, 4, 5, 5, 5], [(0, 1, 1), (1, 3, 3), (10, 1, 1), (11, 1, 3)]),
     ([1, 2, 1, 2, 1, 2, 1, 2], [(0, 2, 4)]),  # not the block of 4 (the shorter covers as much)
     ([1, 2, 3], [(0, 1, 1), (1, 1, 1), (2, 1, 1)]),
+    ([0] + list(range(1, 41)) * 3 + [0], [(0, 1, 1), (1, 40, 3), (121, 1, 1)]),  # long steps
+    ([7, 1, 2, 7, 3, 4, 5, 6, 3, 4, 5, 6], [(0, 1, 1), (1, 1, 1), (2, 1, 1), (3, 1, 1),
+                                          (4, 4, 2)]),  # 7 ... 7 is no repeat
     ([], []),
 ])
 def test_blocks_cover_the_keys_in_order_with_the_repeating_blocks(keys, want):
-    assert replay_codegen._blocks(keys) == want
+    assert list(replay_codegen._blocks(keys)) == want
 
 
-def test_blocks_that_repeat_nowhere_run_together():
-    runs = [(0, 1, 1), (1, 2, 1), (3, 3, 5), (18, 1, 1), (19, 1, 1)]
-    assert replay_codegen._merge(runs, 64) == [(0, 3, 1), (3, 3, 5), (18, 2, 1)]
-    assert replay_codegen._merge(runs, 2) == [(0, 1, 1), (1, 2, 1), (3, 3, 5), (18, 2, 1)]
+def test_blocks_that_repeat_nowhere_or_cover_little_run_together():
+    runs = [(0, 1, 1), (1, 2, 1), (3, 3, 5), (18, 1, 1), (19, 1, 1), (20, 2, 3), (26, 1, 1)]
+    assert list(replay_codegen._merge(runs, 64)) == [(0, 3, 1), (3, 3, 5), (18, 9, 1)]
+    assert list(replay_codegen._merge(runs, 2)) == [(0, 1, 1), (1, 2, 1), (3, 3, 5),
+                                                    (18, 2, 1), (20, 6, 1), (26, 1, 1)]
