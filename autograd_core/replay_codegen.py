@@ -16,6 +16,9 @@ first contribution is known when the code is made (it assigns); later ones add, 
 into arrays the sweep allocated (`own`), since a rule may hand one array to two inputs as add
 does. A rule may return None for an input at run time: every contribution checks.
 """
+import itertools
+import linecache
+
 import numpy as np
 
 from . import engine
@@ -38,6 +41,8 @@ def budget(nodes):
 
 _cache = {}  # block key -> generated function, shared by all plans
 _CACHE_SIZE = 1024
+_files = []  # the generated functions' names in linecache (tracebacks show their lines)
+_numbers = itertools.count(1)
 
 
 def compile_forward(program):
@@ -106,7 +111,7 @@ def _compile(keys, row, ends, source, limit):
                 return None
             fn = _make(source(key))
             if len(_cache) >= _CACHE_SIZE:
-                _cache.clear()
+                _forget()
             _cache[key] = fn
         first = ends[start - 1] if start else 0
         rows = []
@@ -171,11 +176,20 @@ def _merge(runs, most):
 
 def _make(source):
     code, constants = source
+    name = f"<replay block {next(_numbers)}>"
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    _files.append(name)
     namespace = dict(constants, xp=ArrayMath, sum_to=ArrayMath.sum_to, ndarray=np.ndarray,
                      zeros=np.zeros, result_type=np.result_type,
                      stacked=engine._stacked_products)
-    exec(compile(code, "<replay block>", "exec"), namespace)
+    exec(compile(code, name, "exec"), namespace)
     return namespace["block"]
+
+
+def _forget():
+    _cache.clear()
+    while _files:
+        linecache.cache.pop(_files.pop(), None)
 
 
 def _unpack(names):

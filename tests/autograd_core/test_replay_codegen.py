@@ -2,6 +2,9 @@
 mode (batch=False), on what the generated code decides once: a slot's first contribution,
 later ones added in place only into arrays the sweep owns, a rule returning None at run time,
 sum_to, indexing's buffers, many inputs, and the size above which a plan keeps its loops."""
+import re
+import traceback
+
 import numpy as np
 import pytest
 
@@ -29,6 +32,22 @@ class _SignGate(ag.Op):
 
 def _gate(x, y):
     return record(_SignGate, x.data * y.data, (x, y))
+
+
+class _Fragile(ag.Op):
+    """2 x whose rule raises while `broken` is set."""
+    name = None
+    broken = False
+
+    @staticmethod
+    def forward(out, x):
+        return 2 * x
+
+    @staticmethod
+    def backward(g, out, xp):
+        if _Fragile.broken:
+            raise ValueError("fragile: broken rule")
+        return (2 * g,)
 
 
 def _plan(step):
@@ -182,6 +201,32 @@ def test_a_loop_with_many_nodes_per_step_compiles():
     plan = _plan(step)
     assert max(len(rows) for _, rows in plan.backward_blocks) >= 3
     _generated_equals_loops(step, ws + [x], (x,))
+
+
+def test_a_rule_raising_inside_a_generated_block_shows_the_block_line():
+    rng = np.random.default_rng(7)
+    w = param(rng, 3)
+
+    def fn(x):
+        h = x
+        for _ in range(4):
+            m = h * w
+            h = record(_Fragile, 2 * m.data, (m,))
+        return ag.sum(h)
+
+    x = param(rng, 3)
+    step = check(fn, [w, x], [(x,)], calls=3, batch=False)
+    assert _plan(step).backward_blocks is not None
+    out = step(x)
+    _Fragile.broken = True
+    try:
+        with pytest.raises(ValueError, match="fragile") as caught:
+            out.backward()
+    finally:
+        _Fragile.broken = False
+    text = "".join(traceback.format_exception(caught.value))
+    assert "<replay block" in text
+    assert re.search(r"r = op\d+\.backward\(g, t\d+, xp\)", text)  # the generated line itself
 
 
 @pytest.mark.parametrize("keys, want", [
