@@ -12,8 +12,10 @@ recording time, writing into private copies of the recorded nodes ("shells"); it
 one node whose backward runs the ops' own rules over those shells, newest first, with the
 sweep's fast paths. It skips what eager mode pays per node: making and stamping tensors,
 collecting and sorting the graph, claiming it, the per-node version checks (the leaves it read
-are checked once instead). Once the graph is confirmed, the copies of an op that a loop over
-time steps recorded run as one call on stacked operands where nothing stands in the way (see
+are checked once instead). Once the graph is confirmed, what the forward and the backward
+decide per node (a kernel's arity, a rule's path, where its gradients go) is decided once, in
+generated code (replay_codegen.py), and the copies of an op that a loop over time steps
+recorded run as one call on stacked operands where nothing stands in the way (see
 batching.py: the input projections of all steps, the output layer and loss of all steps, an
 accumulating `loss = loss + l_t`), and a weight that many products read is copied once per
 call into the memory order the BLAS multiplies faster (see replay_layout.py); values and
@@ -53,7 +55,7 @@ import weakref
 
 import numpy as np
 
-from . import batching, engine, replay_layout
+from . import batching, engine, replay_codegen, replay_layout
 from .backmath import ArrayMath
 from .function import Memory, Op, record
 from .grad_mode import _state
@@ -202,6 +204,7 @@ class _Plan:
         if not self.root.requires_grad:
             raise Refused("its result does not depend on anything that requires grad")
         self._compile_backward([shells[t] for t in walk((out,), "replay") if t._op is not None])
+        self.forward_blocks = self.backward_blocks = None  # see _generate
         self.generation = 0
         self.confirmed = False  # set once a second recording gave the same graph
         self.batched = False  # set once batching.rewrite changed the graph
@@ -217,6 +220,14 @@ class _Plan:
             self.batch()
             self.program = replay_layout.reorder(self.program)
         self.structure = None
+        self._generate()
+
+    def _generate(self):
+        """The forward's and the backward's loops as generated code (replay_codegen), each
+        where it compiles little enough; the loops below stay for the rest."""
+        self.forward_blocks = replay_codegen.compile_forward(self.program)
+        self.backward_blocks = replay_codegen.compile_backward(
+            self.steps, len(self.index), self.root_slot)
 
     def batch(self):
         """Run the copies of an op that a loop recorded as one call where batching.rewrite
@@ -364,6 +375,17 @@ class _Plan:
                 s._data = a
         for s, template, count in self.bound:
             s._saved = rebuild(template, args) + tuple(s._saved[count:])
+        if self.forward_blocks is not None:
+            for block, rows in self.forward_blocks:
+                block(rows)
+        else:
+            self._forward()
+        leaves = tuple(src if isinstance(src, Tensor) else argument_at(args, src)
+                       for _, src in self.grad_leaves)
+        return record(ReplayedStep, self.root._data.copy(), leaves,
+                      (self, self.generation, tuple(read)))
+
+    def _forward(self):
         for s, forward, inputs, arity in self.program:
             # the common arities get their own call: no argument list built per node
             if arity == 1:
@@ -376,10 +398,6 @@ class _Plan:
                 s._data = forward(s, a._data, b._data, c._data)
             else:
                 s._data = forward(s, *[i._data for i in inputs])
-        leaves = tuple(src if isinstance(src, Tensor) else argument_at(args, src)
-                       for _, src in self.grad_leaves)
-        return record(ReplayedStep, self.root._data.copy(), leaves,
-                      (self, self.generation, tuple(read)))
 
     def _compile_backward(self, nodes):
         """The backward's steps, newest first, one per node that requires grad, with all
@@ -416,8 +434,21 @@ class _Plan:
         acc = [None] * len(self.index)
         owned = [False] * len(self.index)
         pending = {}  # weight position -> its deferred (left, right) factors
-        xp, sum_to = ArrayMath, ArrayMath.sum_to
         acc[self.root_slot] = g
+        if self.backward_blocks is not None:
+            for block, rows in self.backward_blocks:
+                block(rows, acc, owned, pending)
+        else:
+            self._sweep(acc, owned, pending)
+        result = []
+        for slot in self.leaf_slots:
+            parts = pending.pop(slot, None)
+            g = acc[slot]
+            result.append(g if parts is None else engine._stacked_products(parts, g))
+        return tuple(result)
+
+    def _sweep(self, acc, owned, pending):
+        xp, sum_to = ArrayMath, ArrayMath.sum_to
         for slot, t, op, kind, extra, targets, is_weight in self.steps:
             g = acc[slot]
             acc[slot] = None  # freed once its rule ran, as eager mode pops it
@@ -469,12 +500,6 @@ class _Plan:
                     acc[at] = prev = prev + gi
                     if type(prev) is np.ndarray:
                         owned[at] = True
-        result = []
-        for slot in self.leaf_slots:
-            parts = pending.pop(slot, None)
-            g = acc[slot]
-            result.append(g if parts is None else engine._stacked_products(parts, g))
-        return tuple(result)
 
 
 # how a backward step runs its op's rule

@@ -1,0 +1,308 @@
+"""A confirmed replay plan's forward and backward as generated Python.
+
+replayer._Plan runs its nodes through two loops that decide, node by node, what each node
+needs: how many inputs its kernel takes, which of the sweep's paths its rule takes, where its
+gradients go and whether they may be added in place. All of that is fixed once the plan is
+confirmed. Here the node lists are cut into blocks that repeat back to back (the nodes a loop
+over time steps recorded), and each distinct block becomes one generated function with those
+decisions made in its source; it loops over the block's repeats ("rows": each row holds its
+nodes, their inputs and their gradient slots). Straight-line code for a whole plan would be
+simpler but costs seconds to compile at 30,000 nodes; blocks cost one function per distinct
+block, shared by every plan that has it.
+
+The generated backward is replayer._Plan.backward's sweep, statement for statement: the same
+rules called in the same order, the same order of accumulation, so the same bits. A slot's
+first contribution is known when the code is made (it assigns); later ones add, in place only
+into arrays the sweep allocated (`own`), since a rule may hand one array to two inputs as add
+does. A rule may return None for an input at run time: every contribution checks.
+"""
+import itertools
+import linecache
+
+import numpy as np
+
+from . import engine
+from .backmath import ArrayMath
+
+__all__ = ["compile_forward", "compile_backward"]
+
+LONGEST = 128  # the longest block looked for (the nodes of one time step)
+TRIES = 8  # periods tried at each place (the next places where its key comes again)
+MERGED = 64  # nodes that repeat nowhere are run together in blocks of at most this many
+SHORT = 8  # a repeat covering fewer nodes runs with them
+VARIADIC = 6  # a kernel with more inputs than this gets them as one tuple (stack, concatenate)
+
+
+def budget(nodes):
+    """Nodes of generated code a plan of `nodes` nodes may compile (about 0.1 ms each): a
+    small fraction of what one eager call of it costs. Above it, the plan keeps its loops."""
+    return 64 + nodes // 16
+
+
+_cache = {}  # block key -> generated function, shared by all plans
+_CACHE_SIZE = 1024
+_files = []  # the generated functions' names in linecache (tracebacks show their lines)
+_numbers = itertools.count(1)
+
+
+def compile_forward(program):
+    """[(function, rows)] running `program` ((shell, forward, inputs, arity) in creation
+    order) as _Plan._run does, or None where it would compile too much."""
+    keys, row, ends = [], [], []  # row: every node's row, one after the other
+    for s, forward, inputs, arity in program:
+        row.append(s)
+        if arity <= VARIADIC:
+            keys.append((forward, arity))
+            row += inputs
+        else:
+            keys.append((forward, -1))
+            row.append(inputs)
+        ends.append(len(row))
+    return _compile(keys, row, ends, _forward_source, budget(len(program)))
+
+
+def compile_backward(steps, slots, root_slot):
+    """[(function, rows)] running the backward `steps` (replayer._Plan._compile_backward's
+    tuples, newest first) as _Plan.backward does, or None where it would compile too much.
+    Each function is called as function(rows, acc, own, pending)."""
+    seen = [False] * slots  # whether a slot got a contribution yet, in sweep order
+    seen[root_slot] = True
+    keys, row, ends = [], [], []
+    for slot, t, op, kind, extra, targets, is_weight in steps:
+        row += (slot, t)
+        if kind == "sparse":
+            inp, at, shape = extra
+            keys.append((op, kind, is_weight, (shape, not seen[at])))
+            seen[at] = True
+            row += (inp, at)
+        elif len(targets) > VARIADIC:  # their accumulation stays a loop (a stack's inputs)
+            for _, at, _ in targets:
+                seen[at] = True
+            keys.append((op, kind, is_weight, None))
+            row.append(targets)
+        else:
+            plan = []
+            for k, at, shape in targets:
+                plan.append((k, shape, not seen[at]))
+                seen[at] = True
+                row.append(at)
+            keys.append((op, kind, is_weight, tuple(plan)))
+        if kind == "split":
+            row.append(extra)
+        ends.append(len(row))
+    return _compile(keys, row, ends, _backward_source, budget(len(steps)))
+
+
+def _compile(keys, row, ends, source, limit):
+    """Cut `keys` (one per node) into repeating blocks, make (or find) each block's
+    function, and gather each block's rows (node k's part of `row` ends at ends[k]):
+    [(function, rows)], or None once more than `limit` nodes of code would have to be
+    generated."""
+    ids = {}
+    interned = [ids.setdefault(k, len(ids)) for k in keys]
+    runs, made = [], 0
+    # lazily: in a graph that repeats nowhere the budget stops the search early
+    for start, period, repeats in _merge(_blocks(interned), MERGED):
+        key = tuple(keys[start:start + period])
+        fn = _cache.get(key)
+        if fn is None:
+            made += period
+            if made > limit:
+                return None
+            fn = _make(source(key))
+            if len(_cache) >= _CACHE_SIZE:
+                _forget()
+            _cache[key] = fn
+        first = ends[start - 1] if start else 0
+        rows = []
+        for last in range(start + period - 1, start + period * repeats, period):
+            rows.append(tuple(row[first:ends[last]]))
+            first = ends[last]
+        runs.append((fn, rows))
+    return runs
+
+
+def _blocks(keys):
+    """(start, period, repeats) covering `keys` in order, lazily: at each place, the block of
+    at most LONGEST keys whose back-to-back repeats cover the most (the shortest such block).
+    The periods tried are the distances to the next few places where the same key comes
+    again."""
+    n = len(keys)
+    again, after = [n] * n, {}  # again[j]: the next place keys[j] comes again, or n
+    for j in range(n - 1, -1, -1):
+        again[j] = after.get(keys[j], n)
+        after[keys[j]] = j
+    i = 0
+    while i < n:
+        period, repeats = 1, 1
+        j, tries = again[i], TRIES
+        while j < n and j - i <= LONGEST and 2 * (j - i) <= n - i and tries:
+            p = j - i
+            if repeats == 1 or p % period:  # a multiple of a repeating block covers no more
+                tries -= 1
+                block, end = keys[i:j], j + p
+                while keys[end - p:end] == block:
+                    end += p
+                c = (end - p - i) // p
+                if c > 1 and c * p > period * repeats:
+                    period, repeats = p, c
+            j = again[j]
+        yield i, period, repeats
+        i += period * repeats
+
+
+def _merge(runs, most):
+    """Runs that repeat nowhere, or cover fewer than SHORT nodes, joined into blocks of at
+    most `most` nodes that run once (a function per short repeat would cost more than it
+    saves)."""
+    held = None
+    for start, period, repeats in runs:
+        size = period * repeats
+        if repeats == 1 or size < SHORT:
+            if held is not None and held[1] + size <= most:
+                held = (held[0], held[1] + size, 1)
+                continue
+            if held is not None:
+                yield held
+            held = (start, size, 1)
+            continue
+        if held is not None:
+            yield held
+            held = None
+        yield start, period, repeats
+    if held is not None:
+        yield held
+
+
+def _make(source):
+    code, constants = source
+    name = f"<replay block {next(_numbers)}>"
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    _files.append(name)
+    namespace = dict(constants, xp=ArrayMath, sum_to=ArrayMath.sum_to, ndarray=np.ndarray,
+                     zeros=np.zeros, result_type=np.result_type,
+                     stacked=engine._stacked_products)
+    exec(compile(code, name, "exec"), namespace)
+    return namespace["block"]
+
+
+def _forget():
+    _cache.clear()
+    while _files:
+        linecache.cache.pop(_files.pop(), None)
+
+
+def _unpack(names):
+    return "for " + ", ".join(names) + ", in rows:"
+
+
+def _forward_source(key):
+    """One block of _Plan._run's loop: each node's kernel on its inputs' arrays."""
+    names, body, constants = [], [], {}
+    for q, (forward, arity) in enumerate(key):
+        constants[f"F{q}"] = forward
+        names.append(f"s{q}")
+        if arity < 0:
+            names.append(f"x{q}")
+            args = f"*[i._data for i in x{q}]"
+        else:
+            names += [f"x{q}_{k}" for k in range(arity)]
+            args = ", ".join(f"x{q}_{k}._data" for k in range(arity))
+        body.append(f"s{q}._data = F{q}(s{q}, {args})")
+    lines = ["def block(rows):", "    " + _unpack(names)]
+    lines += ["        " + line for line in body]
+    return "\n".join(lines), constants
+
+
+def _backward_source(key):
+    """One block of _Plan.backward's sweep (see there for what each path does and why)."""
+    names, body, constants = [], [], {}
+    for q, (op, kind, is_weight, plan) in enumerate(key):
+        constants[f"op{q}"] = op
+        names += [f"s{q}", f"t{q}"]
+        body += [f"g = acc[s{q}]",
+                 f"acc[s{q}] = None"]  # freed once its rule ran, as eager mode pops it
+        if is_weight:  # the deferred products of a weight's other uses
+            body += [f"parts = pop(s{q}, None)",
+                     "if parts is not None:",
+                     "    g = stacked(parts, g)"]
+        body.append("if g is not None:")
+        if kind == "sparse":
+            shape, first = plan
+            names += [f"i{q}", f"b{q}"]
+            body += _indent(_sparse(q, shape, first))
+            continue
+        if kind == "rule":
+            body.append(f"    r = op{q}.backward(g, t{q}, xp)")
+        else:  # "split"
+            body += [f"    sp = op{q}.backward_split(g, t{q})",
+                     "    if sp is None:",
+                     f"        r = op{q}.backward(g, t{q}, xp)",
+                     "    else:",
+                     "        r, left, right = sp",
+                     f"        parts = get(w{q})",
+                     "        if parts is None:",
+                     f"            pending[w{q}] = parts = []",
+                     "        parts.append((left, right))"]
+        if plan is None:
+            names.append(f"T{q}")
+            body += [f"    for k, at, shape in T{q}:"]
+            body += _indent(_indent(_contribution("r[k]", "at", "shape", False)))
+        else:
+            for k, shape, first in plan:
+                names.append(f"a{q}_{k}")
+                body += _indent(_contribution(f"r[{k}]", f"a{q}_{k}", shape, first))
+        if kind == "split":
+            names.append(f"w{q}")
+    lines = ["def block(rows, acc, own, pending):",
+             "    pop, get = pending.pop, pending.get",
+             "    " + _unpack(names)]
+    lines += ["        " + line for line in body]
+    return "\n".join(lines), constants
+
+
+def _indent(lines):
+    return ["    " + line for line in lines]
+
+
+def _contribution(value, at, shape, first):
+    """Add one rule result into acc[at] as the sweep does: sum_to where the shapes differ,
+    in place only into an array the sweep owns. `shape` is a tuple, or the name of one."""
+    shape = shape if isinstance(shape, str) else repr(shape)
+    lines = [f"gi = {value}",
+             "if gi is not None:",
+             f"    if gi.shape != {shape}:",
+             f"        gi = sum_to(gi, {shape})"]
+    if first:  # nothing came before: acc[at] is None, own[at] False
+        lines += [f"        if type(gi) is ndarray: own[{at}] = True",
+                  f"    acc[{at}] = gi"]
+        return lines
+    lines[2:2] = [f"    prev = acc[{at}]"]
+    lines += ["        if prev is None and type(gi) is ndarray:",
+              f"            own[{at}] = True",
+              "    if prev is None:",
+              f"        acc[{at}] = gi",
+              f"    elif own[{at}]:",
+              "        prev += gi",
+              "    else:",
+              f"        acc[{at}] = prev = prev + gi",
+              "        if type(prev) is ndarray:",
+              f"            own[{at}] = True"]
+    return lines
+
+
+def _sparse(q, shape, first):
+    """backward_into: the rule adds into one zero buffer per input, owned by the sweep."""
+    make = f"zeros({shape!r}, dtype=result_type(g, i{q}._data))"
+    if first:
+        lines = [f"buf = acc[b{q}] = {make}",
+                 f"own[b{q}] = True"]
+    else:
+        lines = [f"buf = acc[b{q}]",
+                 f"if buf is None or not own[b{q}]:",
+                 f"    fresh = {make}",
+                 "    if buf is not None:",
+                 "        fresh += buf",
+                 f"    acc[b{q}] = buf = fresh",
+                 f"    own[b{q}] = True"]
+    return lines + [f"op{q}.backward_into(g, t{q}, buf)"]
