@@ -14,6 +14,7 @@ from .backmath import ArrayMath, TensorMath
 from .grad_mode import set_grad_enabled
 from .graph import by_creation
 from .observers import observers_for, read_only
+from .ops.linalg import product
 from .ops.shape import astype
 from .tensor import Tensor, _make, version_of
 
@@ -177,10 +178,10 @@ def _stacked_products(parts, g):
     The result is a new array that only the sweep holds."""
     if len(parts) == 1:
         left, right = parts[0]
-        total = left.T @ right
+        total = product(left.T, right)
     else:
-        total = (np.concatenate([left for left, _ in parts]).T
-                 @ np.concatenate([right for _, right in parts]))
+        total = product(np.concatenate([left for left, _ in parts]).T,
+                        np.concatenate([right for _, right in parts]))
     if g is not None:
         total = total + g
     return total
