@@ -68,17 +68,20 @@ def compile_backward(steps, slots, root_slot):
     seen = [False] * slots  # whether a slot got a contribution yet, in sweep order
     seen[root_slot] = True
     keys, row, ends = [], [], []
-    for slot, t, op, kind, extra, targets, is_weight in steps:
+    for slot, t, op, kind, extra, targets, waits in steps:
         row += (slot, t)
         if kind == "sparse":
             inp, at, shape = extra
-            keys.append((op, kind, is_weight, (shape, not seen[at])))
+            keys.append((op, kind, waits, (shape, not seen[at])))
             seen[at] = True
             row += (inp, at)
+        elif kind == "row":  # kept for the batched node's step, which nothing else feeds
+            keys.append((op, kind, waits, None))
+            row += extra
         elif len(targets) > VARIADIC:  # their accumulation stays a loop (a stack's inputs)
             for _, at, _ in targets:
                 seen[at] = True
-            keys.append((op, kind, is_weight, None))
+            keys.append((op, kind, waits, None))
             row.append(targets)
         else:
             plan = []
@@ -86,7 +89,7 @@ def compile_backward(steps, slots, root_slot):
                 plan.append((k, shape, not seen[at]))
                 seen[at] = True
                 row.append(at)
-            keys.append((op, kind, is_weight, tuple(plan)))
+            keys.append((op, kind, waits, tuple(plan)))
         if kind == "split":
             row.append(extra)
         ends.append(len(row))
@@ -179,9 +182,10 @@ def _make(source):
     name = f"<replay block {next(_numbers)}>"
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)
     _files.append(name)
+    from .replayer import gathered_rows  # replayer imports this module
     namespace = dict(constants, xp=ArrayMath, sum_to=ArrayMath.sum_to, ndarray=np.ndarray,
                      zeros=np.zeros, result_type=np.result_type,
-                     stacked=engine._stacked_products)
+                     stacked=engine._stacked_products, gathered_rows=gathered_rows)
     exec(compile(code, name, "exec"), namespace)
     return namespace["block"]
 
@@ -217,16 +221,27 @@ def _forward_source(key):
 def _backward_source(key):
     """One block of _Plan.backward's sweep (see there for what each path does and why)."""
     names, body, constants = [], [], {}
-    for q, (op, kind, is_weight, plan) in enumerate(key):
+    for q, (op, kind, waits, plan) in enumerate(key):
         constants[f"op{q}"] = op
         names += [f"s{q}", f"t{q}"]
         body += [f"g = acc[s{q}]",
                  f"acc[s{q}] = None"]  # freed once its rule ran, as eager mode pops it
-        if is_weight:  # the deferred products of a weight's other uses
+        if waits == "weight":  # the deferred products of a weight's other uses
             body += [f"parts = pop(s{q}, None)",
                      "if parts is not None:",
                      "    g = stacked(parts, g)"]
+        elif waits == "rows":  # the gradients its rows' extractions kept
+            body += [f"parts = pop(-1 - s{q}, None)",
+                     "if parts is not None:",
+                     f"    g = gathered_rows(parts, t{q})"]
         body.append("if g is not None:")
+        if kind == "row":
+            names += [f"G{q}", f"K{q}", f"N{q}"]
+            body += [f"    parts = get(G{q})",
+                     "    if parts is None:",
+                     f"        pending[G{q}] = parts = [None] * N{q}",
+                     f"    parts[K{q}] = g"]
+            continue
         if kind == "sparse":
             shape, first = plan
             names += [f"i{q}", f"b{q}"]

@@ -278,3 +278,35 @@ def test_a_subclass_with_its_own_kernel_or_rule_does_not_inherit_how_its_parent_
 
     assert Tanh.batch == "elementwise"
     assert Scaled.batch is None and Kept.batch == "elementwise"
+
+
+def test_the_rows_of_a_batched_node_hand_back_their_gradients_stacked():
+    """x_t U + b for all t is one node that every step reads one row of; the steps' gradients
+    are stacked into its gradient at once (no zero buffer added into row by row), and the
+    gradients stay eager mode's. An unbatched replay keeps eager mode's buffer."""
+    steps = 6
+    counts, plan = replayed(rnn_loop, steps, seed=11)
+    kinds = collections.Counter(step[3] for step in plan.steps)
+    assert kinds["row"] >= steps - 1
+    assert sum(1 for step in plan.steps if step[6] == "rows") >= 1
+    rng = np.random.default_rng(11)
+    p = params(rng)
+    xs = ag.Tensor(rng.standard_normal((steps, B, I)))
+    targets = rng.integers(0, C, (steps, B))
+    exact = ag.replay(lambda: rnn_loop(p, xs, targets), batch=False)
+    for _ in range(3):
+        exact().backward()
+    assert all(step[3] != "row" for step in next(iter(exact.plans.values())).steps)
+
+
+def test_rows_that_no_gradient_reached_are_zeros_and_the_dtype_is_the_wider():
+    from autograd_core.replayer import gathered_rows
+
+    x = ag.Tensor(np.zeros((3, 2)), requires_grad=True)  # float64
+    parts = [np.array([1.0, -0.0], np.float32), None, np.array([2.0, 3.0], np.float32)]
+    out = gathered_rows(parts, x)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, [[1.0, 0.0], [0.0, 0.0], [2.0, 3.0]])
+    full = gathered_rows([parts[0], parts[2], parts[0]], x)
+    assert full.dtype == np.float64 and full.shape == (3, 2)
+    np.testing.assert_array_equal(full, [[1.0, 0.0], [2.0, 3.0], [1.0, 0.0]])
