@@ -59,6 +59,7 @@ from . import batching, engine, replay_codegen, replay_layout
 from .backmath import ArrayMath
 from .function import Memory, Op, record
 from .ops.indexing import GetItem
+from .ops.joining import stack_arrays
 from .grad_mode import _state
 from .replay_arguments import (Arg, Refused, argument_at, bind, describe, flatten, probe,
                                rebuild, signature)
@@ -560,7 +561,7 @@ def gathered_rows(parts, x):
     first = next((p for p in parts if p is not None), None)
     dtype = np.result_type(first, x._data)
     if all(p is not None for p in parts):
-        out = np.stack(parts)
+        out = stack_arrays(parts)
         return out if out.dtype == dtype else out.astype(dtype)
     out = np.zeros(x._data.shape, dtype=dtype)
     for k, p in enumerate(parts):

@@ -12,6 +12,16 @@ def _take(g, axis, index):
     return g[(slice(None),) * axis + (index,)]
 
 
+def stack_arrays(arrays, axis=0):
+    """np.stack for arrays of one shape (checked by the caller). Along the first axis it is
+    one concatenate and a reshape: np.stack's own Python costs three times as much for the
+    thousands of small rows a long loop stacks."""
+    first = arrays[0]
+    if axis or not first.ndim:
+        return np.stack(arrays, axis=axis)
+    return np.concatenate(arrays).reshape((len(arrays),) + first.shape)
+
+
 def _tensors(op, tensors):
     tensors = [as_tensor(t) for t in tensors]
     if not tensors:
@@ -63,7 +73,7 @@ class Stack(Op):
 
     @staticmethod
     def forward(out, *xs):
-        return np.stack(xs, axis=out._saved)
+        return stack_arrays(xs, out._saved)
 
     @staticmethod
     def backward(g, out, xp):
@@ -79,7 +89,7 @@ def stack(tensors, axis=0):
     if len(shapes) > 1:
         raise shape_error("stack", f"all tensors must have the same shape, got "
                                    f"{', '.join(str(t.shape) for t in tensors)}")
-    return record(Stack, np.stack([t._data for t in tensors], axis=axis), tensors, axis)
+    return record(Stack, stack_arrays([t._data for t in tensors], axis), tensors, axis)
 
 
 def split(x, indices_or_sections, axis=0):

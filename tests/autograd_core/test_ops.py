@@ -91,3 +91,19 @@ def test_float32_in_float32_out_and_grad(case, data):
     for x, r in zip(leaves, ref_leaves):
         assert x.grad is not None and x.grad.dtype == np.float32 and x.grad.shape == x.shape
         np.testing.assert_allclose(x.grad.numpy(), r.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape, count, axis", [((1, 32), 2000, 0), ((3,), 5, 0), ((0, 3), 4, 0),
+                                                ((2, 3), 3, 1), ((2, 3), 3, 2), ((), 4, 0),
+                                                ((4, 5), 1, 0)])
+def test_stack_arrays_is_np_stack_to_the_bit(shape, count, axis):
+    """Along the first axis stack_arrays is one concatenate and a reshape; the values,
+    dtype and shape are np.stack's (mixed dtypes promote as np.stack does)."""
+    from autograd_core.ops.joining import stack_arrays
+
+    rng = np.random.default_rng(count)
+    arrays = [rng.standard_normal(shape).astype(np.float32 if k % 2 else np.float64)
+              for k in range(count)]
+    got, want = stack_arrays(arrays, axis), np.stack(arrays, axis=axis)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert got.tobytes() == want.tobytes()
