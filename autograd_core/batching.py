@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from .batch_builder import Builder, Mismatch, agrees, make_node
+from .ops.arithmetic import AddScalar
 from .ops.linalg import AddMM
 
 MIN_GROUP = 3  # fewer copies are not worth a gather and a scatter
@@ -73,6 +74,17 @@ class _Graph:
                 and _only(self.consumers.get(t), parent) and self._plain_sum(t)
                 and t._data.shape == parent._data.shape)
 
+    def _zero_start(self, t, parent):
+        """Whether t is 0.0 + l (an accumulator started at 0.0) used by parent only: the
+        chain's term is then l, and the first step's term is like the others' (its value
+        differs at most in the sign of a zero)."""
+        if not (t in self.is_node and t not in self.keep and t._op is AddScalar
+                and _only(self.consumers.get(t), parent)):
+            return False
+        c, (x,) = t._saved, self.inputs[t]
+        return (type(c) in (int, float) and c == 0 and x._data.shape == t._data.shape
+                and x._data.dtype == t._data.dtype)
+
     def _plain_sum(self, t):
         shape, dtype = t._data.shape, t._data.dtype
         return all(i._data.shape == shape and i._data.dtype == dtype for i in self.inputs[t])
@@ -91,7 +103,13 @@ class _Graph:
                     continue
                 chain.append(t)
                 for i in reversed(self.inputs[t]):  # the first input first: terms in order
-                    todo.append(i if self._link(i, t) else ("term", i))
+                    if self._link(i, t):
+                        todo.append(i)
+                    elif self._zero_start(i, t):  # loss = 0.0, then loss = loss + l_0
+                        chain.append(i)
+                        todo.append(("term", self.inputs[i][0]))
+                    else:
+                        todo.append(("term", i))
             if len(terms) >= MIN_GROUP:
                 self.flattened[top] = terms
                 dropped.update(chain[1:])

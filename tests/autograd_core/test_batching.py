@@ -310,3 +310,26 @@ def test_rows_that_no_gradient_reached_are_zeros_and_the_dtype_is_the_wider():
     full = gathered_rows([parts[0], parts[2], parts[0]], x)
     assert full.dtype == np.float64 and full.shape == (3, 2)
     np.testing.assert_array_equal(full, [[1.0, 0.0], [2.0, 3.0], [1.0, 0.0]])
+
+
+def test_a_loss_started_at_zero_puts_the_first_step_with_the_others():
+    """loss = 0.0, then loss = loss + l_t: the first step's 0.0 + l_0 is one node more
+    between its loss and the result, which kept its output layer and loss out of the batched
+    ones; the chain's term is l_0 itself, and every step's output layer runs in one call."""
+    steps = 6
+    counts, plan = replayed(rnn_loop, steps, seed=12)
+    assert counts["softmax_cross_entropy"] == 1 and counts["mean"] == 1
+    assert "add_scalar" not in counts
+    assert counts["addmm"] == steps  # the recurrence; no output layer of its own for step 0
+
+
+def test_a_loss_started_at_a_nonzero_constant_keeps_its_constant():
+    def loop(p, xs, targets):
+        h, loss = ag.zeros((B, H), dtype=np.float64), 2.5
+        for t in range(xs.shape[0]):
+            h = ag.tanh(xs[t] @ p["u"] + h @ p["w"] + p["b"])
+            loss = loss + nn.cross_entropy(h @ p["v"] + p["c"], targets[t])
+        return loss
+
+    counts, plan = replayed(loop, 5, seed=13)  # replayed() checks values against eager mode
+    assert counts["add_scalar"] == 1
