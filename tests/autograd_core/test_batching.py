@@ -23,8 +23,8 @@ def params(rng, gates=1):
             for k, s in shapes.items()}
 
 
-def rnn_loop(p, xs, targets):
-    h, loss = ag.zeros((B, H), dtype=np.float64), 0.0
+def rnn_loop(p, xs, targets, start=0.0):
+    h, loss = ag.zeros((B, H), dtype=np.float64), start
     for t in range(xs.shape[0]):
         h = ag.tanh(xs[t] @ p["u"] + h @ p["w"] + p["b"])
         loss = loss + nn.cross_entropy(h @ p["v"] + p["c"], targets[t])
@@ -325,11 +325,7 @@ def test_a_loss_started_at_zero_puts_the_first_step_with_the_others():
 
 def test_a_loss_started_at_a_nonzero_constant_keeps_its_constant():
     def loop(p, xs, targets):
-        h, loss = ag.zeros((B, H), dtype=np.float64), 2.5
-        for t in range(xs.shape[0]):
-            h = ag.tanh(xs[t] @ p["u"] + h @ p["w"] + p["b"])
-            loss = loss + nn.cross_entropy(h @ p["v"] + p["c"], targets[t])
-        return loss
+        return rnn_loop(p, xs, targets, start=2.5)
 
     counts, plan = replayed(loop, 5, seed=13)  # replayed() checks values against eager mode
     assert counts["add_scalar"] == 1
