@@ -52,6 +52,7 @@ take turns. Eager mode stays the default, and the one graphs and traces see.
 import threading
 import warnings
 import weakref
+from operator import attrgetter, is_
 
 import numpy as np
 
@@ -203,6 +204,11 @@ class _Plan:
             shells[t] = self._shell(t, shells, places, recorder)
         self.root = shells[out]
         self._watch_outside()
+        # the leaves whose array is a tensor's (parameters, closures, tensors made inside):
+        # checked and read together each call, in C loops (a long unroll has thousands)
+        self.tensor_shells = [s for s, src in self.sources if isinstance(src, Tensor)]
+        self.tensor_sources = [src for s, src in self.sources if isinstance(src, Tensor)]
+        self.arg_sources = [(s, src) for s, src in self.sources if not isinstance(src, Tensor)]
         if not self.root.requires_grad:
             raise Refused("its result does not depend on anything that requires grad")
         self.batched = False  # set once batching.rewrite changed the graph
@@ -345,8 +351,8 @@ class _Plan:
         """Why what the plan reads from outside is no longer as recorded, or None: a tensor
         of another shape or dtype, or an array an op saved (a target, an index) that was
         changed in place since it was recorded."""
-        for s, src in self.sources:
-            if isinstance(src, Tensor):
+        if not _same_arrays(self.tensor_sources, self.tensor_shells):
+            for s, src in zip(self.tensor_shells, self.tensor_sources):
                 d = src._data
                 if d.shape != s._data.shape or d.dtype != s._data.dtype:
                     return "a tensor the function reads changed shape or dtype"
@@ -364,17 +370,18 @@ class _Plan:
 
     def _run(self, args):
         self.generation += 1
-        read = []  # (tensor, version): checked again before the backward
-        for s, src in self.sources:
-            if isinstance(src, Tensor):
-                s._data = src._data
-                read.append((src, version_of(src)))
-            else:
-                a = argument_at(args, src)
-                if isinstance(a, Tensor):
-                    read.append((a, version_of(a)))
-                    a = a._data
-                s._data = a
+        shells, tensors = self.tensor_shells, self.tensor_sources
+        if not _same_arrays(tensors, shells):  # a tensor's array was replaced (`.data = `)
+            for sh, t in zip(shells, tensors):
+                sh._data = t._data
+        versions = list(map(version_of, tensors))  # checked again before the backward
+        read = []  # the same for the tensors among the arguments: (tensor, version)
+        for sh, path in self.arg_sources:
+            a = argument_at(args, path)
+            if isinstance(a, Tensor):
+                read.append((a, version_of(a)))
+                a = a._data
+            sh._data = a
         for s, template, count in self.bound:
             s._saved = rebuild(template, args) + tuple(s._saved[count:])
         if self.forward_blocks is not None:
@@ -385,7 +392,7 @@ class _Plan:
         leaves = tuple(src if isinstance(src, Tensor) else argument_at(args, src)
                        for _, src in self.grad_leaves)
         return record(ReplayedStep, self.root._data.copy(), leaves,
-                      (self, self.generation, tuple(read)))
+                      (self, self.generation, (tensors, versions, tuple(read))))
 
     def _forward(self):
         for s, forward, inputs, arity in self.program:
@@ -570,6 +577,14 @@ def gathered_rows(parts, x):
     return out
 
 
+def _same_arrays(tensors, shells):
+    """Whether every tensor still holds the array its shell was given (one C loop)."""
+    return all(map(is_, map(_data_of, tensors), map(_data_of, shells)))
+
+
+_data_of = attrgetter("_data")
+
+
 def _parameters(saved):
     """`saved` with its arrays left out."""
     if isinstance(saved, np.ndarray):
@@ -623,7 +638,7 @@ class ReplayedStep(Op):
 
     @staticmethod
     def backward(g, out, xp):
-        plan, generation, read = out._saved
+        plan, generation, (tensors, versions, read) = out._saved
         if xp.recording:
             raise RuntimeError("replay: create_graph=True needs the eager graph; call the "
                                "function itself rather than its replay")
@@ -632,6 +647,8 @@ class ReplayedStep(Op):
                 raise RuntimeError("replay: a later call of the replayed function overwrote "
                                    "the values this result's backward needs; call backward() "
                                    "on each result before the next call")
+            if list(map(version_of, tensors)) != versions:
+                read = zip(tensors, versions)  # find the one, for the message
             for t, version in read:
                 if version_of(t) != version:
                     raise RuntimeError(
