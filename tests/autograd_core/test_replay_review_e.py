@@ -12,6 +12,7 @@ import pytest
 
 import autograd_core as ag
 from autograd_core import replay_codegen
+from autograd_core.ops.linalg import product
 
 from tests.autograd_core.replay_checks import check, param
 
@@ -60,3 +61,22 @@ def test_rows_of_mixed_dtypes_keep_the_dtype_of_the_first_gradient_to_arrive(bac
 
     step = check(fn, [p, w])
     assert _plan(step).batched and "row" in _kinds(step)
+
+
+@pytest.mark.parametrize("a, b", [
+    (np.random.default_rng(0).standard_normal((17, 66))[:, ::2],
+     np.random.default_rng(1).standard_normal((9, 33)).astype(np.float32).T),
+    (np.array([[-1.0]]), np.array([[False]])),
+    (np.array([[-1.0]]), np.array([[0.0]])),
+    (np.array([[-1.0]], np.float32), np.array([[0.0]], np.float32)),
+])
+def test_a_2d_product_has_the_bits_of_np_matmul(a, b):
+    """a.dot(b) rounds otherwise than np.matmul for operands of two dtypes (strided ones),
+    and gives -0.0 for [[-1.]] @ [[0.]] where np.matmul gives 0.0 (so 1 / (x @ w) was -inf
+    where numpy gives inf)."""
+    want = np.matmul(a, b)
+    got = product(a, b)
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    if a.dtype != bool and b.dtype != bool:
+        t = ag.matmul(ag.Tensor(a), ag.Tensor(b)).numpy()
+        assert t.dtype == want.dtype and t.tobytes() == want.tobytes()
