@@ -239,7 +239,7 @@ def _backward_source(key):
             names += [f"G{q}", f"K{q}", f"N{q}"]
             body += [f"    parts = get(G{q})",
                      "    if parts is None:",
-                     f"        pending[G{q}] = parts = [None] * N{q}",
+                     f"        pending[G{q}] = parts = [None] * N{q} + [g]",
                      f"    parts[K{q}] = g"]
             continue
         if kind == "sparse":

@@ -481,8 +481,8 @@ class _Plan:
             if kind is _ROW:  # kept, not added into a buffer: the rows are stacked at once
                 key, row, count = extra
                 parts = pending.get(key)
-                if parts is None:
-                    pending[key] = parts = [None] * count
+                if parts is None:  # the last entry: the first to arrive (eager mode's dtype)
+                    pending[key] = parts = [None] * count + [g]
                 parts[row] = g
                 continue
             if kind is _RULE:
@@ -564,8 +564,10 @@ def _row_extractions(nodes):
 
 
 def gathered_rows(parts, x):
-    """The gradient of `x` whose row k is parts[k] (None: a row no gradient reached)."""
-    first = next((p for p in parts if p is not None), None)
+    """The gradient of `x` whose row k is parts[k] (None: a row no gradient reached); the
+    list's last entry is the row gradient that arrived first, whose dtype sets the result's
+    as it sets that of the zero buffer the rows would be added into (engine add_into)."""
+    first = parts.pop()
     dtype = np.result_type(first, x._data)
     if all(p is not None for p in parts):
         out = stack_arrays(parts)

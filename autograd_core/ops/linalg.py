@@ -12,8 +12,10 @@ def product(a, b):
     np.matmul, with half a microsecond less around it: a small recurrent step's product
     costs ~1 us), np.matmul otherwise. Every 2-D product of the engine's kernels goes through
     here, so that a product computed by two of them (addmm fusing matmul and add) has the
-    same bits."""
-    if a.ndim == 2 and b.ndim == 2:
+    same bits. Only operands of one dtype, and not a 1x1 times a 1x1: for those dot has
+    other bits than np.matmul (a mixed-dtype strided product rounds otherwise, and
+    [[-1.]] @ [[0.]] is -0.0 where np.matmul gives 0.0)."""
+    if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.size + b.size > 2:
         return a.dot(b)
     return np.matmul(a, b)
 
