@@ -210,7 +210,8 @@ class Mismatch(Exception):
 
 
 def agrees(graph, built):
-    """Whether every value of the batched graph is the recorded one, up to rounding, and
+    """Whether every value of the batched graph is the recorded one, up to rounding (1e-12 of
+    its size in float64: the replay tests hold gradients to that; 1e-4 in float32), and
     every merged repeat recorded the same bits as the node that stands for it."""
     for n, earlier in graph.merged:
         a, b = np.asarray(n._data), np.asarray(earlier._data)
@@ -231,7 +232,7 @@ def agrees(graph, built):
             return False
         if old.size:
             scale = max(1.0, float(np.max(np.abs(old))))
-            tol = (1e-4 if old.dtype.itemsize <= 4 else 1e-9) * scale
+            tol = (1e-4 if old.dtype.itemsize <= 4 else 1e-12) * scale
             with np.errstate(invalid="ignore"):
                 close = (np.abs(new - old) <= tol) | (new == old)
                 zeros = (new == 0) & (old == 0)
