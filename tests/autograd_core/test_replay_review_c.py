@@ -193,6 +193,14 @@ def test_a_partly_bound_clip_keeps_a_snapshot_of_its_other_bound():
         got, want = once(step), once(fn)
         np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=f"call {k}")
 
+def _recurrence(w, c, h0, steps=5):
+    """h_t = tanh(c + h_{t-1} W), L = sum_t sum(h_t)."""
+    h, loss = h0, 0.0
+    for _ in range(steps):
+        h = ag.tanh(c + h @ w)
+        loss = loss + h.sum()
+    return loss
+
 
 @pytest.mark.xfail(strict=True, reason="a replayed call checks the version of every leaf it "
                    "read, even one no backward rule reads: an in-place edit of the bias c of "
@@ -203,11 +211,7 @@ def test_an_inplace_edit_of_an_operand_no_rule_reads_behaves_as_eager():
     w, c, h0 = param(rng, H, H), param(rng, H), param(rng, B, H)
 
     def fn():
-        h, loss = h0, 0.0
-        for _ in range(5):
-            h = ag.tanh(c + h @ w)
-            loss = loss + h.sum()
-        return loss
+        return _recurrence(w, c, h0)
 
     def once(f):
         for p in (w, c, h0):
@@ -253,11 +257,7 @@ def test_addmm_fusion_over_bias_shapes_and_dtypes(cshape, cdtype, wdtype):
         param(rng, B, H, dtype=wdtype)
 
     def fn():
-        h, loss = h0, 0.0
-        for _ in range(5):
-            h = ag.tanh(c + h @ w)
-            loss = loss + h.sum()
-        return loss
+        return _recurrence(w, c, h0)
 
     step = check(fn, [w, c, h0])
     names = [entry[0]._op.name for entry in _confirmed(step)[0].program]
