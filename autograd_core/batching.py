@@ -172,7 +172,8 @@ class _Graph:
                     break
                 ties.append((n, m, c, p, q))
                 break
-        recurrent = {signature(q) for _, _, _, _, q in found} - {None}
+        # (only where there are ties: a signature per step costs, at 10,000 steps)
+        recurrent = {signature(q) for _, _, _, _, q in found} - {None} if ties else set()
         for n, m, c, p, q in ties:
             if (signature(p) in recurrent) != (signature(q) in recurrent):
                 found.append((n, m, c, q, p) if signature(p) in recurrent else (n, m, c, p, q))
