@@ -10,7 +10,7 @@ nodes, their inputs and their gradient slots). Straight-line code for a whole pl
 simpler but costs seconds to compile at 30,000 nodes; blocks cost one function per distinct
 block, shared by every plan that has it.
 
-The generated backward is replayer._Plan.backward's sweep, statement for statement: the same
+The generated backward is replay_sweep.sweep, statement for statement: the same
 rules called in the same order, the same order of accumulation, so the same bits. A slot's
 first contribution is known when the code is made (it assigns); later ones add, in place only
 into arrays the sweep allocated (`own`), since a rule may hand one array to two inputs as add
@@ -22,6 +22,7 @@ import linecache
 import numpy as np
 
 from . import engine
+from .replay_sweep import gathered_rows
 from .backmath import ArrayMath
 
 __all__ = ["compile_forward", "compile_backward"]
@@ -62,8 +63,8 @@ def compile_forward(program):
 
 
 def compile_backward(steps, slots, root_slot):
-    """[(function, rows)] running the backward `steps` (replayer._Plan._compile_backward's
-    tuples, newest first) as _Plan.backward does, or None where it would compile too much.
+    """[(function, rows)] running the backward `steps` (replay_sweep.compile_steps's
+    tuples, newest first) as replay_sweep.sweep does, or None where it would compile too much.
     Each function is called as function(rows, acc, own, pending)."""
     seen = [False] * slots  # whether a slot got a contribution yet, in sweep order
     seen[root_slot] = True
@@ -182,7 +183,6 @@ def _make(source):
     name = f"<replay block {next(_numbers)}>"
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)
     _files.append(name)
-    from .replayer import gathered_rows  # replayer imports this module
     namespace = dict(constants, xp=ArrayMath, sum_to=ArrayMath.sum_to, ndarray=np.ndarray,
                      zeros=np.zeros, result_type=np.result_type,
                      stacked=engine._stacked_products, gathered_rows=gathered_rows)
@@ -219,7 +219,7 @@ def _forward_source(key):
 
 
 def _backward_source(key):
-    """One block of _Plan.backward's sweep (see there for what each path does and why)."""
+    """One block of replay_sweep.sweep (see there for what each path does and why)."""
     names, body, constants = [], [], {}
     for q, (op, kind, waits, plan) in enumerate(key):
         constants[f"op{q}"] = op

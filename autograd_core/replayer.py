@@ -56,11 +56,8 @@ from operator import attrgetter, is_
 
 import numpy as np
 
-from . import batching, engine, replay_codegen, replay_layout
-from .backmath import ArrayMath
+from . import batching, engine, replay_codegen, replay_layout, replay_sweep
 from .function import Memory, Op, record
-from .ops.indexing import GetItem
-from .ops.joining import stack_arrays
 from .grad_mode import _state
 from .replay_arguments import (Arg, Refused, argument_at, bind, describe, flatten, probe,
                                rebuild, signature)
@@ -409,38 +406,11 @@ class _Plan:
                 s._data = forward(s, *[i._data for i in inputs])
 
     def _compile_backward(self, nodes):
-        """The backward's steps, newest first, one per node that requires grad, with all
-        that the recording fixes: the node's position in the list of gradients, its shell
-        and op, how its rule runs (`kind`: the sweep's fast paths, taken as engine._Sweep
-        takes them, and what that kind needs), where each result goes ((result index,
-        position, shape) per input that requires grad), and what waits for it (`waits`:
-        WEIGHT, deferred products of its uses as a weight; ROWS, the rows of a batched node
-        that its extractions gathered; or None)."""
-        index = self.index
-        weights = set()  # positions of the weights whose products a split step defers
-        rows = _row_extractions(nodes) if self.batched else {}
-        gathering = {id(x) for x in rows.values()}
-        self.steps = []
-        for s in nodes:
-            if not s.requires_grad:
-                continue
-            op, inputs = s._op, s._inputs
-            kind, extra = _RULE, None
-            if s in rows:  # one row of a batched node, which gathers its rows' gradients
-                x = inputs[0]
-                kind, extra = _ROW, (-1 - index[x], s._saved[0], x._data.shape[0])
-            elif op.backward_into is not None:  # one input, which requires grad as s does
-                kind, extra = _SPARSE, (inputs[0], index[inputs[0]], inputs[0]._data.shape)
-            elif op.backward_split is not None and inputs[op.split_input].requires_grad:
-                kind, extra = _SPLIT, index[inputs[op.split_input]]
-                weights.add(extra)
-            targets = tuple((k, index[i], i._data.shape) for k, i in enumerate(inputs)
-                            if i.requires_grad)
-            # newest first: every use of s as a weight, every row of s, has been seen by now
-            waits = WEIGHT if index[s] in weights else ROWS if id(s) in gathering else None
-            self.steps.append((index[s], s, op, kind, extra, targets, waits))
-        self.root_slot = index[self.root]
-        self.leaf_slots = [index[s] for s, _ in self.grad_leaves]
+        """The backward's steps (replay_sweep.compile_steps), and the slots of the result
+        and of the leaves whose gradients it returns."""
+        self.steps = replay_sweep.compile_steps(nodes, self.index, self.batched)
+        self.root_slot = self.index[self.root]
+        self.leaf_slots = [self.index[s] for s, _ in self.grad_leaves]
 
     def backward(self, g):
         """The sweep of engine._sweep over the shells (its fast paths, its order of
@@ -449,134 +419,19 @@ class _Plan:
         one array to two inputs, as add does."""
         acc = [None] * len(self.index)
         owned = [False] * len(self.index)
-        pending = {}  # weight position -> its deferred (left, right) factors
+        pending = {}  # what steps keep for later ones (replay_sweep.WEIGHT, ROWS)
         acc[self.root_slot] = g
         if self.backward_blocks is not None:
             for block, rows in self.backward_blocks:
                 block(rows, acc, owned, pending)
         else:
-            self._sweep(acc, owned, pending)
+            replay_sweep.sweep(self.steps, acc, owned, pending)
         result = []
         for slot in self.leaf_slots:
             parts = pending.pop(slot, None)
             g = acc[slot]
             result.append(g if parts is None else engine._stacked_products(parts, g))
         return tuple(result)
-
-    def _sweep(self, acc, owned, pending):
-        xp, sum_to = ArrayMath, ArrayMath.sum_to
-        for slot, t, op, kind, extra, targets, waits in self.steps:
-            g = acc[slot]
-            acc[slot] = None  # freed once its rule ran, as eager mode pops it
-            if waits is WEIGHT:
-                parts = pending.pop(slot, None)
-                if parts is not None:
-                    g = engine._stacked_products(parts, g)
-            elif waits is ROWS:
-                parts = pending.pop(-1 - slot, None)
-                if parts is not None:
-                    g = gathered_rows(parts, t)
-            if g is None:
-                continue
-            if kind is _ROW:  # kept, not added into a buffer: the rows are stacked at once
-                key, row, count = extra
-                parts = pending.get(key)
-                if parts is None:  # the last entry: the first to arrive (eager mode's dtype)
-                    pending[key] = parts = [None] * count + [g]
-                parts[row] = g
-                continue
-            if kind is _RULE:
-                grads = op.backward(g, t, xp)
-            elif kind is _SPLIT:  # engine._Sweep.defer: W's product waits for its other uses
-                split = op.backward_split(g, t)
-                if split is None:
-                    grads = op.backward(g, t, xp)
-                else:
-                    grads, left, right = split
-                    parts = pending.get(extra)
-                    if parts is None:
-                        pending[extra] = parts = []
-                    parts.append((left, right))
-            else:  # _SPARSE, engine._Sweep.add_into: one zero buffer per input
-                inp, at, shape = extra
-                buf = acc[at]
-                if buf is None or not owned[at]:
-                    fresh = np.zeros(shape, dtype=np.result_type(g, inp._data))
-                    if buf is not None:
-                        fresh += buf
-                    buf = acc[at] = fresh
-                    owned[at] = True
-                op.backward_into(g, t, buf)
-                continue
-            for k, at, shape in targets:  # engine._sweep's accumulation, inline as there
-                gi = grads[k]
-                if gi is None:
-                    continue
-                prev = acc[at]
-                if gi.shape != shape:
-                    gi = sum_to(gi, shape)
-                    if prev is None and type(gi) is np.ndarray:
-                        acc[at] = gi
-                        owned[at] = True
-                        continue
-                if prev is None:
-                    acc[at] = gi
-                elif owned[at]:
-                    prev += gi
-                else:
-                    acc[at] = prev = prev + gi
-                    if type(prev) is np.ndarray:
-                        owned[at] = True
-
-
-# how a backward step runs its op's rule
-_RULE = "rule"  # op.backward
-_SPARSE = "sparse"  # op.backward_into, adding into one buffer per input (indexing)
-_SPLIT = "split"  # op.backward_split, the weight's product deferred
-_ROW = "row"  # one row of a batched node: its gradient kept until the node's step
-
-# what waits for a backward step (the gradients that other steps kept for it)
-WEIGHT = "weight"  # the deferred products of its uses as a weight (in `pending[slot]`)
-ROWS = "rows"  # its rows' gradients, kept by its extractions (in `pending[-1 - slot]`)
-
-
-def _row_extractions(nodes):
-    """{extraction: the batched node it reads} for the nodes (not leaves) that only
-    extractions x[k] read, one per row k, every row once: the rows' gradients stacked are
-    the node's gradient (one copy, where adding each into a zero buffer costs a call per
-    row and a buffer to clear). Batching makes such extractions of its groups."""
-    readers = {}
-    for n in nodes:
-        for i in n._inputs:
-            readers.setdefault(i, []).append(n)
-    found = {}
-    for x, users in readers.items():
-        if x._op is None or not x.requires_grad or x._data.ndim == 0:
-            continue
-        rows = [u._saved[0] for u in users
-                if isinstance(u._op, type) and issubclass(u._op, GetItem) and
-                u._op.backward_into is GetItem.backward_into and u._saved[1] is True
-                and type(u._saved[0]) is int]
-        if len(rows) == len(users) == x._data.shape[0] and sorted(rows) == list(
-                range(len(rows))):
-            found.update((u, x) for u in users)
-    return found
-
-
-def gathered_rows(parts, x):
-    """The gradient of `x` whose row k is parts[k] (None: a row no gradient reached); the
-    list's last entry is the row gradient that arrived first, whose dtype sets the result's
-    as it sets that of the zero buffer the rows would be added into (engine add_into)."""
-    first = parts.pop()
-    dtype = np.result_type(first, x._data)
-    if all(p is not None for p in parts):
-        out = stack_arrays(parts)
-        return out if out.dtype == dtype else out.astype(dtype)
-    out = np.zeros(x._data.shape, dtype=dtype)
-    for k, p in enumerate(parts):
-        if p is not None:
-            out[k] = p
-    return out
 
 
 def _same_arrays(tensors, shells):

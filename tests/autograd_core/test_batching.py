@@ -300,7 +300,7 @@ def test_the_rows_of_a_batched_node_hand_back_their_gradients_stacked():
 
 
 def test_rows_that_no_gradient_reached_are_zeros_and_the_dtype_is_the_wider():
-    from autograd_core.replayer import gathered_rows
+    from autograd_core.replay_sweep import gathered_rows
 
     x = ag.Tensor(np.zeros((3, 2)), requires_grad=True)  # float64
     parts = [np.array([1.0, -0.0], np.float32), None, np.array([2.0, 3.0], np.float32)]

@@ -1,5 +1,5 @@
 """Review 19e: hostile probes of the last hour's changes: the rows of a batched node gathered at
-its step (replayer._row_extractions, gathered_rows, kind "row"), stack as one concatenate,
+its step (replay_sweep._row_extractions, gathered_rows, kind "row"), stack as one concatenate,
 2-D products through the array's dot, Sum through the array's sum, an accumulator started at
 0.0 (batching._zero_start) and the recomputed values of reassociated sums. Every replayed call
 is compared with eager mode in float64 (loss and gradients, 1e-12 relative scaled by the
