@@ -48,7 +48,8 @@ class GetItem(Op):
 
     @staticmethod
     def forward(out, x):
-        return np.asarray(x[out._saved[0]])
+        part = x[out._saved[0]]
+        return part if type(part) is np.ndarray else np.asarray(part)  # a scalar from 0-d
 
     @staticmethod
     def backward(g, out, xp):

@@ -107,3 +107,37 @@ def test_stack_arrays_is_np_stack_to_the_bit(shape, count, axis):
     got, want = stack_arrays(arrays, axis), np.stack(arrays, axis=axis)
     assert got.shape == want.shape and got.dtype == want.dtype
     assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(5, 1, 4), (3, 2), (4,), (1, 3), (2, 0)])
+def test_stack_backward_rows_of_a_broadcast_gradient(shape):
+    """A sum's gradient reaches a stack as a broadcast (stride 0); the stack hands each input
+    a row of one dense copy, with the values of indexing the broadcast row by row."""
+    from autograd_core.backmath import ArrayMath
+    from autograd_core.ops.joining import Stack
+
+    rng = np.random.default_rng(0)
+    xs = [ag.Tensor(rng.standard_normal(shape[1:]), requires_grad=True)
+          for _ in range(shape[0])]
+    out = ag.stack(xs)
+    g = np.broadcast_to(rng.standard_normal(shape[:1] + (1,) * (len(shape) - 1)), shape)
+    rows = Stack.backward(g, out, ArrayMath)
+    assert len(rows) == shape[0]
+    for k, row in enumerate(rows):
+        assert np.array_equal(row, g[k])
+        if np.ndim(row):
+            assert all(s for n, s in zip(row.shape, row.strides) if n > 1)  # no stride 0
+    # the same through the sweep: each input's gradient is its row of the broadcast
+    (out * 1.0).sum().backward()
+    for x in xs:
+        assert np.array_equal(x.grad.numpy(), np.ones(shape[1:]))
+
+
+def test_stack_backward_keeps_a_dense_gradient_uncopied():
+    from autograd_core.ops.joining import dense
+
+    g = np.arange(12.0).reshape(3, 4)
+    assert dense(g) is g
+    assert dense(np.broadcast_to(g[:1], (3, 4))).flags.c_contiguous
+    one = np.broadcast_to(np.ones((1, 4)), (1, 4))  # stride 0 only along a length-1 axis
+    assert dense(one) is one
