@@ -21,8 +21,7 @@ import linecache
 
 import numpy as np
 
-from . import engine
-from .replay_sweep import gathered_rows
+from .replay_sweep import gathered_rows, weight_products
 from .backmath import ArrayMath
 
 __all__ = ["compile_forward", "compile_backward"]
@@ -185,7 +184,7 @@ def _make(source):
     _files.append(name)
     namespace = dict(constants, xp=ArrayMath, sum_to=ArrayMath.sum_to, ndarray=np.ndarray,
                      zeros=np.zeros, result_type=np.result_type,
-                     stacked=engine._stacked_products, gathered_rows=gathered_rows)
+                     stacked=weight_products, gathered_rows=gathered_rows)
     exec(compile(code, name, "exec"), namespace)
     return namespace["block"]
 
@@ -229,11 +228,11 @@ def _backward_source(key):
         if waits == "weight":  # the deferred products of a weight's other uses
             body += [f"parts = pop(s{q}, None)",
                      "if parts is not None:",
-                     "    g = stacked(parts, g)"]
+                     "    g = stacked(parts, g, pending)"]
         elif waits == "rows":  # the gradients its rows' extractions kept
             body += [f"parts = pop(-1 - s{q}, None)",
                      "if parts is not None:",
-                     f"    g = gathered_rows(parts, t{q})"]
+                     f"    g = gathered_rows(parts, t{q}, pending)"]
         body.append("if g is not None:")
         if kind == "row":
             names += [f"G{q}", f"K{q}", f"N{q}"]

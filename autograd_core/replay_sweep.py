@@ -7,7 +7,6 @@ import numpy as np
 from . import engine
 from .backmath import ArrayMath
 from .ops.indexing import GetItem
-from .ops.joining import stack_arrays
 
 # how a backward step runs its op's rule
 RULE = "rule"  # op.backward
@@ -18,6 +17,8 @@ ROW = "row"  # one row of a batched node: its gradient kept until the node's ste
 # what waits for a backward step (the gradients that other steps kept for it)
 WEIGHT = "weight"  # the deferred products of its uses as a weight (in `pending[slot]`)
 ROWS = "rows"  # its rows' gradients, kept by its extractions (in `pending[-1 - slot]`)
+
+STACKS = "stacks"  # pending[STACKS]: the stacks of rows and factors made so far (engine.joined)
 
 
 def _row_extractions(nodes):
@@ -43,14 +44,21 @@ def _row_extractions(nodes):
     return found
 
 
-def gathered_rows(parts, x):
+def gathered_rows(parts, x, pending):
     """The gradient of `x` whose row k is parts[k] (None: a row no gradient reached); the
     list's last entry is the row gradient that arrived first, whose dtype sets the result's
-    as it sets that of the zero buffer the rows would be added into (engine add_into)."""
+    as it sets that of the zero buffer the rows would be added into (engine add_into).
+    The stack is kept in pending[STACKS]: the rows are often the factors of a weight's
+    gradient too."""
     first = parts.pop()
     dtype = np.result_type(first, x._data)
     if all(p is not None for p in parts):
-        out = stack_arrays(parts)
+        row = parts[0]
+        if row.ndim:  # stack_arrays's concatenate and reshape, the concatenation kept
+            out = engine.joined(parts, pending.setdefault(STACKS, {}))
+            out = out.reshape((len(parts),) + row.shape)
+        else:
+            out = np.stack(parts)
         return out if out.dtype == dtype else out.astype(dtype)
     out = np.zeros(x._data.shape, dtype=dtype)
     for k, p in enumerate(parts):
@@ -92,6 +100,11 @@ def compile_steps(nodes, index, batched):
     return steps
 
 
+def weight_products(parts, g, pending):
+    """engine._stacked_products, with the stacks this sweep made so far."""
+    return engine._stacked_products(parts, g, pending.setdefault(STACKS, {}))
+
+
 def sweep(steps, acc, owned, pending):
     """engine._sweep over a plan's steps (its fast paths, its order of accumulation), with
     none of its per-node checks: gradients in `acc` by slot, `owned` where the sweep
@@ -104,11 +117,11 @@ def sweep(steps, acc, owned, pending):
         if waits is WEIGHT:
             parts = pending.pop(slot, None)
             if parts is not None:
-                g = engine._stacked_products(parts, g)
+                g = weight_products(parts, g, pending)
         elif waits is ROWS:
             parts = pending.pop(-1 - slot, None)
             if parts is not None:
-                g = gathered_rows(parts, t)
+                g = gathered_rows(parts, t, pending)
         if g is None:
             continue
         if kind is ROW:  # kept, not added into a buffer: the rows are stacked at once

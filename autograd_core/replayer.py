@@ -430,7 +430,8 @@ class _Plan:
         for slot in self.leaf_slots:
             parts = pending.pop(slot, None)
             g = acc[slot]
-            result.append(g if parts is None else engine._stacked_products(parts, g))
+            result.append(g if parts is None else
+                          replay_sweep.weight_products(parts, g, pending))
         return tuple(result)
 
 

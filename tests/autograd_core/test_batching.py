@@ -305,10 +305,10 @@ def test_rows_that_no_gradient_reached_are_zeros_and_the_dtype_is_the_wider():
     x = ag.Tensor(np.zeros((3, 2)), requires_grad=True)  # float64
     parts = [np.array([1.0, -0.0], np.float32), None, np.array([2.0, 3.0], np.float32)]
     # the last entry: the row gradient that arrived first
-    out = gathered_rows(parts + [parts[2]], x)
+    out = gathered_rows(parts + [parts[2]], x, {})
     assert out.dtype == np.float64
     np.testing.assert_array_equal(out, [[1.0, 0.0], [0.0, 0.0], [2.0, 3.0]])
-    full = gathered_rows([parts[0], parts[2], parts[0], parts[0]], x)
+    full = gathered_rows([parts[0], parts[2], parts[0], parts[0]], x, {})
     assert full.dtype == np.float64 and full.shape == (3, 2)
     np.testing.assert_array_equal(full, [[1.0, 0.0], [2.0, 3.0], [1.0, 0.0]])
 
