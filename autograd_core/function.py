@@ -98,6 +98,17 @@ class Op:
     - `layout`: positions of the inputs whose memory order the forward kernel's speed depends
       on (a matrix product's operands); replay may hand the kernel a copy of one in another
       order (see replay_layout.py).
+    - `inline_forward`, `inline_backward`, `inline_split`: the kernel, the rule and the split
+      rule as Python expressions that replay's generated code runs in place of the calls
+      (replay_codegen.py): `{x0}`, `{x1}`.. stand for the inputs' arrays, `{out}` for the
+      node, `{g}` for the incoming gradient (an array), and `np` and `product` (linalg) may
+      be named. `inline_forward` is one expression; `inline_backward` one per input (None
+      where the rule gives None); `inline_split` is (those, left, right). Each is the text,
+      or a function of the recorded node (and, for the kernel, its inputs' arrays) that
+      returns it, or None where that node needs the call (a dtype or shape the text does not
+      cover). The text makes the same numpy calls in the same order as the function: the
+      same bits (tests hold every op that declares one to it). A subclass with its own
+      forward (rule) does not inherit its parent's text for it.
     """
 
     name = None
@@ -108,6 +119,7 @@ class Op:
     split_input = None
     batch = None
     layout = ()
+    inline_forward = inline_backward = inline_split = None
     # Derived from the declarations when the class is made (never set by hand):
     checked_inputs = ()  # input positions whose versions a backward checks; None: all
     reads_output = False
@@ -125,8 +137,13 @@ class Op:
             cls.batch = None  # a new kernel or rule: how the parent batches need not hold
         if "forward" in own and "layout" not in own:
             cls.layout = ()  # a new kernel: its parent's need not be a product
+        for made, text in (("forward", "inline_forward"), ("backward", "inline_backward"),
+                           ("backward_split", "inline_split"), ("backward", "inline_split")):
+            if made in own and text not in own:
+                setattr(cls, text, None)  # a new kernel or rule: its parent's text is not it
         cls.fast_backward = (_sparse_backward if cls.backward_into is not None else
                              _split_backward if cls.backward_split is not None else None)
+        _check_texts(cls)
         if cls.name is None:  # an abstract family (declarations may be partial)
             return
         missing = [d for d in DECLARATIONS if getattr(cls, d) is _UNDECLARED]
@@ -168,6 +185,32 @@ def _derive_checks(cls):
         cls.checked_inputs = None  # every input
     else:
         cls.checked_inputs = tuple(sorted(roles.index(r) for r in input_saves))
+
+
+def _check_texts(cls):
+    """An op's inline texts given as text (not as functions of the node, checked where they
+    are used) name only {out}, {g} and its inputs: refused when the class is made."""
+    roles = cls.__dict__.get("inputs", cls.inputs)
+    if not isinstance(roles, tuple) or any(r.startswith("*") for r in roles):
+        return
+    names = dict(out="out", g="g", **{f"x{k}": "x" for k in range(len(roles))})
+
+    def check(what, text):
+        if text is None or callable(text):
+            return
+        if not isinstance(text, str):
+            for part in text:
+                check(what, part)
+            return
+        try:
+            text.format(**names)
+        except (KeyError, IndexError, ValueError) as e:
+            raise TypeError(f"op {cls.name!r} ({cls.__name__}): {what} {text!r} names "
+                            f"something other than {{out}}, {{g}} and its inputs "
+                            f"{{x0}}..{{x{len(roles) - 1}}} ({e!r})") from None
+
+    for what in ("inline_forward", "inline_backward", "inline_split"):
+        check(what, cls.__dict__.get(what))
 
 
 def _sparse_backward(op, g, out, sweep):

@@ -23,6 +23,7 @@ import numpy as np
 
 from .replay_sweep import gathered_rows, weight_products
 from .backmath import ArrayMath
+from .ops.linalg import product
 
 __all__ = ["compile_forward", "compile_backward"]
 
@@ -52,10 +53,16 @@ def compile_forward(program):
     for s, forward, inputs, arity in program:
         row.append(s)
         if arity <= VARIADIC:
-            keys.append((forward, arity))
+            op, recorded = s._op, getattr(s, "_inputs", None)  # a layout copy has none
+            text = (_text(op, "inline_forward", s, *[i._data for i in recorded])
+                    if recorded is not None and forward is getattr(op, "forward", None)
+                    else None)
+            if text is not None:  # checked here, filled in where the block is written
+                _filled(text, op, ["x"] * arity, out="s")
+            keys.append((forward, arity, text))
             row += inputs
         else:
-            keys.append((forward, -1))
+            keys.append((forward, -1, None))
             row.append(inputs)
         ends.append(len(row))
     return _compile(keys, row, ends, _forward_source, budget(len(program)))
@@ -72,16 +79,16 @@ def compile_backward(steps, slots, root_slot):
         row += (slot, t)
         if kind == "sparse":
             inp, at, shape = extra
-            keys.append((op, kind, waits, (shape, not seen[at])))
+            keys.append((op, kind, waits, (shape, not seen[at]), None))
             seen[at] = True
             row += (inp, at)
         elif kind == "row":  # kept for the batched node's step, which nothing else feeds
-            keys.append((op, kind, waits, None))
+            keys.append((op, kind, waits, None, None))
             row += extra
         elif len(targets) > VARIADIC:  # their accumulation stays a loop (a stack's inputs)
             for _, at, _ in targets:
                 seen[at] = True
-            keys.append((op, kind, waits, None))
+            keys.append((op, kind, waits, None, None))
             row.append(targets)
         else:
             plan = []
@@ -89,11 +96,47 @@ def compile_backward(steps, slots, root_slot):
                 plan.append((k, shape, not seen[at]))
                 seen[at] = True
                 row.append(at)
-            keys.append((op, kind, waits, tuple(plan)))
+            text = _text(op, "inline_backward" if kind == "rule" else "inline_split", t)
+            keys.append((op, kind, waits, tuple(plan), _rule_text(text, op, t)))
         if kind == "split":
             row.append(extra)
         ends.append(len(row))
     return _compile(keys, row, ends, _backward_source, budget(len(steps)))
+
+
+def _text(op, declared, node, *arrays):
+    """The op's inline text (Op.inline_forward, inline_backward, inline_split) for `node`,
+    or None where the node runs the op's function."""
+    text = getattr(op, declared, None)
+    return text(node, *arrays) if callable(text) else text
+
+
+def _filled(text, op, inputs, **names):
+    """`text` with its names in place: `inputs` the inputs' arrays, `names` the others."""
+    try:
+        return text.format(**names, **{f"x{k}": x for k, x in enumerate(inputs)})
+    except (KeyError, IndexError, ValueError) as e:
+        raise TypeError(f"op {op.name!r}: its inline text {text!r} names something other "
+                        f"than {{out}}, {{g}} and its inputs {{x0}}.. ({e!r})") from None
+
+
+def _rule_text(text, op, node):
+    """An inline rule's (or split rule's) texts with the inputs' arrays read through the
+    node, `{out}` and `{g}` left for the block to fill; None stays None."""
+    if text is None:
+        return None
+    inputs = [f"{{out}}._inputs[{k}]._data" for k in range(len(node._inputs))]
+    grads = text if isinstance(text[0], str) or text[0] is None else text[0]
+    if len(grads) != len(inputs):
+        raise TypeError(f"op {op.name!r}: its inline rule {text!r} gives {len(grads)} "
+                        f"gradients for {len(inputs)} inputs")
+
+    def fill(part):
+        if part is None or isinstance(part, str):
+            return None if part is None else _filled(part, op, inputs, out="{out}", g="{g}")
+        return tuple(map(fill, part))
+
+    return fill(text)
 
 
 def _compile(keys, row, ends, source, limit):
@@ -182,8 +225,8 @@ def _make(source):
     name = f"<replay block {next(_numbers)}>"
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)
     _files.append(name)
-    namespace = dict(constants, xp=ArrayMath, sum_to=ArrayMath.sum_to, ndarray=np.ndarray,
-                     zeros=np.zeros, result_type=np.result_type,
+    namespace = dict(constants, np=np, product=product, xp=ArrayMath, sum_to=ArrayMath.sum_to,
+                     ndarray=np.ndarray, zeros=np.zeros, result_type=np.result_type,
                      stacked=weight_products, gathered_rows=gathered_rows)
     exec(compile(code, name, "exec"), namespace)
     return namespace["block"]
@@ -202,9 +245,15 @@ def _unpack(names):
 def _forward_source(key):
     """One block of _Plan._run's loop: each node's kernel on its inputs' arrays."""
     names, body, constants = [], [], {}
-    for q, (forward, arity) in enumerate(key):
-        constants[f"F{q}"] = forward
+    for q, (forward, arity, text) in enumerate(key):
         names.append(f"s{q}")
+        if text is not None:
+            names += [f"x{q}_{k}" for k in range(arity)]
+            inputs = [f"x{q}_{k}._data" for k in range(arity)]
+            body.append(f"s{q}._data = " + text.format(
+                out=f"s{q}", **{f"x{k}": x for k, x in enumerate(inputs)}))
+            continue
+        constants[f"F{q}"] = forward
         if arity < 0:
             names.append(f"x{q}")
             args = f"*[i._data for i in x{q}]"
@@ -220,7 +269,7 @@ def _forward_source(key):
 def _backward_source(key):
     """One block of replay_sweep.sweep (see there for what each path does and why)."""
     names, body, constants = [], [], {}
-    for q, (op, kind, waits, plan) in enumerate(key):
+    for q, (op, kind, waits, plan, text) in enumerate(key):
         constants[f"op{q}"] = op
         names += [f"s{q}", f"t{q}"]
         body += [f"g = acc[s{q}]",
@@ -246,7 +295,15 @@ def _backward_source(key):
             names += [f"i{q}", f"b{q}"]
             body += _indent(_sparse(q, shape, first))
             continue
-        if kind == "rule":
+        inline = plan is not None and text is not None
+        if inline:  # the rule's text in place of the call: one expression per input
+            exprs = text if kind == "rule" else text[0]
+            if kind == "split":
+                body += [f"    parts = get(w{q})",
+                         "    if parts is None:",
+                         f"        pending[w{q}] = parts = []",
+                         f"    parts.append(({text[1]}, {text[2]}))".format(out=f"t{q}", g="g")]
+        elif kind == "rule":
             body.append(f"    r = op{q}.backward(g, t{q}, xp)")
         else:  # "split"
             body += [f"    sp = op{q}.backward_split(g, t{q})",
@@ -265,7 +322,13 @@ def _backward_source(key):
         else:
             for k, shape, first in plan:
                 names.append(f"a{q}_{k}")
-                body += _indent(_contribution(f"r[{k}]", f"a{q}_{k}", shape, first))
+                if not inline:
+                    value = f"r[{k}]"
+                elif exprs[k] is None:  # the rule gives this input nothing
+                    continue
+                else:
+                    value = exprs[k].format(out=f"t{q}", g="g")
+                body += _indent(_contribution(value, f"a{q}_{k}", shape, first))
         if kind == "split":
             names.append(f"w{q}")
     lines = ["def block(rows, acc, own, pending):",

@@ -34,6 +34,8 @@ class Add(Op):
     hazard = None
     memory = Memory(same=(0, 1))
     batch = "sum"
+    inline_forward = "np.add({x0}, {x1})"
+    inline_backward = ("{g}", "{g}")
 
     @staticmethod
     def forward(out, a, b):
@@ -53,6 +55,8 @@ class AddScalar(Op):
     hazard = None
     memory = Memory(same=(0,))
     batch = "elementwise"
+    inline_forward = "{x0} + {out}._saved"
+    inline_backward = ("{g}",)
 
     @staticmethod
     def forward(out, x):
@@ -81,6 +85,8 @@ class Sub(Op):
     hazard = None
     memory = Memory(same=(0,))
     batch = "elementwise"
+    inline_forward = "np.subtract({x0}, {x1})"
+    inline_backward = ("{g}", "-{g}")
 
     @staticmethod
     def forward(out, a, b):
@@ -101,6 +107,8 @@ class RSubScalar(Op):
     hazard = None
     memory = Memory()
     batch = "elementwise"
+    inline_forward = "{out}._saved - {x0}"
+    inline_backward = ("-{g}",)
 
     @staticmethod
     def forward(out, x):
@@ -129,6 +137,8 @@ class Neg(Op):
     hazard = None
     memory = Memory()
     batch = "elementwise"
+    inline_forward = "-{x0}"
+    inline_backward = ("-{g}",)
 
     @staticmethod
     def forward(out, x):
@@ -154,6 +164,7 @@ class Mul(Op):
     hazard = None
     memory = Memory()
     batch = "elementwise"
+    inline_forward = "np.multiply({x0}, {x1})"
 
     @staticmethod
     def forward(out, a, b):
@@ -165,6 +176,12 @@ class Mul(Op):
         return (g * xp.val(b) if a.requires_grad else None,
                 g * xp.val(a) if b.requires_grad else None)
 
+    @staticmethod
+    def inline_backward(out):
+        a, b = out._inputs
+        return ("{g} * {x1}" if a.requires_grad else None,
+                "{g} * {x0}" if b.requires_grad else None)
+
 
 class MulScalar(Op):
     name = "mul_scalar"
@@ -175,6 +192,8 @@ class MulScalar(Op):
     hazard = None
     memory = Memory()
     batch = "elementwise"
+    inline_forward = "{x0} * {out}._saved"
+    inline_backward = ("{g} * {out}._saved",)
 
     @staticmethod
     def forward(out, x):

@@ -52,6 +52,10 @@ class GetItem(Op):
         return part if type(part) is np.ndarray else np.asarray(part)  # a scalar from 0-d
 
     @staticmethod
+    def inline_forward(out, x):  # an index that gave an array gives one every call
+        return "{x0}[{out}._saved[0]]" if out._data.ndim else None
+
+    @staticmethod
     def backward(g, out, xp):
         index, basic = out._saved
         return (xp.scatter(g, out._inputs[0].shape, index, basic),)

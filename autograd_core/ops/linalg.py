@@ -20,6 +20,20 @@ def product(a, b):
     return np.matmul(a, b)
 
 
+def dot_applies(a, b):
+    """Whether product(a, b) calls a.dot(b) for arrays with these shapes and dtypes."""
+    return a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.size + b.size > 2
+
+
+def _adds_in_place(dtype, bias):
+    """Whether add_bias_array adds `bias` into a product of `dtype` in place."""
+    return bias.dtype == dtype or np.promote_types(dtype, bias.dtype) == dtype
+
+
+# a product and its bias added in place, as one expression (inline_forward)
+_PRODUCT_PLUS_BIAS = "np.add((d := {a}.dot({b})), {c}, d)"
+
+
 class MatMul(Op):
     """C = A @ B: dA = dC @ B^T, dB = A^T @ dC (batch axes are summed back by the engine).
     A 1-D operand is a row (left) or column (right) vector that numpy drops from the result."""
@@ -64,6 +78,17 @@ class MatMul(Op):
         if av.ndim != 2 or bv.ndim != 2:
             return None
         return (product(g, bv.T) if a.requires_grad else None, None), av, g
+
+    @staticmethod
+    def inline_forward(out, a, b):
+        return "{x0}.dot({x1})" if dot_applies(a, b) else None
+
+    @staticmethod
+    def inline_split(out):
+        a, b = out._inputs
+        if a._data.ndim != 2 or b._data.ndim != 2:
+            return None
+        return ("product({g}, {x1}.T)" if a.requires_grad else None, None), "{x0}", "{g}"
 
 
 def matmul(a, b):
@@ -113,6 +138,18 @@ class AddMM(Op):
         c, a, b = out._inputs
         return (g if c.requires_grad else None,
                 product(g, b._data.T) if a.requires_grad else None, None), a._data, g
+
+    @staticmethod
+    def inline_forward(out, c, a, b):
+        if dot_applies(a, b) and _adds_in_place(a.dtype, c):
+            return _PRODUCT_PLUS_BIAS.format(a="{x1}", b="{x2}", c="{x0}")
+        return None
+
+    @staticmethod
+    def inline_split(out):
+        c, a, _ = out._inputs
+        return ("{g}" if c.requires_grad else None,
+                "product({g}, {x2}.T)" if a.requires_grad else None, None), "{x1}", "{g}"
 
 
 def _add_bias(data, c, op):
@@ -178,6 +215,21 @@ class Linear(Op):
         x, w = out._inputs[0], out._inputs[1]
         grads = (product(g, w._data) if x.requires_grad else None, None)
         return (grads if len(out._inputs) == 2 else grads + (g,)), g, x._data
+
+    @staticmethod
+    def inline_forward(out, x, w, *bias):
+        if not dot_applies(x, w.T):
+            return None
+        if not bias:
+            return "{x0}.dot({x1}.T)"
+        if _adds_in_place(x.dtype, bias[0]):
+            return _PRODUCT_PLUS_BIAS.format(a="{x0}", b="{x1}.T", c="{x2}")
+        return None
+
+    @staticmethod
+    def inline_split(out):
+        grads = ("product({g}, {x1})" if out._inputs[0].requires_grad else None, None)
+        return (grads if len(out._inputs) == 2 else grads + ("{g}",)), "{g}", "{x0}"
 
 
 def linear(x, weight, bias=None):

@@ -17,6 +17,8 @@ class Exp(Op):
     hazard = hazards.exp_overflow
     memory = Memory()
     batch = "elementwise"
+    inline_forward = "np.exp({x0})"
+    inline_backward = ("{g} * {out}._data",)
 
     @staticmethod
     def forward(out, x):
@@ -41,6 +43,8 @@ class Log(Op):
     hazard = hazards.log_near_zero
     memory = Memory()
     batch = "elementwise"
+    inline_forward = "np.log({x0})"
+    inline_backward = ("{g} / {x0}",)
 
     @staticmethod
     def forward(out, x):
@@ -121,6 +125,8 @@ class Tanh(Op):
     hazard = hazards.tanh_saturated
     memory = Memory(temporaries=1)
     batch = "elementwise"
+    inline_forward = "np.tanh({x0})"
+    inline_backward = ("{g} - ({g} * {out}._data) * {out}._data",)
 
     @staticmethod
     def forward(out, x):
@@ -147,6 +153,7 @@ class Sigmoid(Op):
     hazard = hazards.sigmoid_saturated
     memory = Memory(temporaries=1)
     batch = "elementwise"
+    inline_backward = ("{g} * ({out}._data - {out}._data * {out}._data)",)
 
     @staticmethod
     def forward(out, x):
@@ -235,6 +242,8 @@ class Relu(Op):
     rule = "d relu(x) = g where x > 0"
     hazard = None
     memory = Memory()
+    inline_forward = "np.maximum({x0}, 0)"
+    inline_backward = ("{g} * ({x0} > 0)",)
 
     @staticmethod
     def forward(out, x):

@@ -1,0 +1,200 @@
+"""The ops' inline texts (Op.inline_forward, inline_backward, inline_split), which replay's
+generated code runs in place of the ops' functions, hold to those functions bit for bit on
+every node of the op table; a subclass with its own kernel or rule does not inherit them; a
+text that names something unknown is refused with the op's name."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import autograd_core as ag
+from autograd_core import replay_codegen
+from autograd_core.backmath import ArrayMath
+from autograd_core.function import record
+from autograd_core.ops.linalg import product
+
+from tests.autograd_core import test_ops_table, test_ops_table_shapes
+from tests.autograd_core.replay_checks import check, param
+
+CASES = test_ops_table.CASES + test_ops_table_shapes.CASES
+NAMES = {"np": np, "product": product}
+
+
+def _evaluate(text, node, inputs, g=None):
+    """A text as the generated code runs it, on `node`, its inputs' arrays and `g`."""
+    local = {"out": node, "g": g, "xs": inputs}
+    filled = text.format(out="out", g="g", **{f"x{k}": f"xs[{k}]" for k in range(len(inputs))})
+    return eval(filled, dict(NAMES), local)
+
+
+def _same_bits(got, want, what):
+    if want is None:
+        assert got is None, what
+        return
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    assert got.tobytes() == want.tobytes(), what
+
+
+def _nodes(outs):
+    outs = tuple(outs) if isinstance(outs, (tuple, list)) else (outs,)
+    return [t for t in ag.walk_graph(outs) if t._op is not None]
+
+
+def _check_node(node, rng):
+    op, inputs = node._op, [i._data for i in node._inputs]
+    checked = 0
+    text = replay_codegen._text(op, "inline_forward", node, *inputs)
+    if text is not None:
+        _same_bits(_evaluate(text, node, inputs), op.forward(node, *inputs), f"{op.name} kernel")
+        checked += 1
+    g = rng.standard_normal(node.shape).astype(node.dtype)
+    rule = replay_codegen._text(op, "inline_backward", node)
+    if rule is not None:
+        want = op.backward(g, node, ArrayMath)
+        for k, expr in enumerate(rule):
+            if expr is not None and node._inputs[k].requires_grad:
+                _same_bits(_evaluate(expr, node, inputs, g), want[k], f"{op.name} rule {k}")
+                checked += 1
+    split = replay_codegen._text(op, "inline_split", node)
+    if split is not None:
+        want_grads, want_left, want_right = op.backward_split(g, node)
+        grads, left, right = split
+        for k, expr in enumerate(grads):
+            if expr is not None and node._inputs[k].requires_grad:
+                _same_bits(_evaluate(expr, node, inputs, g), want_grads[k],
+                           f"{op.name} split {k}")
+        _same_bits(_evaluate(left, node, inputs, g), want_left, f"{op.name} left")
+        _same_bits(_evaluate(right, node, inputs, g), want_right, f"{op.name} right")
+        checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+@settings(max_examples=5)
+@given(data=st.data())
+def test_every_inline_text_is_its_function_to_the_bit(case, data):
+    ex = data.draw(case.strategy, label="example")
+    leaves = [ag.Tensor(a.copy(), requires_grad=True) for a in ex.arrays]
+    rng = np.random.default_rng(0)
+    for node in _nodes(ex.fn(*leaves)):
+        _check_node(node, rng)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_products_texts_follow_the_dtypes_they_cover(dtype):
+    """Each product op, with and without a bias, in the dtypes its text covers and one it
+    does not (a float32 weight with a float64 bias: no in-place add, so no text)."""
+    rng = np.random.default_rng(1)
+    x = ag.Tensor(rng.standard_normal((3, 4)).astype(dtype), requires_grad=True)
+    w = ag.Tensor(rng.standard_normal((5, 4)).astype(dtype), requires_grad=True)
+    b = ag.Tensor(rng.standard_normal(5).astype(dtype), requires_grad=True)
+    wide = ag.Tensor(rng.standard_normal(5), requires_grad=True)  # float64
+    outs = [ag.linear(x, w, b), ag.linear(x, w), ag.matmul(x, w.T), ag.addmm(b, x, w.T),
+            ag.linear(x, w, wide), ag.addmm(wide, x, w.T)]
+    checked = sum(_check_node(node, rng) for node in _nodes(outs))
+    assert checked >= 10
+    widened = [o for o in outs[-2:]]
+    for o in widened:
+        covered = replay_codegen._text(o._op, "inline_forward", o,
+                                       *[i._data for i in o._inputs]) is not None
+        assert covered == (dtype == np.float64)
+
+
+def test_a_subclass_with_its_own_kernel_or_rule_does_not_inherit_the_texts():
+    class Doubled(ag.ops_registry["tanh"]):
+        name = None
+
+        @staticmethod
+        def forward(out, x):
+            return 2 * np.tanh(x)
+
+    class Quiet(ag.ops_registry["tanh"]):
+        name = None
+
+        @staticmethod
+        def backward(g, out, xp):
+            return (g * 0,)
+
+    assert Doubled.inline_forward is None and Doubled.inline_backward is not None
+    assert Quiet.inline_backward is None and Quiet.inline_forward is not None
+    linear = ag.ops_registry["linear"]
+
+    class Split(linear):
+        name = None
+
+        @staticmethod
+        def backward_split(g, out):
+            return None
+
+    assert Split.inline_split is None and Split.inline_forward is not None
+
+
+class _Misnamed(ag.Op):
+    name = None
+    inline_forward = "np.negative({x0}) + {y}"  # {y} is nothing
+
+    @staticmethod
+    def forward(out, x):
+        return np.negative(x) + 0
+
+    @staticmethod
+    def backward(g, out, xp):
+        return (-g,)
+
+
+def test_a_text_that_names_something_unknown_is_refused_with_the_ops_name():
+    rng = np.random.default_rng(2)
+    w = param(rng, 3)
+    _Misnamed.name = "misnamed"  # for the message only (not registered)
+    try:
+        def fn():
+            return record(_Misnamed, -w.data + 0, (w,)).sum()
+
+        with pytest.raises(TypeError, match="misnamed.*inline text"):
+            check(fn, [w], calls=3)
+    finally:
+        _Misnamed.name = None
+
+
+def test_the_generated_blocks_run_the_texts():
+    rng = np.random.default_rng(3)
+    u, w = param(rng, 3, 4), param(rng, 4, 4)
+    xs = rng.standard_normal((6, 2, 3))
+
+    def fn(xs):
+        h, loss = ag.zeros((2, 4)), 0.0
+        for t in range(xs.shape[0]):
+            h = ag.tanh(xs[t] @ u + h @ w)
+            loss = loss + (h * h).sum()
+        return loss
+
+    replay_codegen._forget()
+    check(fn, [u, w], [(xs,)], calls=4, batch=False)
+    sources = "".join("".join(lines) for _, _, lines, _ in
+                      (replay_codegen.linecache.cache[n] for n in replay_codegen._files))
+    assert "np.tanh(" in sources and ".dot(" in sources
+    assert "op0.backward(" not in sources or "- (g * " in sources  # tanh's rule is inline
+    assert "- (g * t" in sources
+
+
+def test_a_declared_text_is_checked_when_the_class_is_made():
+    with pytest.raises(TypeError, match="'badly'.*inline_backward.*x1"):
+        class Badly(ag.Op):  # noqa: F841
+            name = "badly"
+            inputs = ("x",)
+            saves = ()
+            view = False
+            rule = "g"
+            hazard = None
+            memory = ag.Memory()
+            inline_backward = ("{g} * {x1}",)  # one input: {x1} is nothing
+
+            @staticmethod
+            def forward(out, x):
+                return x
+
+            @staticmethod
+            def backward(g, out, xp):
+                return (g,)
+    assert "badly" not in ag.ops_registry
