@@ -140,6 +140,8 @@ def sum_array_to(g, shape):
     if g.shape == shape:
         return g
     lead = g.ndim - len(shape)
+    if lead == 1 and shape and g.shape[1:] == shape:  # a bias's gradient: rows summed
+        return g.sum(axis=0)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
     return g.sum(axis=axes, keepdims=True).reshape(shape)

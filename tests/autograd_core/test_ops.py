@@ -141,3 +141,20 @@ def test_stack_backward_keeps_a_dense_gradient_uncopied():
     assert dense(np.broadcast_to(g[:1], (3, 4))).flags.c_contiguous
     one = np.broadcast_to(np.ones((1, 4)), (1, 4))  # stride 0 only along a length-1 axis
     assert dense(one) is one
+
+
+@pytest.mark.parametrize("gshape, shape", [((5, 3), (3,)), ((4, 2, 3), (2, 3)), ((6,), ()),
+                                           ((3, 1), (1,)), ((0, 3), (3,)), ((2, 3), (1, 3))])
+def test_sum_array_to_gives_the_keepdims_sum_to_the_bit(gshape, shape):
+    """The rows of a bias's gradient summed as g.sum(axis=0): the bits and the array type of
+    the general sum over the broadcast axes."""
+    from autograd_core.ops.shape import sum_array_to
+
+    g = np.random.default_rng(0).standard_normal(gshape).astype(np.float32)
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
+                                      if s == 1 and gshape[lead + i] != 1)
+    want = g.sum(axis=axes, keepdims=True).reshape(shape)
+    got = sum_array_to(g, shape)
+    assert type(got) is np.ndarray and got.shape == shape and got.dtype == g.dtype
+    assert got.tobytes() == want.tobytes()
