@@ -16,6 +16,7 @@ from .graph import by_creation
 from .observers import observers_for, read_only
 from .ops.linalg import product
 from .ops.shape import astype
+from .sweep_steps import make_step
 from .tensor import Tensor, _make, version_of
 
 
@@ -354,6 +355,13 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
                 if glanced:
                     sweep.glance(t, g)
                 op = t._op
+                step = op.sweep_step
+                if fast and step is not None and step[0] is op.backward:  # the rule as text
+                    (step[1] or make_step(op))(t, g, acc, owned)
+                    grads = gi = prev = None  # as a rule's results would: no array kept alive
+                    if not retain_graph:
+                        t._inputs = t._saved = None
+                    continue
                 if fast and op.fast_backward is not None:
                     grads = op.fast_backward(op, g, t, sweep)
                 else:

@@ -125,6 +125,8 @@ class Op:
     reads_output = False
     constants = 0  # leading entries of `_saved` that are non-differentiated arguments
     fast_backward = None  # the sweep's entry to the capability above, or None
+    described = {}  # inline text name -> the function it was declared for (see inline_text)
+    sweep_step = None  # (rule, step or None): the sweep's step made from inline_backward
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -144,6 +146,9 @@ class Op:
         cls.fast_backward = (_sparse_backward if cls.backward_into is not None else
                              _split_backward if cls.backward_split is not None else None)
         _check_texts(cls)
+        cls.described = {text: getattr(cls, made) for text, made in _DESCRIBES.items()}
+        rule_text = cls.inline_backward
+        cls.sweep_step = (cls.backward, None) if isinstance(rule_text, tuple) else None
         if cls.name is None:  # an abstract family (declarations may be partial)
             return
         missing = [d for d in DECLARATIONS if getattr(cls, d) is _UNDECLARED]
@@ -185,6 +190,23 @@ def _derive_checks(cls):
         cls.checked_inputs = None  # every input
     else:
         cls.checked_inputs = tuple(sorted(roles.index(r) for r in input_saves))
+
+
+_DESCRIBES = {"inline_forward": "forward", "inline_backward": "backward",
+              "inline_split": "backward_split"}
+
+
+def inline_text(op, which, node, *arrays):
+    """`op`'s inline text `which` ("inline_forward", "inline_backward", "inline_split") for
+    `node` (and, for the kernel, its inputs' arrays), or None: where the op declares none, its
+    function for the node declines, or the function the text describes was replaced since
+    the class was made (a learner's own rule put in place: the text no longer says what runs)."""
+    text = getattr(op, which, None)
+    if text is None:
+        return None
+    if getattr(op, _DESCRIBES[which], None) is not op.described.get(which):
+        return None
+    return text(node, *arrays) if callable(text) else text
 
 
 def _check_texts(cls):

@@ -23,6 +23,7 @@ import numpy as np
 
 from .replay_sweep import gathered_rows, weight_products
 from .backmath import ArrayMath
+from .function import inline_text
 from .ops.linalg import product
 
 __all__ = ["compile_forward", "compile_backward"]
@@ -106,9 +107,8 @@ def compile_backward(steps, slots, root_slot):
 
 def _text(op, declared, node, *arrays):
     """The op's inline text (Op.inline_forward, inline_backward, inline_split) for `node`,
-    or None where the node runs the op's function."""
-    text = getattr(op, declared, None)
-    return text(node, *arrays) if callable(text) else text
+    or None where the node runs the op's function (a layout copy's step is no op class)."""
+    return inline_text(op, declared, node, *arrays) if isinstance(op, type) else None
 
 
 def _filled(text, op, inputs, **names):

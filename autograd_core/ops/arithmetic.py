@@ -165,6 +165,7 @@ class Mul(Op):
     memory = Memory()
     batch = "elementwise"
     inline_forward = "np.multiply({x0}, {x1})"
+    inline_backward = ("{g} * {x1}", "{g} * {x0}")  # run only for inputs that require grad
 
     @staticmethod
     def forward(out, a, b):
@@ -175,12 +176,6 @@ class Mul(Op):
         a, b = out._inputs
         return (g * xp.val(b) if a.requires_grad else None,
                 g * xp.val(a) if b.requires_grad else None)
-
-    @staticmethod
-    def inline_backward(out):
-        a, b = out._inputs
-        return ("{g} * {x1}" if a.requires_grad else None,
-                "{g} * {x0}" if b.requires_grad else None)
 
 
 class MulScalar(Op):

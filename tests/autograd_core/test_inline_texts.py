@@ -198,3 +198,64 @@ def test_a_declared_text_is_checked_when_the_class_is_made():
             def backward(g, out, xp):
                 return (g,)
     assert "badly" not in ag.ops_registry
+
+
+def _grads(ex, dtype=None):
+    leaves = [ag.Tensor(a.copy() if dtype is None else a.astype(dtype), requires_grad=True)
+              for a in ex.arrays]
+    outs = ex.fn(*leaves)
+    outs = tuple(outs) if isinstance(outs, (tuple, list)) else (outs,)
+    loss = outs[0].sum()
+    for o in outs[1:]:
+        loss = loss + o.sum()
+    loss.backward()
+    return [x.grad.numpy().copy() for x in leaves]
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+@settings(max_examples=5)
+@given(data=st.data())
+def test_the_sweeps_steps_give_the_rules_gradients_to_the_bit(case, data):
+    """Eager mode runs an op whose rule is text through a generated step (the rule and the
+    adding into each input in one function): the same bits as the rule and the general loop."""
+    ex = data.draw(case.strategy, label="example")
+    with_steps = _grads(ex)
+    kept = {op: op.__dict__["sweep_step"] for op in ag.ops_registry.values()}
+    try:
+        for op in kept:
+            op.sweep_step = None
+        without = _grads(ex)
+    finally:
+        for op, step in kept.items():
+            op.sweep_step = step
+    for a, b in zip(with_steps, without):
+        _same_bits(a, b, case)
+
+
+def test_a_rule_put_in_place_of_a_texts_is_what_eager_mode_and_replay_run(monkeypatch):
+    """A learner who swaps tanh's rule for their own sees their rule run, in eager mode and
+    in a replay made afterwards: the text no longer describes the class's rule."""
+    tanh = ag.ops_registry["tanh"]
+    x = ag.Tensor(np.array([0.5, -1.0]), requires_grad=True)
+
+    def doubled(g, out, xp):
+        return (2 * (g - (g * xp.val(out)) * xp.val(out)),)
+
+    ag.tanh(x).sum().backward()
+    want = x.grad.numpy().copy()
+    with monkeypatch.context() as m:
+        m.setattr(tanh, "backward", staticmethod(doubled))
+        assert replay_codegen._text(tanh, "inline_backward", None) is None
+        x.grad = None
+        ag.tanh(x).sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), 2 * want)
+        step = ag.replay(lambda x: ag.tanh(x).sum())
+        for _ in range(3):
+            x.grad = None
+            step(x).backward()
+        np.testing.assert_array_equal(x.grad.numpy(), 2 * want)
+    x.grad = None
+    ag.tanh(x).sum().backward()  # the rule put back: the text (and its step) again
+    np.testing.assert_array_equal(x.grad.numpy(), want)
+    assert replay_codegen._text(tanh, "inline_backward", None) is not None
+    assert tanh.sweep_step[0] is tanh.backward and tanh.sweep_step[1] is not None
