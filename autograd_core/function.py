@@ -6,6 +6,7 @@ back from an input to its output, so the graph holds no reference cycles and is 
 reference counting once the last output is dropped or a backward releases it.
 """
 import itertools
+from string import Formatter
 
 from numpy import asarray, ndarray
 
@@ -130,18 +131,24 @@ class Op:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "backward" in cls.__dict__:  # a new rule: inherited fast paths would bypass it
+        # What the class brings that its nearest op parent does not have: its own, or a
+        # mixin's ahead of that parent (class T(Mixin, Tanh)).
+        mro = cls.__mro__
+        ahead = mro[:mro.index(next(c for c in mro[1:] if issubclass(c, Op)))]
+
+        def new(name):
+            return any(name in c.__dict__ for c in ahead)
+
+        if new("backward"):  # a new rule: inherited fast paths would bypass it
             for capability in ("backward_into", "backward_split"):
-                if capability not in cls.__dict__:
+                if not new(capability):
                     setattr(cls, capability, None)
-        own = cls.__dict__
-        if ("forward" in own or "backward" in own) and "batch" not in own:
+        if (new("forward") or new("backward")) and not new("batch"):
             cls.batch = None  # a new kernel or rule: how the parent batches need not hold
-        if "forward" in own and "layout" not in own:
+        if new("forward") and not new("layout"):
             cls.layout = ()  # a new kernel: its parent's need not be a product
-        for made, text in (("forward", "inline_forward"), ("backward", "inline_backward"),
-                           ("backward_split", "inline_split"), ("backward", "inline_split")):
-            if made in own and text not in own:
+        for text, made in _DESCRIBES.items():
+            if new(made) and not new(text):
                 setattr(cls, text, None)  # a new kernel or rule: its parent's text is not it
         cls.fast_backward = (_sparse_backward if cls.backward_into is not None else
                              _split_backward if cls.backward_split is not None else None)
@@ -209,30 +216,65 @@ def inline_text(op, which, node, *arrays):
     return text(node, *arrays) if callable(text) else text
 
 
+def check_text(op, what, text, count):
+    """Refuse (TypeError, naming the op) an inline text `what` that is not of its form for an
+    op of `count` inputs: inline_forward one expression, inline_backward one per input (or
+    None), inline_split (those, left, right); each expression Python naming only {out}, {g}
+    (not in a kernel) and {x0}..; a brace in the code itself is written {{ }}."""
+    where = f"op {op.name!r} ({op.__name__}): {what} {text!r}"
+    allowed = {f"x{k}" for k in range(count)} | {"out"} | ({"g"} if what != "inline_forward"
+                                                          else set())
+
+    def expression(part):
+        try:
+            fields = [f for _, f, spec, conv in Formatter().parse(part)
+                      if f is not None and (f not in allowed or spec or conv)]
+        except ValueError as e:
+            raise TypeError(f"{where}: {e}") from None
+        if fields:
+            raise TypeError(f"{where} names {', '.join(map(repr, fields))}: only "
+                            f"{{{'}, {'.join(sorted(allowed))}}} (a brace of the code itself "
+                            f"is written {{{{ }}}})")
+        try:
+            compile(part.format(**{n: n for n in allowed}), "<inline text>", "eval")
+        except SyntaxError as e:
+            raise TypeError(f"{where} is no Python expression ({e.msg})") from None
+
+    def rule(parts):
+        if not isinstance(parts, tuple) or len(parts) != count:
+            raise TypeError(f"{where}: a rule's text is a tuple of one expression (or None) "
+                            f"per input, {count} here")
+        for part in parts:
+            if part is not None:
+                expression(part)
+
+    if what == "inline_forward":
+        if not isinstance(text, str):
+            raise TypeError(f"{where}: a kernel's text is one expression")
+        expression(text)
+    elif what == "inline_backward":
+        rule(text)
+    else:
+        if not isinstance(text, tuple) or len(text) != 3 or not all(
+                isinstance(p, str) for p in text[1:]):
+            raise TypeError(f"{where}: a split rule's text is (one expression or None per "
+                            f"input, left, right)")
+        rule(text[0])
+        expression(text[1])
+        expression(text[2])
+    return text
+
+
 def _check_texts(cls):
-    """An op's inline texts given as text (not as functions of the node, checked where they
-    are used) name only {out}, {g} and its inputs: refused when the class is made."""
-    roles = cls.__dict__.get("inputs", cls.inputs)
+    """An op's inline texts given as text (a function of the node is checked where its
+    result is used) are refused when the class is made if they are not of their form."""
+    roles = cls.inputs
     if not isinstance(roles, tuple) or any(r.startswith("*") for r in roles):
         return
-    names = dict(out="out", g="g", **{f"x{k}": "x" for k in range(len(roles))})
-
-    def check(what, text):
-        if text is None or callable(text):
-            return
-        if not isinstance(text, str):
-            for part in text:
-                check(what, part)
-            return
-        try:
-            text.format(**names)
-        except (KeyError, IndexError, ValueError) as e:
-            raise TypeError(f"op {cls.name!r} ({cls.__name__}): {what} {text!r} names "
-                            f"something other than {{out}}, {{g}} and its inputs "
-                            f"{{x0}}..{{x{len(roles) - 1}}} ({e!r})") from None
-
-    for what in ("inline_forward", "inline_backward", "inline_split"):
-        check(what, cls.__dict__.get(what))
+    for what in _DESCRIBES:
+        text = cls.__dict__.get(what)
+        if text is not None and not callable(text):
+            check_text(cls, what, text, len(roles))
 
 
 def _sparse_backward(op, g, out, sweep):

@@ -23,7 +23,7 @@ import numpy as np
 
 from .replay_sweep import gathered_rows, weight_products
 from .backmath import ArrayMath
-from .function import inline_text
+from .function import check_text, inline_text
 from .ops.linalg import product
 
 __all__ = ["compile_forward", "compile_backward"]
@@ -59,7 +59,7 @@ def compile_forward(program):
                     if recorded is not None and forward is getattr(op, "forward", None)
                     else None)
             if text is not None:  # checked here, filled in where the block is written
-                _filled(text, op, ["x"] * arity, out="s")
+                _checked(op, "inline_forward", text, arity)
             keys.append((forward, arity, text))
             row += inputs
         else:
@@ -97,8 +97,9 @@ def compile_backward(steps, slots, root_slot):
                 plan.append((k, shape, not seen[at]))
                 seen[at] = True
                 row.append(at)
-            text = _text(op, "inline_backward" if kind == "rule" else "inline_split", t)
-            keys.append((op, kind, waits, tuple(plan), _rule_text(text, op, t)))
+            which = "inline_backward" if kind == "rule" else "inline_split"
+            keys.append((op, kind, waits, tuple(plan),
+                         _rule_text(_text(op, which, t), op, which, t)))
         if kind == "split":
             row.append(extra)
         ends.append(len(row))
@@ -111,32 +112,33 @@ def _text(op, declared, node, *arrays):
     return inline_text(op, declared, node, *arrays) if isinstance(op, type) else None
 
 
-def _filled(text, op, inputs, **names):
-    """`text` with its names in place: `inputs` the inputs' arrays, `names` the others."""
-    try:
-        return text.format(**names, **{f"x{k}": x for k, x in enumerate(inputs)})
-    except (KeyError, IndexError, ValueError) as e:
-        raise TypeError(f"op {op.name!r}: its inline text {text!r} names something other "
-                        f"than {{out}}, {{g}} and its inputs {{x0}}.. ({e!r})") from None
+_checked_texts = set()  # (op, which, text, inputs) already held to their form
 
 
-def _rule_text(text, op, node):
-    """An inline rule's (or split rule's) texts with the inputs' arrays read through the
-    node, `{out}` and `{g}` left for the block to fill; None stays None."""
+def _checked(op, which, text, count):
+    """`text` (a function's result: a declared text was checked with its class) held to
+    its form (function.check_text) once per op and text."""
+    key = (op, which, text, count)
+    if key not in _checked_texts:
+        check_text(op, which, text, count)
+        _checked_texts.add(key)
+    return text
+
+
+def _rule_text(text, op, which, node):
+    """An inline rule's (or split rule's) text and the node's number of inputs, checked;
+    None stays None. The block fills it once (`_filled`), so that {{ }} stay braces."""
     if text is None:
         return None
-    inputs = [f"{{out}}._inputs[{k}]._data" for k in range(len(node._inputs))]
-    grads = text if isinstance(text[0], str) or text[0] is None else text[0]
-    if len(grads) != len(inputs):
-        raise TypeError(f"op {op.name!r}: its inline rule {text!r} gives {len(grads)} "
-                        f"gradients for {len(inputs)} inputs")
+    count = len(node._inputs)
+    return _checked(op, which, text, count), count
 
-    def fill(part):
-        if part is None or isinstance(part, str):
-            return None if part is None else _filled(part, op, inputs, out="{out}", g="{g}")
-        return tuple(map(fill, part))
 
-    return fill(text)
+def _filled(text, node, count):
+    """A rule's expression for the block: {out} the node's variable, {g} the gradient's,
+    {x0}.. the node's inputs' arrays."""
+    return text.format(out=node, g="g", **{f"x{k}": f"{node}._inputs[{k}]._data"
+                                          for k in range(count)})
 
 
 def _compile(keys, row, ends, source, limit):
@@ -297,12 +299,14 @@ def _backward_source(key):
             continue
         inline = plan is not None and text is not None
         if inline:  # the rule's text in place of the call: one expression per input
+            text, count = text
             exprs = text if kind == "rule" else text[0]
             if kind == "split":
+                left, right = (_filled(part, f"t{q}", count) for part in text[1:])
                 body += [f"    parts = get(w{q})",
                          "    if parts is None:",
                          f"        pending[w{q}] = parts = []",
-                         f"    parts.append(({text[1]}, {text[2]}))".format(out=f"t{q}", g="g")]
+                         f"    parts.append(({left}, {right}))"]
         elif kind == "rule":
             body.append(f"    r = op{q}.backward(g, t{q}, xp)")
         else:  # "split"
@@ -327,7 +331,7 @@ def _backward_source(key):
                 elif exprs[k] is None:  # the rule gives this input nothing
                     continue
                 else:
-                    value = exprs[k].format(out=f"t{q}", g="g")
+                    value = _filled(exprs[k], f"t{q}", count)
                 body += _indent(_contribution(value, f"a{q}_{k}", shape, first))
         if kind == "split":
             names.append(f"w{q}")

@@ -100,7 +100,7 @@ class Replay:
             return self._eager(str(why), args)
         plan = self.plans.get(key)
         if isinstance(plan, _Plan):
-            changed = plan.changed()
+            changed = plan.changed(args)
             if changed:  # something it reads from outside is not as recorded: record again
                 self._say(f"{changed}; recording again")
             elif plan.confirmed:
@@ -206,6 +206,7 @@ class _Plan:
         self.tensor_shells = [s for s, src in self.sources if isinstance(src, Tensor)]
         self.tensor_sources = [src for s, src in self.sources if isinstance(src, Tensor)]
         self.arg_sources = [(s, src) for s, src in self.sources if not isinstance(src, Tensor)]
+        self.masks = _masks(self.bound)  # see changed
         if not self.root.requires_grad:
             raise Refused("its result does not depend on anything that requires grad")
         self.batched = False  # set once batching.rewrite changed the graph
@@ -225,6 +226,7 @@ class _Plan:
             self.batch()
             self.program = replay_layout.reorder(self.program)
         self.structure = None
+        self.masks = _masks(self.bound)  # the batched nodes' copies of the bound ones
         self._generate()
 
     def _generate(self):
@@ -344,10 +346,14 @@ class _Plan:
         return None
 
     # ---- a replayed call --------------------------------------------------------------------
-    def changed(self):
+    def changed(self, args):
         """Why what the plan reads from outside is no longer as recorded, or None: a tensor
-        of another shape or dtype, or an array an op saved (a target, an index) that was
-        changed in place since it was recorded."""
+        of another shape or dtype, an array an op saved (a target, an index) that was
+        changed in place since it was recorded, or a boolean mask among the arguments that
+        selects another number of elements (the shapes after it would change)."""
+        for arg, selected in self.masks:
+            if np.count_nonzero(arg.array(args)) != selected:
+                return "a boolean mask among the arguments selects another number of elements"
         if not _same_arrays(self.tensor_sources, self.tensor_shells):
             for s, src in zip(self.tensor_shells, self.tensor_sources):
                 d = src._data
@@ -433,6 +439,23 @@ class _Plan:
             result.append(g if parts is None else
                           replay_sweep.weight_products(parts, g, pending))
         return tuple(result)
+
+
+def _masks(bound):
+    """(Arg, count of True) of each boolean array that an op saved from the arguments."""
+    found = []
+
+    def walk(template, saved):
+        if isinstance(template, Arg):
+            if isinstance(saved, np.ndarray) and saved.dtype == bool:
+                found.append((template, int(np.count_nonzero(saved))))
+        elif isinstance(template, tuple) and isinstance(saved, tuple):
+            for t, v in zip(template, saved):
+                walk(t, v)
+
+    for s, template, count in bound:
+        walk(template, s._saved[:count])
+    return found
 
 
 def _same_arrays(tensors, shells):

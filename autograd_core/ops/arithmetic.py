@@ -122,7 +122,10 @@ class RSubScalar(Op):
 def sub(a, b):
     """a - b with numpy broadcasting."""
     if type(b) in SCALARS and isinstance(a, Tensor):
-        return record(AddScalar, a._data - b, (a,), -b)
+        c = -b
+        if not c and not isinstance(c, float) and a._data.dtype.kind in "fc":
+            c = -0.0  # an integer 0: x + 0 would make -0.0 into 0.0, where x - 0 keeps it
+        return record(AddScalar, a._data - b, (a,), c)
     if type(a) in SCALARS and isinstance(b, Tensor):
         return record(RSubScalar, a - b._data, (b,), a)
     return _binary(Sub, "sub", np.subtract, a, b)

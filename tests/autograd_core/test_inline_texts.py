@@ -151,7 +151,7 @@ def test_a_text_that_names_something_unknown_is_refused_with_the_ops_name():
         def fn():
             return record(_Misnamed, -w.data + 0, (w,)).sum()
 
-        with pytest.raises(TypeError, match="misnamed.*inline text"):
+        with pytest.raises(TypeError, match="misnamed.*inline_forward.*names 'y'"):
             check(fn, [w], calls=3)
     finally:
         _Misnamed.name = None
@@ -179,7 +179,7 @@ def test_the_generated_blocks_run_the_texts():
 
 
 def test_a_declared_text_is_checked_when_the_class_is_made():
-    with pytest.raises(TypeError, match="'badly'.*inline_backward.*x1"):
+    with pytest.raises(TypeError, match="'badly'.*inline_backward.*names 'x1'"):
         class Badly(ag.Op):  # noqa: F841
             name = "badly"
             inputs = ("x",)
@@ -259,3 +259,14 @@ def test_a_rule_put_in_place_of_a_texts_is_what_eager_mode_and_replay_run(monkey
     np.testing.assert_array_equal(x.grad.numpy(), want)
     assert replay_codegen._text(tanh, "inline_backward", None) is not None
     assert tanh.sweep_step[0] is tanh.backward and tanh.sweep_step[1] is not None
+
+
+def test_a_rule_from_a_mixin_is_what_eager_mode_runs():
+    """A mixin's rule ahead of tanh in the MRO replaces the rule: its text and step go."""
+    mixin = type("Tripled", (), {"backward": staticmethod(lambda g, out, xp: (g * 3.0,))})
+    op = type("Mixed", (mixin, ag.ops_registry["tanh"]), {"name": None})
+    assert op.inline_backward is None and op.sweep_step is None
+    assert op.inline_forward is not None  # the kernel is still tanh's
+    x = ag.Tensor(np.array([0.5, -1.0]), requires_grad=True)
+    record(op, np.tanh(x.data), (x,)).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])

@@ -4,8 +4,9 @@ replayed sweep reuses (engine.joined, gathered_rows, weight_products), Stack.bac
 iteration (dense) and sum_array_to's bias fast path. Replay is compared with eager mode: bit
 for bit with batch=False, to 1e-12 relative in float64 with batch=True.
 
-Each problem found has its test above the line (strict xfail, the reason says what is wrong);
-below it, what held."""
+The problems found are above the line, fixed since (a kernel or rule from a mixin, braces
+in a rule's text, texts of the wrong form, x - 0 on -0.0, a boolean mask argument selecting
+another number of elements); below it, what held."""
 import threading
 
 import numpy as np
@@ -53,12 +54,7 @@ def _op(fwd=None, bwd=None):
     return Declared
 
 
-# ---- problems ------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "function.Op.__init_subclass__ drops a parent's inline text only where the new class "
-    "defines forward/backward in its own __dict__; a kernel or rule that comes from a mixin "
-    "ahead of the op in the MRO (class T(Mixin, Tanh)) keeps Tanh's text, so replay runs "
-    "np.tanh / Tanh's rule where eager mode runs the mixin's code (loss or gradient differs)"))
+# ---- problems found (fixed) ----------------------------------------------------------------
 @pytest.mark.parametrize("mixin", [
     {"forward": staticmethod(lambda out, x: 2.0 * np.tanh(x))},
     {"backward": staticmethod(lambda g, out, xp: (g * 3.0,))}], ids=["forward", "backward"])
@@ -73,23 +69,12 @@ def test_a_kernel_or_rule_from_a_mixin_runs_in_replay(mixin):
     check(fn, [x], calls=4, batch=False)
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason=(
-    "replay_codegen formats a rule's text twice (_rule_text fills the inputs, then "
-    "_backward_source fills {out} and {g}): an escaped brace {{ }} (a dict or set literal) "
-    "is unescaped by the first format and read as a field by the second; the forward's text, "
-    "formatted once, takes the same literal fine"))
 def test_escaped_braces_in_a_rule_text_are_literal_braces():
     op = _op(fwd="np.negative({x0}) * {{1: 1.0}}[1]", bwd=("-{g} * {{1: 1.0}}[1]",))
     x = param(np.random.default_rng(2), 3, 4)
     check(lambda: (record(op, -x.data, (x,)) * 2.0).sum(), [x], calls=4, batch=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "function._check_texts only tries str.format with the names: a text that is no Python "
-    "expression, a rule with another count of expressions than inputs, a field with an index "
-    "({x0[0]} fills as 'x') or {g} in a kernel pass when the class is made; they fail at the "
-    "third call of a replayed function (SyntaxError, NameError or TypeError from generated "
-    "code); {x0.T} is refused with a bare AttributeError that does not name the op"))
 @pytest.mark.parametrize("texts", [
     dict(fwd="np.negative({x0}"), dict(bwd=("-{g} *",)), dict(bwd=("-{g}", "{g}")),
     dict(bwd="-{g}"), dict(fwd="np.negative({x0[0]})"), dict(fwd="{g} - {x0}"),
@@ -99,21 +84,11 @@ def test_a_bad_text_is_refused_with_a_type_error_when_the_class_is_made(texts):
         _op(**texts)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "pre-existing, copied into the inline text: sub(x, 0) records AddScalar with -b, and "
-    "AddScalar.forward (and its inline_forward) computes x + (-0) = x + 0, which is +0.0 for "
-    "x = -0.0 where eager mode's x - 0 is -0.0 (1 / (x - 0) is inf in replay, -inf eagerly); "
-    "only an int 0 (a float 0.0 negates to -0.0)"))
 def test_subtracting_an_integer_zero_keeps_the_sign_of_zero():
     x = ag.Tensor(np.array([-0.0, 1.0, -2.0]), requires_grad=True)
     check(lambda: (1.0 / (x - 0)).sum(), [x], calls=4, batch=False)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "pre-existing: a boolean mask passed as an argument keeps the signature (shape, dtype) "
-    "when its count of True changes, so the plan is replayed, the GetItem kernel gives rows "
-    "of another count than recorded, and the backward fails in sum_array_to (cannot reshape) "
-    "instead of the call being recorded again"))
 def test_a_mask_argument_with_another_count_of_true():
     x = param(np.random.default_rng(3), 6, 3)
     m1 = np.array([1, 0, 1, 0, 1, 0], bool)
