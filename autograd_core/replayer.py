@@ -423,6 +423,11 @@ class _Plan:
         accumulation), with none of its per-node checks: the gradient of each grad leaf.
         Only arrays this sweep allocated are added into in place (`owned`): a rule may hand
         one array to two inputs, as add does."""
+        return self.gradients(g)[0]
+
+    def gradients(self, g):
+        """backward's gradients, and for each whether it is an array this sweep allocated
+        (nothing else holds it: the outer sweep may keep it as the leaf's .grad)."""
         acc = [None] * len(self.index)
         owned = [False] * len(self.index)
         pending = {}  # what steps keep for later ones (replay_sweep.WEIGHT, ROWS)
@@ -432,13 +437,17 @@ class _Plan:
                 block(rows, acc, owned, pending)
         else:
             replay_sweep.sweep(self.steps, acc, owned, pending)
-        result = []
+        result, fresh = [], []
         for slot in self.leaf_slots:
             parts = pending.pop(slot, None)
             g = acc[slot]
-            result.append(g if parts is None else
-                          replay_sweep.weight_products(parts, g, pending))
-        return tuple(result)
+            if parts is None:
+                result.append(g)
+                fresh.append(owned[slot])
+            else:  # the weight's product, a new array
+                result.append(replay_sweep.weight_products(parts, g, pending))
+                fresh.append(True)
+        return tuple(result), fresh
 
 
 def _masks(bound):
@@ -519,25 +528,54 @@ class ReplayedStep(Op):
 
     @staticmethod
     def backward(g, out, xp):
-        plan, generation, (tensors, versions, read) = out._saved
         if xp.recording:
             raise RuntimeError("replay: create_graph=True needs the eager graph; call the "
                                "function itself rather than its replay")
-        with plan.lock:
-            if plan.generation != generation:
-                raise RuntimeError("replay: a later call of the replayed function overwrote "
-                                   "the values this result's backward needs; call backward() "
-                                   "on each result before the next call")
-            if list(map(version_of, tensors)) != versions:
-                read = zip(tensors, versions)  # find the one, for the message
-            for t, version in read:
-                if version_of(t) != version:
-                    raise RuntimeError(
-                        f"backward: the tensor {engine._describe(t)} read by the replayed "
-                        f"step was modified in place after it was used (an optimizer step or "
-                        f"an in-place op between forward and backward?). Recompute the "
-                        f"forward, or modify a copy.")
-            return plan.backward(g)
+        return _replayed_gradients(g, out)[0]
+
+
+def _replayed_backward(op, g, out, sweep):
+    """The sweep's fast path for a replayed step: a leaf's gradient that the replayed sweep
+    allocated becomes the leaf's own (no copy is made for its .grad), as eager mode's do."""
+    acc, owned = sweep.acc, sweep.owned
+    grads, fresh = _replayed_gradients(g, out)
+    for inp, gi, new in zip(out._inputs, grads, fresh):
+        if gi is None or not inp.requires_grad:
+            continue
+        prev = acc.get(inp)
+        if prev is None:
+            acc[inp] = gi
+            if new and type(gi) is np.ndarray:
+                owned.add(inp)
+        elif inp in owned:
+            prev += gi
+        else:
+            acc[inp] = prev = prev + gi
+            if type(prev) is np.ndarray:
+                owned.add(inp)
+    return ()
+
+
+def _replayed_gradients(g, out):
+    """The replayed sweep's (gradients, which of them it allocated), after the checks that
+    the values it reads are still this call's."""
+    plan, generation, (tensors, versions, read) = out._saved
+    with plan.lock:
+        if plan.generation != generation:
+            raise RuntimeError("replay: a later call of the replayed function overwrote "
+                               "the values this result's backward needs; call backward() "
+                               "on each result before the next call")
+        if list(map(version_of, tensors)) != versions:
+            read = zip(tensors, versions)  # find the one, for the message
+        for t, version in read:
+            if version_of(t) != version:
+                raise RuntimeError(
+                    f"backward: the tensor {engine._describe(t)} read by the replayed "
+                    f"step was modified in place after it was used (an optimizer step or "
+                    f"an in-place op between forward and backward?). Recompute the "
+                    f"forward, or modify a copy.")
+        return plan.gradients(g)
 
 
 ReplayedStep.name = "replay"
+ReplayedStep.fast_backward = _replayed_backward

@@ -247,3 +247,34 @@ def test_blocks_that_repeat_nowhere_or_cover_little_run_together():
     assert list(replay_codegen._merge(runs, 64)) == [(0, 3, 1), (3, 3, 5), (18, 9, 1)]
     assert list(replay_codegen._merge(runs, 2)) == [(0, 1, 1), (1, 2, 1), (3, 3, 5),
                                                     (18, 2, 1), (20, 6, 1), (26, 1, 1)]
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_replayed_leaf_gradients_are_each_leafs_own_array(batch):
+    """A leaf's .grad from a replayed backward is an array no other leaf shares (x + y hands
+    both the same gradient inside the replayed sweep), and later backwards add into it."""
+    rng = np.random.default_rng(5)
+    x, y, w = param(rng, 3, 4), param(rng, 3, 4), param(rng, 4, 2)
+
+    def fn():
+        return ((x + y) @ w).sum() + (x * 2.0).sum()
+
+    step = ag.replay(fn, batch=batch)
+    for _ in range(3):
+        x.grad = y.grad = w.grad = None
+        step().backward()
+    x.grad = y.grad = w.grad = None
+    fn().backward()
+    want = [t.grad.numpy().copy() for t in (x, y, w)]
+    x.grad = y.grad = w.grad = None
+    step().backward()
+    got = [t.grad.numpy() for t in (x, y, w)]
+    for g, e in zip(got, want):
+        np.testing.assert_array_equal(g, e)
+    assert not np.shares_memory(got[0], got[1]) and not np.shares_memory(got[1], got[2])
+    y.grad.data[...] = 0.0  # changing one leaf's gradient in place leaves the others alone
+    np.testing.assert_array_equal(x.grad.numpy(), want[0])
+    step().backward()  # a second backward adds into the leaves' gradients
+    for t, e in zip((x, w), (want[0], want[2])):
+        np.testing.assert_allclose(t.grad.numpy(), 2 * e, rtol=1e-12)
+    np.testing.assert_allclose(y.grad.numpy(), want[1], rtol=1e-12)
