@@ -108,8 +108,11 @@ class Op:
       or a function of the recorded node (and, for the kernel, its inputs' arrays) that
       returns it, or None where that node needs the call (a dtype or shape the text does not
       cover). The text makes the same numpy calls in the same order as the function: the
-      same bits (tests hold every op that declares one to it). A subclass with its own
-      forward (rule) does not inherit its parent's text for it.
+      same bits (tests hold every op that declares one to it). A subclass that brings another
+      forward or rule (its own, or a mixin's) does not inherit its parent's text for it, and
+      a function put in place of the one a text was declared for leaves the text unused.
+      The eager sweep runs an op whose rule is text through one generated step
+      (sweep_steps.py).
     """
 
     name = None
