@@ -98,8 +98,10 @@ def compile_backward(steps, slots, root_slot):
                 seen[at] = True
                 row.append(at)
             which = "inline_backward" if kind == "rule" else "inline_split"
-            keys.append((op, kind, waits, tuple(plan),
-                         _rule_text(_text(op, which, t), op, which, t)))
+            text = _rule_text(_text(op, which, t), op, which, t)
+            if text is not None:
+                text += (_fitting(text, kind, t, plan),)
+            keys.append((op, kind, waits, tuple(plan), text))
         if kind == "split":
             row.append(extra)
         ends.append(len(row))
@@ -132,6 +134,38 @@ def _rule_text(text, op, which, node):
         return None
     count = len(node._inputs)
     return _checked(op, which, text, count), count
+
+
+_fits = {}  # (expression, inputs, shapes and dtypes, target shape) -> whether it fits
+
+
+def _fitting(text, kind, node, plan):
+    """For each target of `plan`, whether the rule's expression for it gives an array of
+    the target's shape for this node's shapes and dtypes (as it will every call: a plan's
+    shapes are fixed), so that the block adds it without checking: the expression is run
+    once on a zero gradient and the recorded values."""
+    text, count = text
+    exprs = text if kind == "rule" else text[0]
+    data = node._data
+    inputs = tuple((i._data.shape, i._data.dtype) for i in node._inputs)
+    fits = []
+    for k, shape, _ in plan:
+        expr = exprs[k]
+        key = (expr, data.shape, data.dtype, inputs, shape)
+        fit = _fits.get(key)
+        if fit is None and expr is not None:
+            try:
+                with np.errstate(all="ignore"):
+                    value = eval(_filled(expr, "t", count), {"np": np, "product": product},
+                                 {"t": node, "g": np.zeros(data.shape, data.dtype)})
+                fit = getattr(value, "shape", None) == shape
+            except Exception:  # noqa: BLE001  (a text that fails here keeps its checks)
+                fit = False
+            if len(_fits) > 4096:
+                _fits.clear()
+            _fits[key] = fit
+        fits.append(bool(fit))
+    return tuple(fits)
 
 
 def _filled(text, node, count):
@@ -299,7 +333,7 @@ def _backward_source(key):
             continue
         inline = plan is not None and text is not None
         if inline:  # the rule's text in place of the call: one expression per input
-            text, count = text
+            text, count, fits = text
             exprs = text if kind == "rule" else text[0]
             if kind == "split":
                 left, right = (_filled(part, f"t{q}", count) for part in text[1:])
@@ -324,15 +358,15 @@ def _backward_source(key):
             body += [f"    for k, at, shape in T{q}:"]
             body += _indent(_indent(_contribution("r[k]", "at", "shape", False)))
         else:
-            for k, shape, first in plan:
+            for j, (k, shape, first) in enumerate(plan):
                 names.append(f"a{q}_{k}")
                 if not inline:
-                    value = f"r[{k}]"
+                    value, known = f"r[{k}]", False
                 elif exprs[k] is None:  # the rule gives this input nothing
                     continue
                 else:
-                    value = _filled(exprs[k], f"t{q}", count)
-                body += _indent(_contribution(value, f"a{q}_{k}", shape, first))
+                    value, known = _filled(exprs[k], f"t{q}", count), fits[j]
+                body += _indent(_contribution(value, f"a{q}_{k}", shape, first, known))
         if kind == "split":
             names.append(f"w{q}")
     lines = ["def block(rows, acc, own, pending):",
@@ -346,9 +380,23 @@ def _indent(lines):
     return ["    " + line for line in lines]
 
 
-def _contribution(value, at, shape, first):
+def _contribution(value, at, shape, first, known=False):
     """Add one rule result into acc[at] as the sweep does: sum_to where the shapes differ,
-    in place only into an array the sweep owns. `shape` is a tuple, or the name of one."""
+    in place only into an array the sweep owns. `shape` is a tuple, or the name of one.
+    `known`: the value is an array of that shape (an inline rule's, see _fitting)."""
+    if known and first:
+        return [f"acc[{at}] = {value}"]
+    if known:
+        return [f"gi = {value}",
+                f"prev = acc[{at}]",
+                "if prev is None:",
+                f"    acc[{at}] = gi",
+                f"elif own[{at}]:",
+                "    prev += gi",
+                "else:",
+                f"    acc[{at}] = prev = prev + gi",
+                "    if type(prev) is ndarray:",
+                f"        own[{at}] = True"]
     shape = shape if isinstance(shape, str) else repr(shape)
     lines = [f"gi = {value}",
              "if gi is not None:",
