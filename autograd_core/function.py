@@ -137,7 +137,8 @@ class Op:
         # What the class brings that its nearest op parent does not have: its own, or a
         # mixin's ahead of that parent (class T(Mixin, Tanh)).
         mro = cls.__mro__
-        ahead = mro[:mro.index(next(c for c in mro[1:] if issubclass(c, Op)))]
+        parent = next(c for c in mro[1:] if issubclass(c, Op))
+        ahead = mro[:mro.index(parent)]
 
         def new(name):
             return any(name in c.__dict__ for c in ahead)
@@ -156,9 +157,12 @@ class Op:
         cls.fast_backward = (_sparse_backward if cls.backward_into is not None else
                              _split_backward if cls.backward_split is not None else None)
         _check_texts(cls)
-        cls.described = {text: getattr(cls, made) for text, made in _DESCRIBES.items()}
-        rule_text = cls.inline_backward
-        cls.sweep_step = (cls.backward, None) if isinstance(rule_text, tuple) else None
+        # a text declared here describes the function the class has now; an inherited one
+        # the function it was declared for (not one put in the parent's place meanwhile)
+        cls.described = {text: getattr(cls, made) if new(text) else parent.described.get(text)
+                         for text, made in _DESCRIBES.items()}
+        rule = cls.described["inline_backward"]
+        cls.sweep_step = (rule, None) if isinstance(cls.inline_backward, tuple) else None
         if cls.name is None:  # an abstract family (declarations may be partial)
             return
         missing = [d for d in DECLARATIONS if getattr(cls, d) is _UNDECLARED]
