@@ -10,6 +10,8 @@ in the same order, so the gradients keep their bits; each input's gradient is ad
 next one is computed, which changes nothing: the sweep adds in place only into arrays it
 allocated for inputs not reached yet, and a rule reads only its node's gradient and values.
 """
+import linecache
+
 import numpy as np
 
 from .backmath import ArrayMath
@@ -47,8 +49,10 @@ def make_step(op):
                   "            if type(prev) is ndarray:  # 0-d results are immutable scalars",
                   f"                owned.add({name})"]
     namespace = dict(_NAMES)
-    exec(compile("\n".join(lines), f"<sweep step of {op.name or op.__name__}>", "exec"),
-         namespace)
+    code = "\n".join(lines) + "\n"
+    name = f"<sweep step of {op.__module__}.{op.__qualname__}>"
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)  # for tracebacks
+    exec(compile(code, name, "exec"), namespace)
     step = namespace["step"]
     op.sweep_step = (op.described["inline_backward"], step)
     return step
