@@ -23,8 +23,8 @@ import numpy as np
 
 from .replay_sweep import gathered_rows, weight_products
 from .backmath import ArrayMath
-from .function import check_text, inline_text
 from .ops.linalg import product
+from . import replay_texts as texts
 
 __all__ = ["compile_forward", "compile_backward"]
 
@@ -55,11 +55,11 @@ def compile_forward(program):
         row.append(s)
         if arity <= VARIADIC:
             op, recorded = s._op, getattr(s, "_inputs", None)  # a layout copy has none
-            text = (_text(op, "inline_forward", s, *[i._data for i in recorded])
+            text = (texts.for_node(op, "inline_forward", s, *[i._data for i in recorded])
                     if recorded is not None and forward is getattr(op, "forward", None)
                     else None)
             if text is not None:  # checked here, filled in where the block is written
-                _checked(op, "inline_forward", text, arity)
+                texts.checked(op, "inline_forward", text, arity)
             keys.append((forward, arity, text))
             row += inputs
         else:
@@ -98,81 +98,14 @@ def compile_backward(steps, slots, root_slot):
                 seen[at] = True
                 row.append(at)
             which = "inline_backward" if kind == "rule" else "inline_split"
-            text = _rule_text(_text(op, which, t), op, which, t)
+            text = texts.rule_text(texts.for_node(op, which, t), op, which, t)
             if text is not None:
-                text += (_fitting(text, kind, t, plan),)
+                text += (texts.fitting(text, kind, t, plan),)
             keys.append((op, kind, waits, tuple(plan), text))
         if kind == "split":
             row.append(extra)
         ends.append(len(row))
     return _compile(keys, row, ends, _backward_source, budget(len(steps)))
-
-
-def _text(op, declared, node, *arrays):
-    """The op's inline text (Op.inline_forward, inline_backward, inline_split) for `node`,
-    or None where the node runs the op's function (a layout copy's step is no op class)."""
-    return inline_text(op, declared, node, *arrays) if isinstance(op, type) else None
-
-
-_checked_texts = set()  # (op, which, text, inputs) already held to their form
-
-
-def _checked(op, which, text, count):
-    """`text` (a function's result: a declared text was checked with its class) held to
-    its form (function.check_text) once per op and text."""
-    key = (op, which, text, count)
-    if key not in _checked_texts:
-        check_text(op, which, text, count)
-        _checked_texts.add(key)
-    return text
-
-
-def _rule_text(text, op, which, node):
-    """An inline rule's (or split rule's) text and the node's number of inputs, checked;
-    None stays None. The block fills it once (`_filled`), so that {{ }} stay braces."""
-    if text is None:
-        return None
-    count = len(node._inputs)
-    return _checked(op, which, text, count), count
-
-
-_fits = {}  # (expression, inputs, shapes and dtypes, target shape) -> whether it fits
-
-
-def _fitting(text, kind, node, plan):
-    """For each target of `plan`, whether the rule's expression for it gives an array of
-    the target's shape for this node's shapes and dtypes (as it will every call: a plan's
-    shapes are fixed), so that the block adds it without checking: the expression is run
-    once on a zero gradient and the recorded values."""
-    text, count = text
-    exprs = text if kind == "rule" else text[0]
-    data = node._data
-    inputs = tuple((i._data.shape, i._data.dtype) for i in node._inputs)
-    fits = []
-    for k, shape, _ in plan:
-        expr = exprs[k]
-        key = (expr, data.shape, data.dtype, inputs, shape)
-        fit = _fits.get(key)
-        if fit is None and expr is not None:
-            try:
-                with np.errstate(all="ignore"):
-                    value = eval(_filled(expr, "t", count), {"np": np, "product": product},
-                                 {"t": node, "g": np.zeros(data.shape, data.dtype)})
-                fit = getattr(value, "shape", None) == shape
-            except Exception:  # noqa: BLE001  (a text that fails here keeps its checks)
-                fit = False
-            if len(_fits) > 4096:
-                _fits.clear()
-            _fits[key] = fit
-        fits.append(bool(fit))
-    return tuple(fits)
-
-
-def _filled(text, node, count):
-    """A rule's expression for the block: {out} the node's variable, {g} the gradient's,
-    {x0}.. the node's inputs' arrays."""
-    return text.format(out=node, g="g", **{f"x{k}": f"{node}._inputs[{k}]._data"
-                                          for k in range(count)})
 
 
 def _compile(keys, row, ends, source, limit):
@@ -336,7 +269,7 @@ def _backward_source(key):
             text, count, fits = text
             exprs = text if kind == "rule" else text[0]
             if kind == "split":
-                left, right = (_filled(part, f"t{q}", count) for part in text[1:])
+                left, right = (texts.filled(part, f"t{q}", count) for part in text[1:])
                 body += [f"    parts = get(w{q})",
                          "    if parts is None:",
                          f"        pending[w{q}] = parts = []",
@@ -365,7 +298,7 @@ def _backward_source(key):
                 elif exprs[k] is None:  # the rule gives this input nothing
                     continue
                 else:
-                    value, known = _filled(exprs[k], f"t{q}", count), fits[j]
+                    value, known = texts.filled(exprs[k], f"t{q}", count), fits[j]
                 body += _indent(_contribution(value, f"a{q}_{k}", shape, first, known))
         if kind == "split":
             names.append(f"w{q}")
@@ -383,7 +316,7 @@ def _indent(lines):
 def _contribution(value, at, shape, first, known=False):
     """Add one rule result into acc[at] as the sweep does: sum_to where the shapes differ,
     in place only into an array the sweep owns. `shape` is a tuple, or the name of one.
-    `known`: the value is an array of that shape (an inline rule's, see _fitting)."""
+    `known`: the value is an array of that shape (an inline rule's: replay_texts.fitting)."""
     if known and first:
         return [f"acc[{at}] = {value}"]
     if known:

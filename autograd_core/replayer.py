@@ -56,8 +56,9 @@ from operator import attrgetter, is_
 
 import numpy as np
 
-from . import batching, engine, replay_codegen, replay_layout, replay_sweep
-from .function import Memory, Op, record
+from . import batching, replay_codegen, replay_layout, replay_sweep
+from .replay_step import ReplayedStep
+from .function import record
 from .grad_mode import _state
 from .replay_arguments import (Arg, Refused, argument_at, bind, describe, flatten, probe,
                                rebuild, signature)
@@ -511,71 +512,3 @@ def _same(a, b):
         return bool(a == b)
     except (TypeError, ValueError):
         return a is b
-
-
-class ReplayedStep(Op):
-    """A replayed call as one node: its inputs are the leaves that require grad, its rule the
-    recorded graph's rules run over the plan's shells. Not registered (it is no op a user
-    calls); it declares what the tools that walk graphs read."""
-    name = None  # set below: a named class would be registered in ag.ops_registry
-    inputs = ("*leaves",)
-    saves = ()
-    view = False
-    rule = "the recorded graph's rules, replayed"
-    hazard = None
-    memory = Memory()
-    forward = None
-
-    @staticmethod
-    def backward(g, out, xp):
-        if xp.recording:
-            raise RuntimeError("replay: create_graph=True needs the eager graph; call the "
-                               "function itself rather than its replay")
-        return _replayed_gradients(g, out)[0]
-
-
-def _replayed_backward(op, g, out, sweep):
-    """The sweep's fast path for a replayed step: a leaf's gradient that the replayed sweep
-    allocated becomes the leaf's own (no copy is made for its .grad), as eager mode's do."""
-    acc, owned = sweep.acc, sweep.owned
-    grads, fresh = _replayed_gradients(g, out)
-    for inp, gi, new in zip(out._inputs, grads, fresh):
-        if gi is None or not inp.requires_grad:
-            continue
-        prev = acc.get(inp)
-        if prev is None:
-            acc[inp] = gi
-            if new and type(gi) is np.ndarray:
-                owned.add(inp)
-        elif inp in owned:
-            prev += gi
-        else:
-            acc[inp] = prev = prev + gi
-            if type(prev) is np.ndarray:
-                owned.add(inp)
-    return ()
-
-
-def _replayed_gradients(g, out):
-    """The replayed sweep's (gradients, which of them it allocated), after the checks that
-    the values it reads are still this call's."""
-    plan, generation, (tensors, versions, read) = out._saved
-    with plan.lock:
-        if plan.generation != generation:
-            raise RuntimeError("replay: a later call of the replayed function overwrote "
-                               "the values this result's backward needs; call backward() "
-                               "on each result before the next call")
-        if list(map(version_of, tensors)) != versions:
-            read = zip(tensors, versions)  # find the one, for the message
-        for t, version in read:
-            if version_of(t) != version:
-                raise RuntimeError(
-                    f"backward: the tensor {engine._describe(t)} read by the replayed "
-                    f"step was modified in place after it was used (an optimizer step or "
-                    f"an in-place op between forward and backward?). Recompute the "
-                    f"forward, or modify a copy.")
-        return plan.gradients(g)
-
-
-ReplayedStep.name = "replay"
-ReplayedStep.fast_backward = _replayed_backward

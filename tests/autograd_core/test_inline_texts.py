@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import autograd_core as ag
-from autograd_core import replay_codegen
+from autograd_core import replay_codegen, replay_texts
 from autograd_core.backmath import ArrayMath
 from autograd_core.function import record
 from autograd_core.ops.linalg import product
@@ -44,19 +44,19 @@ def _nodes(outs):
 def _check_node(node, rng):
     op, inputs = node._op, [i._data for i in node._inputs]
     checked = 0
-    text = replay_codegen._text(op, "inline_forward", node, *inputs)
+    text = replay_texts.for_node(op, "inline_forward", node, *inputs)
     if text is not None:
         _same_bits(_evaluate(text, node, inputs), op.forward(node, *inputs), f"{op.name} kernel")
         checked += 1
     g = rng.standard_normal(node.shape).astype(node.dtype)
-    rule = replay_codegen._text(op, "inline_backward", node)
+    rule = replay_texts.for_node(op, "inline_backward", node)
     if rule is not None:
         want = op.backward(g, node, ArrayMath)
         for k, expr in enumerate(rule):
             if expr is not None and node._inputs[k].requires_grad:
                 _same_bits(_evaluate(expr, node, inputs, g), want[k], f"{op.name} rule {k}")
                 checked += 1
-    split = replay_codegen._text(op, "inline_split", node)
+    split = replay_texts.for_node(op, "inline_split", node)
     if split is not None:
         want_grads, want_left, want_right = op.backward_split(g, node)
         grads, left, right = split
@@ -96,7 +96,7 @@ def test_the_products_texts_follow_the_dtypes_they_cover(dtype):
     assert checked >= 10
     widened = [o for o in outs[-2:]]
     for o in widened:
-        covered = replay_codegen._text(o._op, "inline_forward", o,
+        covered = replay_texts.for_node(o._op, "inline_forward", o,
                                        *[i._data for i in o._inputs]) is not None
         assert covered == (dtype == np.float64)
 
@@ -245,7 +245,7 @@ def test_a_rule_put_in_place_of_a_texts_is_what_eager_mode_and_replay_run(monkey
     want = x.grad.numpy().copy()
     with monkeypatch.context() as m:
         m.setattr(tanh, "backward", staticmethod(doubled))
-        assert replay_codegen._text(tanh, "inline_backward", None) is None
+        assert replay_texts.for_node(tanh, "inline_backward", None) is None
         x.grad = None
         ag.tanh(x).sum().backward()
         np.testing.assert_array_equal(x.grad.numpy(), 2 * want)
@@ -257,7 +257,7 @@ def test_a_rule_put_in_place_of_a_texts_is_what_eager_mode_and_replay_run(monkey
     x.grad = None
     ag.tanh(x).sum().backward()  # the rule put back: the text (and its step) again
     np.testing.assert_array_equal(x.grad.numpy(), want)
-    assert replay_codegen._text(tanh, "inline_backward", None) is not None
+    assert replay_texts.for_node(tanh, "inline_backward", None) is not None
     assert tanh.sweep_step[0] is tanh.backward and tanh.sweep_step[1] is not None
 
 

@@ -1,7 +1,7 @@
 """Review 20g: hostile probes of the eager sweep's generated steps (sweep_steps.py, engine._sweep:
 an op whose rule is text runs as one generated step), Op.__init_subclass__ and inline_text
 after a rule is replaced, and replay's leaf gradients taken without a copy
-(replayer._replayed_backward) and its re-recording on a boolean mask's count.
+(replay_step._replayed_backward) and its re-recording on a boolean mask's count.
 
 Every eager probe runs twice, with the steps on and off (`rule_path()`: every op's rule runs as
 written through the generic loop), and requires the same bits; leaves' .grad must not share

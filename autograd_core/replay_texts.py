@@ -1,0 +1,78 @@
+"""The ops' inline texts (Op.inline_forward, inline_backward, inline_split) made ready for
+replay's generated blocks (replay_codegen.py): found for a node, held to their form, filled
+with the block's names, and, for a rule, whether each result is known to have its input's
+shape (then the block adds it without checking)."""
+import numpy as np
+
+from .function import check_text, inline_text
+from .graph import saved_arrays
+from .ops.linalg import product
+
+
+def for_node(op, declared, node, *arrays):
+    """The op's inline text (Op.inline_forward, inline_backward, inline_split) for `node`,
+    or None where the node runs the op's function (a layout copy's step is no op class)."""
+    return inline_text(op, declared, node, *arrays) if isinstance(op, type) else None
+
+
+_checked_texts = set()  # (op, which, text, inputs) already held to their form
+
+
+def checked(op, which, text, count):
+    """`text` (a function's result: a declared text was checked with its class) held to
+    its form (function.check_text) once per op and text."""
+    key = (op, which, text, count)
+    if key not in _checked_texts:
+        check_text(op, which, text, count)
+        _checked_texts.add(key)
+    return text
+
+
+def rule_text(text, op, which, node):
+    """An inline rule's (or split rule's) text and the node's number of inputs, checked;
+    None stays None. The block fills it once (`filled`), so that {{ }} stay braces."""
+    if text is None:
+        return None
+    count = len(node._inputs)
+    return checked(op, which, text, count), count
+
+
+_fits = {}  # (expression, the node's and its inputs' and saved arrays' shapes and dtypes,
+#              target shape) -> whether the expression's result has the target's shape
+
+
+def fitting(text, kind, node, plan):
+    """For each target of `plan`, whether the rule's expression for it gives an array of
+    the target's shape for this node's shapes and dtypes (as it will every call: a plan's
+    shapes are fixed), so that the block adds it without checking: the expression is run
+    once on a zero gradient and the recorded values."""
+    text, count = text
+    exprs = text if kind == "rule" else text[0]
+    data = node._data
+    inputs = (tuple((i._data.shape, i._data.dtype) for i in node._inputs),
+              tuple(a.shape for a in saved_arrays(node._saved)))
+    fits = []
+    for k, shape, _ in plan:
+        expr = exprs[k]
+        key = (expr, data.shape, data.dtype, inputs, shape)
+        fit = _fits.get(key)
+        if fit is None and expr is not None:
+            try:
+                with np.errstate(all="ignore"):
+                    value = eval(filled(expr, "t", count), {"np": np, "product": product},
+                                 {"t": node, "g": np.zeros(data.shape, data.dtype)})
+                fit = getattr(value, "shape", None) == shape
+            except Exception:  # noqa: BLE001  (a text that fails here keeps its checks)
+                fit = False
+            if len(_fits) > 4096:
+                _fits.clear()
+            _fits[key] = fit
+        fits.append(bool(fit))
+    return tuple(fits)
+
+
+def filled(text, node, count):
+    """A rule's expression for the block: {out} the node's variable, {g} the gradient's,
+    {x0}.. the node's inputs' arrays."""
+    return text.format(out=node, g="g", **{f"x{k}": f"{node}._inputs[{k}]._data"
+                                          for k in range(count)})
