@@ -14,9 +14,9 @@ from .backmath import ArrayMath, TensorMath
 from .grad_mode import set_grad_enabled
 from .graph import by_creation
 from .observers import observers_for, read_only
-from .ops.linalg import product
 from .ops.shape import astype
 from .sweep_steps import make_step
+from .stacked_products import stacked_products
 from .tensor import Tensor, _make, version_of
 
 
@@ -173,41 +173,6 @@ def _accumulate_grad(t, g, create_graph):
         t.grad._data = t.grad._data + g.astype(t.grad.dtype, copy=False)
 
 
-def _stacked_products(parts, g, stacks=None):
-    """sum_i left_i^T right_i (+ g, the gradient from other uses) as one matrix product of
-    the stacked factors: a weight shared by T time steps gets one large product, not T small.
-    The factors are stacked in the order the uses were recorded (the sweep met them newest
-    first). `stacks` (a replayed sweep's) holds stacks made before, to be used again where
-    the same arrays come in the same order (see joined). The result is a new array that only
-    the sweep holds."""
-    if len(parts) == 1:
-        left, right = parts[0]
-        total = product(left.T, right)
-    else:
-        parts = parts[::-1]
-        total = product(joined([left for left, _ in parts], stacks).T,
-                        joined([right for _, right in parts], stacks))
-    if g is not None:
-        total = total + g
-    return total
-
-
-def joined(arrays, stacks=None):
-    """np.concatenate(arrays), or the concatenation of the very same arrays (identity, in
-    order) that `stacks` ({id of the first array: (arrays, concatenation)}) already holds:
-    a gate's gradients, stacked for its input projection's gradient, are the right factors
-    of its weight's; two gates that multiply the same state share their left factors. The
-    entries keep their arrays alive, so an id cannot be reused while it is looked up."""
-    if stacks is None:
-        return np.concatenate(arrays)
-    held = stacks.get(id(arrays[0]))
-    if held is not None and len(held[0]) == len(arrays) and all(
-            a is b for a, b in zip(held[0], arrays)):
-        return held[1]
-    out = stacks[id(arrays[0])] = (arrays, np.concatenate(arrays))
-    return out[1]
-
-
 class _Sweep:
     """The state of one reverse sweep: gradients gathered so far (keyed by tensor, hashed by
     identity), which of them are buffers the sweep allocated itself (only those may be added
@@ -253,7 +218,7 @@ class _Sweep:
         if parts is None:
             return g
         self.check_deferred(t)
-        return _stacked_products(parts, g)
+        return stacked_products(parts, g)
 
     def check_deferred(self, weight):
         for inputs, seq, op in self.deferred_by.pop(weight, ()):
@@ -298,7 +263,7 @@ class _Sweep:
         while self.pending:
             leaf, parts = self.pending.popitem()  # popped: its factors are freed once used
             self.check_deferred(leaf)
-            acc[leaf] = _stacked_products(parts, acc.get(leaf))
+            acc[leaf] = stacked_products(parts, acc.get(leaf))
             owned.add(leaf)
         parts = None
         for leaf in leaves:

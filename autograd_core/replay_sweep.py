@@ -4,7 +4,7 @@ what it does not compile). The steps are engine._sweep's, decided once: which fa
 rule takes, where its gradients go, and what later steps wait for."""
 import numpy as np
 
-from . import engine
+from . import stacked_products
 from .backmath import ArrayMath
 from .ops.indexing import GetItem
 
@@ -18,7 +18,8 @@ ROW = "row"  # one row of a batched node: its gradient kept until the node's ste
 WEIGHT = "weight"  # the deferred products of its uses as a weight (in `pending[slot]`)
 ROWS = "rows"  # its rows' gradients, kept by its extractions (in `pending[-1 - slot]`)
 
-STACKS = "stacks"  # pending[STACKS]: the stacks of rows and factors made so far (engine.joined)
+STACKS = "stacks"  # pending[STACKS]: the stacks of rows and factors made so far
+#                   (stacked_products.joined)
 
 
 def _row_extractions(nodes):
@@ -55,7 +56,7 @@ def gathered_rows(parts, x, pending):
     if all(p is not None for p in parts):
         row = parts[0]
         if row.ndim:  # stack_arrays's concatenate and reshape, the concatenation kept
-            out = engine.joined(parts, pending.setdefault(STACKS, {}))
+            out = stacked_products.joined(parts, pending.setdefault(STACKS, {}))
             out = out.reshape((len(parts),) + row.shape)
         else:
             out = np.stack(parts)
@@ -101,8 +102,8 @@ def compile_steps(nodes, index, batched):
 
 
 def weight_products(parts, g, pending):
-    """engine._stacked_products, with the stacks this sweep made so far."""
-    return engine._stacked_products(parts, g, pending.setdefault(STACKS, {}))
+    """stacked_products, with the stacks this sweep made so far."""
+    return stacked_products.stacked_products(parts, g, pending.setdefault(STACKS, {}))
 
 
 def sweep(steps, acc, owned, pending):

@@ -104,6 +104,19 @@ def test_the_order_chosen_by_timing_does_not_show_where_a_later_use_has_another_
         assert_bits(a, b, f"call {k}")
 
 
+def _recurrence(u, w, b, batch, steps):
+    """h_t = tanh(x_t u + h_(t-1) w^T + b) from h_0 = 0, loss the sum of every h_t^2."""
+    def fn(xs):
+        wt = w.T
+        h, loss = ag.zeros((batch, w.shape[0]), dtype=np.float64), 0.0
+        for t in range(steps):
+            h = ag.tanh(xs[t] @ u + h @ wt + b)
+            loss = loss + (h * h).sum()
+        return loss
+
+    return fn
+
+
 def test_the_order_chosen_by_timing_does_not_show_where_the_first_use_reads_zeros(monkeypatch):
     """The first use of a recurrent weight is h_0 @ W, with h_0 zeros: the same bits in any
     order, whatever the BLAS sums. The later steps' products ((1, 8) @ W.T) differ, and the
@@ -112,13 +125,7 @@ def test_the_order_chosen_by_timing_does_not_show_where_the_first_use_reads_zero
     K, T = 8, 6
     u, w, b = param(rng, I, K), param(rng, K, K), param(rng, K)
 
-    def fn(xs):
-        wt = w.T
-        h, loss = ag.zeros((1, K), dtype=np.float64), 0.0
-        for t in range(T):
-            h = ag.tanh(xs[t] @ u + h @ wt + b)
-            loss = loss + (h * h).sum()
-        return loss
+    fn = _recurrence(u, w, b, batch=1, steps=T)
 
     argsets = [(rng.standard_normal((T, 1, I)),) for _ in range(3)]
     faster, never, _ = _replayed_both_ways(monkeypatch, fn, [u, w, b], argsets, "C")
@@ -138,13 +145,7 @@ def test_a_copy_is_still_taken_where_every_use_has_the_same_bits_in_both_orders(
         pytest.skip("this BLAS sums (4, 8) @ (8, 8) in another order for another layout")
     u, w, b = param(rng, I, K), param(rng, K, K), param(rng, K)
 
-    def fn(xs):
-        wt = w.T
-        h, loss = ag.zeros((4, K), dtype=np.float64), 0.0
-        for t in range(T):
-            h = ag.tanh(xs[t] @ u + h @ wt + b)
-            loss = loss + (h * h).sum()
-        return loss
+    fn = _recurrence(u, w, b, batch=4, steps=T)
 
     argsets = [(rng.standard_normal((T, 4, I)),) for _ in range(3)]
     faster, never, copies = _replayed_both_ways(monkeypatch, fn, [u, w, b], argsets, "C")

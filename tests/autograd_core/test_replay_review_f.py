@@ -1,6 +1,6 @@
 """Review 20f: hostile probes of the inline texts (Op.inline_forward, inline_backward,
 inline_split, run by replay's generated code in place of the ops' functions), the stacks a
-replayed sweep reuses (engine.joined, gathered_rows, weight_products), Stack.backward's rows by
+replayed sweep reuses (stacked_products.joined, gathered_rows, weight_products), Stack.backward's rows by
 iteration (dense) and sum_array_to's bias fast path. Replay is compared with eager mode: bit
 for bit with batch=False, to 1e-12 relative in float64 with batch=True.
 
