@@ -18,7 +18,7 @@ import weakref
 
 import numpy as np
 
-from .grad_mode import _state
+from .grad_mode import _state, sync_recording
 
 
 class AnomalyError(RuntimeError):
@@ -89,6 +89,7 @@ class detect_anomaly:
             from .viz import param_names  # viz imports the engine, which imports this module
             names = param_names(self.params)
         _state.anomaly, _state.anomaly_forward = True, self.check_forward
+        sync_recording()
         _local.names = names
         _local.hazards_warned = set() if self.warn_hazards else None
         return self
@@ -96,6 +97,7 @@ class detect_anomaly:
     def __exit__(self, *exc):
         (_state.anomaly, _state.anomaly_forward, _local.names,
          _local.hazards_warned) = self._prev.pop()
+        sync_recording()
         return False
 
     def __call__(self, fn):

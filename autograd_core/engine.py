@@ -11,7 +11,7 @@ import numpy as np
 
 from . import function
 from .backmath import ArrayMath, TensorMath
-from .grad_mode import set_grad_enabled
+from .grad_mode import _set_enabled, is_grad_enabled
 from .graph import by_creation
 from .observers import observers_for, read_only
 from .ops.shape import astype
@@ -302,60 +302,61 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
         _remember_release(epoch, len(nodes))
     read = list(nodes) if retain_graph else None  # the loop empties `nodes`
     t = None
+    was_enabled = is_grad_enabled()
     try:
-        with set_grad_enabled(create_graph):
-            while nodes:  # popped: a node is dropped (its arrays freed) once its rule ran
-                t = nodes.pop()
-                g = acc.pop(t, None)
-                if sweep.pending:
-                    g = sweep.products(t, g)
-                if g is None:  # nothing reached it: not freed, not claimed
-                    if not retain_graph:
-                        t._epoch = None
-                    continue
-                if t._hooks or t._retain or want is not None:
-                    g = sweep.arrive(t, g, want, captured)
-                if function.last_inplace > checked_until and function.last_inplace > t._seq:
-                    _check_versions(t)  # a hook changed something in place meanwhile
-                if glanced:
-                    sweep.glance(t, g)
-                op = t._op
-                step = op.sweep_step
-                if fast and step is not None and step[0] is op.backward:  # the rule as text
-                    (step[1] or make_step(op))(t, g, acc, owned)
-                    grads = gi = prev = None  # as a rule's results would: no array kept alive
-                    if not retain_graph:
-                        t._inputs = t._saved = None
-                    continue
-                if fast and op.fast_backward is not None:
-                    grads = op.fast_backward(op, g, t, sweep)
-                else:
-                    grads = op.backward(g, t, xp)
-                    if watched:
-                        grads = sweep.watch(t, g, grads)
-                # The chain rule: add into each input. (Inline, as in replayer.py's backward: a
-                # function call per contribution costs about 5% of a backward.)
-                for inp, gi in zip(t._inputs, grads):
-                    if gi is None or not inp.requires_grad:
-                        continue
-                    prev = acc.get(inp)
-                    if gi.shape != inp._data.shape:
-                        gi = xp.sum_to(gi, inp._data.shape)
-                        if prev is None and type(gi) is np.ndarray:  # summed into a new array
-                            acc[inp] = gi
-                            owned.add(inp)
-                            continue
-                    if prev is None:
-                        acc[inp] = gi
-                    elif inp in owned:
-                        prev += gi
-                    else:
-                        acc[inp] = prev = prev + gi
-                        if type(prev) is np.ndarray:  # 0-d results are immutable scalars
-                            owned.add(inp)
+        _set_enabled(create_graph)  # as `with set_grad_enabled(...)`, without its object
+        while nodes:  # popped: a node is dropped (its arrays freed) once its rule ran
+            t = nodes.pop()
+            g = acc.pop(t, None)
+            if sweep.pending:
+                g = sweep.products(t, g)
+            if g is None:  # nothing reached it: not freed, not claimed
+                if not retain_graph:
+                    t._epoch = None
+                continue
+            if t._hooks or t._retain or want is not None:
+                g = sweep.arrive(t, g, want, captured)
+            if function.last_inplace > checked_until and function.last_inplace > t._seq:
+                _check_versions(t)  # a hook changed something in place meanwhile
+            if glanced:
+                sweep.glance(t, g)
+            op = t._op
+            step = op.sweep_step
+            if fast and step is not None and step[0] is op.backward:  # the rule as text
+                (step[1] or make_step(op))(t, g, acc, owned)
+                grads = gi = prev = None  # as a rule's results would: no array kept alive
                 if not retain_graph:
                     t._inputs = t._saved = None
-            sweep.finish(leaves, want, captured)
+                continue
+            if fast and op.fast_backward is not None:
+                grads = op.fast_backward(op, g, t, sweep)
+            else:
+                grads = op.backward(g, t, xp)
+                if watched:
+                    grads = sweep.watch(t, g, grads)
+            # The chain rule: add into each input. (Inline, as in replayer.py's backward: a
+            # function call per contribution costs about 5% of a backward.)
+            for inp, gi in zip(t._inputs, grads):
+                if gi is None or not inp.requires_grad:
+                    continue
+                prev = acc.get(inp)
+                if gi.shape != inp._data.shape:
+                    gi = xp.sum_to(gi, inp._data.shape)
+                    if prev is None and type(gi) is np.ndarray:  # summed into a new array
+                        acc[inp] = gi
+                        owned.add(inp)
+                        continue
+                if prev is None:
+                    acc[inp] = gi
+                elif inp in owned:
+                    prev += gi
+                else:
+                    acc[inp] = prev = prev + gi
+                    if type(prev) is np.ndarray:  # 0-d results are immutable scalars
+                        owned.add(inp)
+            if not retain_graph:
+                t._inputs = t._saved = None
+        sweep.finish(leaves, want, captured)
     except BaseException:
         if not retain_graph:  # what was not freed stays usable (the node that raised too)
             for n in nodes + [t] if t is not None else nodes:
@@ -363,6 +364,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
                     n._epoch = None
         raise
     finally:
+        _set_enabled(was_enabled)
         if retain_graph:
             _release_readers(read)
     return captured

@@ -317,13 +317,15 @@ def record(op, data, inputs, saved=None):
     they are copied here (see Op.saves)."""
     if type(data) is not ndarray:  # numpy gives 0-d results as scalars
         data = asarray(data)
-    if _state.enabled:
+    mode = _state.recording  # None, or (step, anomaly): see grad_mode
+    if mode is not None:
         for t in inputs:
             if t.requires_grad:
                 if op.constants:
                     return _record_constants(op, data, inputs, saved)
-                out = fill(_new(Tensor), data, True, op, inputs, saved, next(clock), _state.step)
-                if _state.anomaly:
+                step, anomaly = mode
+                out = fill(_new(Tensor), data, True, op, inputs, saved, next(clock), step)
+                if anomaly:
                     remember(out)
                 return out
     return fill(_new(Tensor), data)

@@ -8,9 +8,19 @@ class _ThreadState(threading.local):
     anomaly = False  # see anomaly.detect_anomaly
     anomaly_forward = False
     recorder = None  # while ag.replay records a call (see replayer._Recorder)
+    # What function.record reads, one thread-local read per op (each costs ~40 ns): None
+    # while grad mode is off, else (step, anomaly). Every change of the three goes through
+    # sync_recording.
+    recording = (None, False)
 
 
 _state = _ThreadState()
+
+
+def sync_recording():
+    """Bring `_state.recording` in line with `enabled`, `step` and `anomaly`."""
+    s = _state
+    s.recording = (s.step, s.anomaly) if s.enabled else None
 
 
 def is_grad_enabled():
@@ -20,6 +30,7 @@ def is_grad_enabled():
 
 def _set_enabled(value):
     _state.enabled = bool(value)
+    sync_recording()
 
 
 class set_grad_enabled:
@@ -85,10 +96,12 @@ class step_scope:
     def __enter__(self):
         self._prev = _state.step
         _state.step = self.step
+        sync_recording()
         return self
 
     def __exit__(self, *exc):
         _state.step = self._prev
+        sync_recording()
         return False
 
 

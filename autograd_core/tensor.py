@@ -196,8 +196,7 @@ class Tensor:
     # ---- autograd ----------------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=None, create_graph=False, observer=None):
         """Accumulate d(self)/d(leaf) into every leaf's `.grad` (see `engine.backward`)."""
-        from .engine import backward
-        backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph,
+        _engine_backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph,
                  observer=observer)
 
     def detach(self):
@@ -389,3 +388,5 @@ def _index_arrays(index):
 # Operators and numpy-style methods live in tensor_ops.py, which needs the op modules,
 # which need Tensor: so it is imported once the class exists.
 from . import tensor_ops  # noqa: E402,F401
+# The sweep needs Tensor too: bound once both modules exist (an import per call costs ~0.8 us).
+from .engine import backward as _engine_backward  # noqa: E402
