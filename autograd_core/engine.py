@@ -457,6 +457,13 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                 raise RuntimeError(f"grad: input {k} ({_describe(t)}) was not used to compute "
                                    f"the outputs; pass allow_unused=True to get None for it")
             result.append(None)
+        elif create_graph:  # recorded as the sweep recorded it, whatever grad mode is outside
+            was_enabled = is_grad_enabled()
+            _set_enabled(True)
+            try:
+                result.append(_as_grad_tensor(g, t, True))
+            finally:
+                _set_enabled(was_enabled)
         else:
-            result.append(_as_grad_tensor(g, t, create_graph))
+            result.append(_as_grad_tensor(g, t, False))
     return tuple(result)

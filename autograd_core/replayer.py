@@ -100,6 +100,7 @@ class Replay:
         except Refused as why:
             return self._eager(str(why), args)
         plan = self.plans.get(key)
+        changed = None
         if isinstance(plan, _Plan):
             changed = plan.changed(args)
             if changed:  # something it reads from outside is not as recorded: record again
@@ -118,9 +119,9 @@ class Replay:
                 return out
         elif plan is not None:
             return self._eager(plan, args)
-        if len(self.plans) >= MAX_PLANS:
+        if changed is None and len(self.plans) >= MAX_PLANS:  # (a changed plan is replaced)
             return self._eager(f"more than {MAX_PLANS} argument signatures", args)
-        if self.plans:
+        if self.plans and changed is None:  # (a changed plan said why already)
             self._say(f"new argument shapes, dtypes or values {describe(key)}; recording again")
         out, plan = _record(self.fn, args)
         self.plans[key] = plan
@@ -474,6 +475,8 @@ class _Recorded:
             return bool(np.array_equal(a, self.objects))
         if a.tobytes() == self.raw:
             return True
+        if self.dtype.kind not in "fc":  # no -0.0 or NaN: other bytes are other values
+            return False
         recorded = np.frombuffer(self.raw, self.dtype).reshape(self.shape)
         return bool(np.array_equal(a, recorded, equal_nan=True))
 

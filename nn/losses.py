@@ -80,11 +80,12 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
     target_arr = target.data if isinstance(target, ag.Tensor) else np.asarray(target)
     if weight is None and axis == logits.ndim - 1 and target_arr.dtype.kind in "iu":
         try:  # its checks are this function's: targets are checked once, not twice
-            losses = ag.softmax_cross_entropy(logits, target_arr)
-        except (ValueError, IndexError):
-            _checked_class_targets("cross_entropy", target_arr, logits, axis)  # names the call
-            raise
-        return _reduce(losses, reduction, "cross_entropy")
+            return _reduce(ag.softmax_cross_entropy(logits, target_arr), reduction,
+                           "cross_entropy")
+        except (ValueError, IndexError) as error:
+            failed = error
+        _checked_class_targets("cross_entropy", target_arr, logits, axis)  # names this call
+        raise failed
     log_probs = ag.log_softmax(logits, axis=axis)
     if target_arr.dtype.kind == "f":
         if target_arr.shape != logits.shape:

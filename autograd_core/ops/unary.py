@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import hazards  # noqa: F401  (the ops name their hazard checks)
 from ..function import Memory, Op, as_tensor, record
-from ..quiet_exp import exp_quietly
+from ..quiet_exp import quiet, restore
 from ..tensor import Tensor
 
 __all__ = ["abs", "clip", "exp", "log", "logsigmoid", "relu", "sigmoid", "sqrt", "tanh"]  # exported as ag.<name>
@@ -182,9 +182,13 @@ def sigmoid_array(x):
     e = np.negative(x)
     if type(e) is not np.ndarray:  # a 0-d input gives a numpy scalar
         e = np.asarray(e)
-    exp_quietly(e)
-    e += 1
-    return np.reciprocal(e, out=e)
+    token = quiet()  # exp(-x) may overflow, 1 / (1 + exp(-x)) underflow: both are the value
+    try:
+        np.exp(e, out=e)
+        e += 1
+        return np.reciprocal(e, out=e)
+    finally:
+        restore(token)
 
 
 class LogSigmoid(Op):
