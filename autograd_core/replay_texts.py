@@ -2,6 +2,8 @@
 replay's generated blocks (replay_codegen.py): found for a node, held to their form, filled
 with the block's names, and, for a rule, whether each result is known to have its input's
 shape (then the block adds it without checking)."""
+import ast
+
 import numpy as np
 
 from .function import check_text, inline_text
@@ -76,3 +78,35 @@ def filled(text, node, count):
     {x0}.. the node's inputs' arrays."""
     return text.format(out=node, g="g", **{f"x{k}": f"{node}._inputs[{k}]._data"
                                           for k in range(count)})
+
+
+_SOURCES = ("{out}._data", "{x0}")  # the forward arrays a factor may read (one of them)
+
+
+def factor(expr):
+    """For a one-input rule's expression of the form `{g} * (F)`, where F reads one forward
+    array (the output's, or the input's) and computes something from it: (F with that array
+    as {a}, which array: "{out}._data" or "{x0}"). Otherwise None. A replayed loop computes F
+    for all its steps at once on their stacked arrays (elementwise: the same bits as each
+    step's own) and multiplies each step's gradient by its row."""
+    head = "{g} * ("
+    if expr is None or not (expr.startswith(head) and expr.endswith(")")):
+        return None
+    inner = expr[len(head):-1]
+    names = {"g": "g", "out": "out", "x0": "x0"}
+    try:
+        whole = ast.parse(expr.format(**names), mode="eval").body
+        part = ast.parse(inner.format(**names), mode="eval").body
+    except (SyntaxError, ValueError, KeyError, IndexError):
+        return None
+    if not (isinstance(whole, ast.BinOp) and isinstance(whole.op, ast.Mult)
+            and isinstance(whole.left, ast.Name) and whole.left.id == "g"
+            and ast.dump(whole.right) == ast.dump(part)):
+        return None  # `{g} * (a) + (b)` and the like
+    if isinstance(part, (ast.Name, ast.Attribute, ast.Constant)):
+        return None  # nothing to compute ahead
+    for source in _SOURCES:
+        rest = inner.replace(source, "")
+        if rest != inner and "{" not in rest.replace("{{", "").replace("}}", ""):
+            return inner.replace(source, "{a}"), source
+    return None

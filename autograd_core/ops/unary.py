@@ -127,7 +127,9 @@ class Tanh(Op):
     memory = Memory(temporaries=1)
     batch = "elementwise"
     inline_forward = "np.tanh({x0})"
-    inline_backward = ("{g} - ({g} * {out}._data) * {out}._data",)
+    # g times a factor of the output alone: a replayed loop computes the factor of all its
+    # steps at once (replay_texts.factor), with the same bits
+    inline_backward = ("{g} * (1 - {out}._data * {out}._data)",)
 
     @staticmethod
     def forward(out, x):
@@ -136,7 +138,7 @@ class Tanh(Op):
     @staticmethod
     def backward(g, out, xp):
         y = xp.val(out)
-        return (g - (g * y) * y,)  # g (1 - y^2), one temporary fewer
+        return (g * (1 - y * y),)
 
 
 def tanh(x):

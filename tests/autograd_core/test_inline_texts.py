@@ -174,8 +174,9 @@ def test_the_generated_blocks_run_the_texts():
     sources = "".join("".join(lines) for _, _, lines, _ in
                       (replay_codegen.linecache.cache[n] for n in replay_codegen._files))
     assert "np.tanh(" in sources and ".dot(" in sources
-    assert "op0.backward(" not in sources or "- (g * " in sources  # tanh's rule is inline
-    assert "- (g * t" in sources
+    # tanh's rule is inline; in the loop's block its factor 1 - y^2 is computed for all the
+    # steps at once and each step's gradient multiplied by its row
+    assert "= 1 - F" in sources and "g * F" in sources and "enumerate(rows)" in sources
 
 
 def test_a_declared_text_is_checked_when_the_class_is_made():
