@@ -243,10 +243,13 @@ def _forward_source(key, many):
 
 
 def _factor(text, kind, t):
-    """A one-input rule `g * (F)` whose F a loop's block computes for all its rows at once
-    (replay_texts.factor): (F, the array it reads, that array's dtype and shape: rows share
-    one block only where they agree, so that their stack has each row's dtype), or None."""
-    found = texts.factor(text[0][0]) if kind == "rule" and text[1] == 1 else None
+    """A one-input rule `g * (F)` of an elementwise op (Op.batch) whose F a loop's block
+    computes for all its rows at once (replay_texts.factor): (F, the array it reads, that
+    array's dtype and shape: rows share one block only where they agree, so that their stack
+    has each row's dtype), or None."""
+    if kind != "rule" or text[1] != 1 or getattr(t._op, "batch", None) != "elementwise":
+        return None  # only an elementwise F has, for each step, its own rows of the stack
+    found = texts.factor(text[0][0])
     if found is None:
         return None
     source = np.asarray(t._data if found[1] == "{out}._data" else t._inputs[0]._data)

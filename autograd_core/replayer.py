@@ -209,6 +209,7 @@ class _Plan:
         self.tensor_sources = [src for s, src in self.sources if isinstance(src, Tensor)]
         self.arg_sources = [(s, src) for s, src in self.sources if not isinstance(src, Tensor)]
         self.masks = _masks(self.bound)  # see changed
+        self.functions = _functions(self.program)  # see changed
         if not self.root.requires_grad:
             raise Refused("its result does not depend on anything that requires grad")
         self.batched = False  # set once batching.rewrite changed the graph
@@ -352,7 +353,12 @@ class _Plan:
         """Why what the plan reads from outside is no longer as recorded, or None: a tensor
         of another shape or dtype, an array an op saved (a target, an index) that was
         changed in place since it was recorded, or a boolean mask among the arguments that
-        selects another number of elements (the shapes after it would change)."""
+        selects another number of elements (the shapes after it would change), or an op whose
+        kernel or rule was replaced since (a learner's own rule: the generated code may run
+        the text of the one it replaced)."""
+        for op, functions in self.functions:
+            if _functions_of(op) != functions:  # (compared by identity: functions have no ==)
+                return f"the kernel or rule of op {op.name!r} was replaced since it was recorded"
         for arg, selected in self.masks:
             if np.count_nonzero(arg.array(args)) != selected:
                 return "a boolean mask among the arguments selects another number of elements"
@@ -479,6 +485,17 @@ class _Recorded:
             return False
         recorded = np.frombuffer(self.raw, self.dtype).reshape(self.shape)
         return bool(np.array_equal(a, recorded, equal_nan=True))
+
+
+def _functions(program):
+    """(op, _functions_of(op)) for each op class of `program`."""
+    return [(op, _functions_of(op)) for op in {entry[0]._op for entry in program}]
+
+
+def _functions_of(op):
+    """What of an op a plan's generated code may have replaced by its texts."""
+    return (getattr(op, "forward", None), getattr(op, "backward", None),
+            getattr(op, "backward_split", None))
 
 
 def _masks(bound):

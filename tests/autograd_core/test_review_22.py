@@ -1,14 +1,11 @@
 """Review 22: hostile tests of replay's precomputed rule factors (replay_texts.factor,
 replay_codegen._factor / FACTOR_BYTES): a one-input rule `g * (F)` whose F a loop's block
 computes once for all its rows on their stacked arrays. Held to eager mode bit for bit
-(batch=False) and within 1e-12 in float64 (batch=True).
-
-xfail (strict) marks what should hold and does not:
-- an op's declared text whose F is not elementwise (it reads a reduction of its array): the
-  factor computed on all the steps' arrays stacked mixes the steps (wrong gradients), or
-  raises IndexError where F is a scalar;
-- a rule replaced after the plan was confirmed is not followed by the replayed backward
-  (pre-existing: the same before this change)."""
+(batch=False) and within 1e-12 in float64 (batch=True). Found and fixed here: a user op's
+F that is not elementwise (a reduction of its array) was computed on all the steps at once
+(only an op declared elementwise gets a factor now), and a rule put in place after the plan
+was made was not followed (a replayed call now compares every op's functions and records
+again)."""
 import threading
 import warnings
 
@@ -104,10 +101,6 @@ def test_user_op_rules_agree_with_their_texts_in_eager_mode():
         np.testing.assert_allclose(x.grad.numpy(), g * factor(a), rtol=1e-15)
 
 
-@pytest.mark.xfail(strict=True, reason="replay_codegen._backward_source computes a factor F on "
-                   "all steps' arrays stacked without checking F is elementwise: "
-                   "np.abs(F).max() becomes the max over every step (replay_texts.factor "
-                   "accepts any F of one array)")
 def test_non_elementwise_factor_of_a_user_op_keeps_eager_bits():
     rng = np.random.default_rng(1)
     u, w = param(rng, 3, 4), param(rng, 4, 4)
@@ -116,9 +109,6 @@ def test_non_elementwise_factor_of_a_user_op_keeps_eager_bits():
     check(_user_op_loop(_ScaleByMax, u, w), [u, w], xs, calls=4, batch=False)
 
 
-@pytest.mark.xfail(strict=True, reason="a factor that is a scalar per step is one "
-                   "scalar on the stack: `F0[n_]` raises IndexError (invalid index to scalar "
-                   "variable) in the generated block (replay_codegen._backward_source)")
 def test_scalar_factor_of_a_user_op_keeps_eager_bits():
     rng = np.random.default_rng(2)
     u, w = param(rng, 3, 4), param(rng, 4, 4)
@@ -127,9 +117,6 @@ def test_scalar_factor_of_a_user_op_keeps_eager_bits():
     check(_user_op_loop(_Normalize, u, w), [u, w], xs, calls=4, batch=False)
 
 
-@pytest.mark.xfail(strict=True, reason="pre-existing (also at HEAD~1): a rule put in place "
-                   "after the plan was confirmed is not followed; the generated block keeps the "
-                   "inline text (eager mode follows it: test_review_g)")
 @pytest.mark.parametrize("act, cls", [(ag.tanh, Tanh), (ag.sigmoid, Sigmoid), (ag.relu, Relu)])
 def test_rule_replaced_after_the_plan_is_followed(act, cls, monkeypatch):
     rng = np.random.default_rng(3)
