@@ -112,7 +112,9 @@ class Op:
       forward or rule (its own, or a mixin's) does not inherit its parent's text for it, and
       a function put in place of the one a text was declared for leaves the text unused.
       The eager sweep runs an op whose rule is text through one generated step
-      (sweep_steps.py).
+      (sweep_steps.py). An elementwise op (`batch = "elementwise"`) whose one rule reads
+      `"{g} * (F)"`, F computed from `{out}._data` or `{x0}` alone, lets a replayed loop
+      compute F for all its steps at once (replay_texts.factor).
     """
 
     name = None
