@@ -248,6 +248,7 @@ class Relu(Op):
     rule = "d relu(x) = g where x > 0"
     hazard = None
     memory = Memory()
+    batch = "elementwise"
     inline_forward = "np.maximum({x0}, 0)"
     inline_backward = ("{g} * ({x0} > 0)",)
 

@@ -73,7 +73,7 @@ def test_a_loop_replays_eager_gradients(act, dtype, batch):
             body(x).backward()
             for g, p in zip(got, (u, w)):
                 np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-5, atol=1e-5)
-    if not batch and act != "relu":  # relu declares no batch kind: its rule runs per step
+    if not batch:
         assert "enumerate(rows)" in _sources()
 
 
@@ -173,3 +173,23 @@ def test_steps_larger_than_the_limit_keep_the_rule_per_step():
     check(lambda xs: _loop(ag.tanh, steps=5)(xs, u, w), [u, w], [(xs,)], calls=3, batch=False)
     sources = _sources()
     assert "np.tanh(" in sources and "= 1 - F" not in sources and "g * (1 - t" in sources
+
+
+def test_relu_copies_of_a_loop_run_batched():
+    """relu declares itself elementwise: its copies that depend on nothing of each other (an
+    output layer's activation at every step) run as one call, with eager mode's gradients."""
+    rng = np.random.default_rng(12)
+    u, w, v = param(rng, 3, 4), param(rng, 4, 4), param(rng, 4, 2)
+    xs = ag.Tensor(rng.standard_normal((8, 2, 3)))
+
+    def fn(xs):
+        h, loss = ag.zeros((2, 4)), 0.0
+        for t in range(8):
+            h = ag.tanh(xs[t] @ u + h @ w)
+            loss = loss + ag.relu(h @ v - 0.1).sum()  # relu of each step's output, independent
+        return loss
+
+    step = check(fn, [u, w, v], [(xs,)], calls=4, batch=True)
+    plan = next(iter(step.plans.values()))
+    relus = [s for s, *_ in plan.program if getattr(s._op, "name", None) == "relu"]
+    assert len(relus) < 8  # the eight copies became fewer calls on stacked operands
