@@ -70,3 +70,28 @@ def test_sigmoid_saturates_silently_under_raise():
     with np.errstate(over="raise"):
         s = ag.sigmoid(ag.Tensor(x)).numpy()
     np.testing.assert_array_equal(s, np.array([0, 0, 0.5, 1, 1], np.float32))
+
+
+def test_without_numpys_private_names_np_errstate_serves(monkeypatch):
+    """Another numpy may move or change the private error-state names: np.errstate then does
+    the same work (found once at import; here as if it had failed)."""
+    from autograd_core import quiet_exp
+
+    monkeypatch.setattr(quiet_exp, "_extobj_contextvar", None)
+    monkeypatch.setattr(quiet_exp, "_make_extobj", None)
+    before = np.geterr()
+    e = np.array([-1e4, 0.0, 1e4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="raise", under="raise", invalid="raise"):
+            token = quiet_exp.quiet()
+            try:
+                assert np.geterr()["over"] == "ignore" and np.geterr()["invalid"] == "raise"
+                np.exp(e, out=e)
+            finally:
+                quiet_exp.restore(token)
+            assert np.geterr()["over"] == "raise"
+            s = ag.sigmoid(ag.Tensor(np.array([-1e4, 1e4], np.float32))).numpy()
+    np.testing.assert_array_equal(e, [0.0, 1.0, np.inf])
+    np.testing.assert_array_equal(s, [0.0, 1.0])
+    assert np.geterr() == before
