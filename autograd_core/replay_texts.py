@@ -3,6 +3,7 @@ replay's generated blocks (replay_codegen.py): found for a node, held to their f
 with the block's names, and, for a rule, whether each result is known to have its input's
 shape (then the block adds it without checking)."""
 import ast
+import functools
 
 import numpy as np
 
@@ -83,6 +84,7 @@ def filled(text, node, count):
 _SOURCES = ("{out}._data", "{x0}")  # the forward arrays a factor may read (one of them)
 
 
+@functools.lru_cache(maxsize=256)  # asked once per node of a plan (~60 us to parse)
 def factor(expr):
     """For a one-input rule's expression of the form `{g} * (F)`, where F reads one forward
     array (the output's, or the input's) and computes something from it: (F with that array
