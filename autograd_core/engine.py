@@ -11,7 +11,7 @@ import numpy as np
 
 from . import function
 from .backmath import ArrayMath, TensorMath
-from .grad_mode import _set_enabled, is_grad_enabled
+from .grad_mode import _set_enabled, is_grad_enabled, set_grad_enabled
 from .graph import by_creation
 from .observers import observers_for, read_only
 from .ops.shape import astype
@@ -458,12 +458,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                                    f"the outputs; pass allow_unused=True to get None for it")
             result.append(None)
         elif create_graph:  # recorded as the sweep recorded it, whatever grad mode is outside
-            was_enabled = is_grad_enabled()
-            _set_enabled(True)
-            try:
+            with set_grad_enabled(True):
                 result.append(_as_grad_tensor(g, t, True))
-            finally:
-                _set_enabled(was_enabled)
         else:
             result.append(_as_grad_tensor(g, t, False))
     return tuple(result)
