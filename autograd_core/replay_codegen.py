@@ -24,7 +24,6 @@ import numpy as np
 from .replay_sweep import gathered_rows, weight_products
 from .backmath import ArrayMath
 from .ops.joining import stack_arrays
-from .ops.linalg import product
 from . import replay_texts as texts
 
 __all__ = ["compile_forward", "compile_backward"]
@@ -200,7 +199,7 @@ def _make(source):
     name = f"<replay block {next(_numbers)}>"
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)
     _files.append(name)
-    namespace = dict(constants, np=np, product=product, xp=ArrayMath, sum_to=ArrayMath.sum_to,
+    namespace = dict(constants, **texts.NAMES, xp=ArrayMath, sum_to=ArrayMath.sum_to,
                      ndarray=np.ndarray, zeros=np.zeros, result_type=np.result_type,
                      stacked=weight_products, gathered_rows=gathered_rows,
                      stack_arrays=stack_arrays)

@@ -12,6 +12,11 @@ from .graph import saved_arrays
 from .ops.linalg import product
 
 
+# What an inline text may name besides its fields (Op.inline_forward): every place that runs
+# one (replay's blocks, the eager sweep's steps, the shape check below) starts from these.
+NAMES = {"np": np, "product": product}
+
+
 def for_node(op, declared, node, *arrays):
     """The op's inline text (Op.inline_forward, inline_backward, inline_split) for `node`,
     or None where the node runs the op's function (a layout copy's step is no op class)."""
@@ -62,7 +67,7 @@ def fitting(text, kind, node, plan):
         if fit is None and expr is not None:
             try:
                 with np.errstate(all="ignore"):
-                    value = eval(filled(expr, "t", count), {"np": np, "product": product},
+                    value = eval(filled(expr, "t", count), dict(NAMES),
                                  {"t": node, "g": np.zeros(data.shape, data.dtype)})
                 fit = getattr(value, "shape", None) == shape
             except Exception:  # noqa: BLE001  (a text that fails here keeps its checks)

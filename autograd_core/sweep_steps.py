@@ -16,8 +16,9 @@ import numpy as np
 
 from .backmath import ArrayMath
 from .function import inline_text
+from .replay_texts import NAMES as TEXT_NAMES
 
-_NAMES = {"np": np, "sum_to": ArrayMath.sum_to, "ndarray": np.ndarray}
+_NAMES = dict(TEXT_NAMES, sum_to=ArrayMath.sum_to, ndarray=np.ndarray)
 
 
 def make_step(op):

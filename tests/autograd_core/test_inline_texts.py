@@ -271,3 +271,43 @@ def test_a_rule_from_a_mixin_is_what_eager_mode_runs():
     x = ag.Tensor(np.array([0.5, -1.0]), requires_grad=True)
     record(op, np.tanh(x.data), (x,)).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+
+
+def test_every_runner_of_a_text_knows_the_names_it_may_use():
+    """The eager sweep's step, replay's blocks and the shape check share one namespace: a rule
+    text naming `product` ran in replay but raised NameError in the eager sweep."""
+
+    class ProductRule(ag.Op):  # a user op whose rule text names `product`, as Op allows
+        name = "test_inline_texts_product_rule"
+        inputs = ("x", "m")
+        saves = ("x", "m")
+        view = False
+        rule = "d(x @ m) = (g m^T, x^T g)"
+        hazard = None
+        memory = ag.Memory()
+        inline_backward = ("product({g}, {x1}.T)", "product({x0}.T, {g})")
+
+        @staticmethod
+        def forward(out, x, m):
+            return product(x, m)
+
+        @staticmethod
+        def backward(g, out, xp):
+            x, m = out._inputs
+            return product(g, m._data.T), product(x._data.T, g)
+
+    try:
+        rng = np.random.default_rng(4)
+        x = ag.Tensor(rng.standard_normal((2, 3)), requires_grad=True)
+        m = ag.Tensor(rng.standard_normal((3, 2)), requires_grad=True)
+
+        def fn(x):
+            return (record(ProductRule, product(x._data, m._data), (x, m)) * 2.0).sum()
+
+        fn(x).backward()  # the eager step made from the text
+        g = np.full((2, 2), 2.0)
+        np.testing.assert_array_equal(x.grad.numpy(), g @ m.numpy().T)
+        np.testing.assert_array_equal(m.grad.numpy(), x.numpy().T @ g)
+        check(fn, [x, m], [(x,)], calls=4, batch=False)  # and replayed, bit for bit
+    finally:
+        ag.ops_registry.pop("test_inline_texts_product_rule")
