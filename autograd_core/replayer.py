@@ -57,6 +57,7 @@ from operator import attrgetter, is_
 import numpy as np
 
 from . import batching, replay_codegen, replay_layout, replay_sweep
+from . import replay_compare as compare
 from .replay_step import ReplayedStep
 from .function import record
 from .grad_mode import _state
@@ -208,8 +209,8 @@ class _Plan:
         self.tensor_shells = [s for s, src in self.sources if isinstance(src, Tensor)]
         self.tensor_sources = [src for s, src in self.sources if isinstance(src, Tensor)]
         self.arg_sources = [(s, src) for s, src in self.sources if not isinstance(src, Tensor)]
-        self.masks = _masks(self.bound)  # see changed
-        self.functions = _functions(self.program)  # see changed
+        self.masks = compare.masks(self.bound)  # see changed
+        self.functions = compare.functions(self.program)  # see changed
         if not self.root.requires_grad:
             raise Refused("its result does not depend on anything that requires grad")
         self.batched = False  # set once batching.rewrite changed the graph
@@ -229,7 +230,7 @@ class _Plan:
             self.batch()
             self.program = replay_layout.reorder(self.program)
         self.structure = None
-        self.masks = _masks(self.bound)  # the batched nodes' copies of the bound ones
+        self.masks = compare.masks(self.bound)  # the batched nodes' copies of the bound ones
         self._generate()
 
     def _generate(self):
@@ -277,7 +278,7 @@ class _Plan:
         # what must be the same when the call is recorded again: the op, where its inputs
         # come from, its constants, and its other saved parameters (axes, scalars; arrays
         # there are values its forward computes again, as softmax_cross_entropy's)
-        rest = _parameters(t._saved[op.constants:] if op.constants else t._saved)
+        rest = compare.parameters(t._saved[op.constants:] if op.constants else t._saved)
         self.structure.append((op, tuple(self.index[i] for i in inputs), constants, rest,
                                t._data.shape, t._data.dtype))
         self.index[s] = len(self.index)
@@ -309,10 +310,10 @@ class _Plan:
         for base, views in by_base.values():
             covered = sum(v.nbytes for v in views.values())
             if base.nbytes <= 4 * covered + 65536:
-                self.outside.append((weakref.ref(base), _Recorded(base)))
+                self.outside.append((weakref.ref(base), compare.Recorded(base)))
             else:
                 for v in views.values():  # held: their base is the caller's anyway
-                    self.outside.append(((lambda v=v: v), _Recorded(v)))
+                    self.outside.append(((lambda v=v: v), compare.Recorded(v)))
         self._watching = None
 
     def _leaf(self, t, places):
@@ -334,7 +335,7 @@ class _Plan:
         who = id(t) if t.requires_grad and path is None else None
         # a leaf made inside the function (a random mask) is replayed with the recorded values:
         # they must be the same in both recordings, unless it reads an array from outside
-        content = _Content(t._data) if path is None and not t.requires_grad else None
+        content = compare.Content(t._data) if path is None and not t.requires_grad else None
         self.structure.append(("leaf", s.requires_grad, path, who, t._data.shape,
                                t._data.dtype, content))
         self.index[s] = len(self.index)
@@ -343,7 +344,7 @@ class _Plan:
     def differs(self, other):
         """Why a second recording of the same signature cannot share this plan, or None."""
         if len(self.structure) != len(other.structure) or not all(
-                _same(a, b) for a, b in zip(self.structure, other.structure)):
+                compare.same(a, b) for a, b in zip(self.structure, other.structure)):
             return ("the graph changed between two calls with the same argument shapes (its "
                     "control flow, or an array an op saved, depends on values)")
         return None
@@ -357,7 +358,7 @@ class _Plan:
         kernel or rule was replaced since (a learner's own rule: the generated code may run
         the text of the one it replaced)."""
         for op, functions in self.functions:
-            if _functions_of(op) != functions:  # (compared by identity: functions have no ==)
+            if compare.functions_of(op) != functions:  # functions compare by identity
                 return f"the kernel or rule of op {op.name!r} was replaced since it was recorded"
         for arg, selected in self.masks:
             if np.count_nonzero(arg.array(args)) != selected:
@@ -457,105 +458,9 @@ class _Plan:
         return tuple(result), fresh
 
 
-class _Recorded:
-    """A copy of an array's values as recorded, compared each call with the array: by its
-    bytes first (a memcmp: np.array_equal costs ~2 us even for a few targets), by value where
-    the bytes differ (-0.0 is 0.0, and NaN is NaN whatever its bits)."""
-    __slots__ = ("raw", "shape", "dtype", "objects")
-
-    def __init__(self, array):
-        self.shape, self.dtype = array.shape, array.dtype
-        # an object array's bytes are pointers: it is kept and compared by value only
-        self.objects = array.copy() if array.dtype.hasobject else None
-        self.raw = None if self.objects is not None else array.tobytes()
-
-    @property
-    def nbytes(self):
-        return self.objects.nbytes if self.objects is not None else len(self.raw)
-
-    def holds(self, a):
-        """Whether `a` has the recorded shape, dtype and values."""
-        if a.shape != self.shape or a.dtype != self.dtype:
-            return False
-        if self.objects is not None:
-            return bool(np.array_equal(a, self.objects))
-        if a.tobytes() == self.raw:
-            return True
-        if self.dtype.kind not in "fc":  # no -0.0 or NaN: other bytes are other values
-            return False
-        recorded = np.frombuffer(self.raw, self.dtype).reshape(self.shape)
-        return bool(np.array_equal(a, recorded, equal_nan=True))
-
-
-def _functions(program):
-    """(op, _functions_of(op)) for each op class of `program`."""
-    return [(op, _functions_of(op)) for op in {entry[0]._op for entry in program}]
-
-
-def _functions_of(op):
-    """What of an op a plan's generated code may have replaced by its texts."""
-    return (getattr(op, "forward", None), getattr(op, "backward", None),
-            getattr(op, "backward_split", None))
-
-
-def _masks(bound):
-    """(Arg, count of True) of each boolean array that an op saved from the arguments."""
-    found = []
-
-    def walk(template, saved):
-        if isinstance(template, Arg):
-            if isinstance(saved, np.ndarray) and saved.dtype == bool:
-                found.append((template, int(np.count_nonzero(saved))))
-        elif isinstance(template, tuple) and isinstance(saved, tuple):
-            for t, v in zip(template, saved):
-                walk(t, v)
-
-    for s, template, count in bound:
-        walk(template, s._saved[:count])
-    return found
-
-
 def _same_arrays(tensors, shells):
     """Whether every tensor still holds the array its shell was given (one C loop)."""
     return all(map(is_, map(_data_of, tensors), map(_data_of, shells)))
 
 
 _data_of = attrgetter("_data")
-
-
-def _parameters(saved):
-    """`saved` with its arrays left out."""
-    if isinstance(saved, np.ndarray):
-        return None
-    if isinstance(saved, tuple):
-        return tuple(_parameters(v) for v in saved)
-    return saved
-
-
-class _Content:
-    """A leaf's array in the structure two recordings compare: the same when both are
-    (views of) one array, whose later changes replay reads; otherwise equal values (an array
-    made inside the function each call, as zeros for a first state)."""
-    __slots__ = ("array", "base")
-
-    def __init__(self, array):
-        self.array, self.base = array, array
-        while isinstance(self.base.base, np.ndarray):
-            self.base = self.base.base
-
-    def __eq__(self, other):
-        return isinstance(other, _Content) and (
-            self.base is other.base or _same(self.array, other.array))
-
-
-def _same(a, b):
-    """Structural equality, arrays by value (and dtype)."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
-                and a.shape == b.shape and bool(np.array_equal(a, b)))
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    try:
-        return bool(a == b)
-    except (TypeError, ValueError):
-        return a is b

@@ -1,7 +1,7 @@
 """Review 21: hostile tests of five changes -- sigmoid's quiet exp (quiet_exp.py), record()'s one
 per-thread recording value (grad_mode.sync_recording), the sweep's grad mode set without a
 context manager, nn.cross_entropy's single target check, and replay's byte-first comparison of
-arrays saved from outside the function (replayer._Recorded)."""
+arrays saved from outside the function (replay_compare.Recorded)."""
 import asyncio
 import contextvars
 import gc
@@ -18,7 +18,8 @@ import nn
 from autograd_core import function
 from autograd_core.grad_mode import _state
 from autograd_core.quiet_exp import _QUIET, exp_quietly
-from autograd_core.replayer import ReplayWarning, _Recorded
+from autograd_core.replay_compare import Recorded as _Recorded
+from autograd_core.replayer import ReplayWarning
 
 
 def _ref_sigmoid(x):
