@@ -33,11 +33,6 @@ TRIES = 8  # periods tried at each place (the next places where its key comes ag
 MERGED = 64  # nodes that repeat nowhere are run together in blocks of at most this many
 SHORT = 8  # a repeat covering fewer nodes runs with them
 VARIADIC = 6  # a kernel with more inputs than this gets them as one tuple (stack, concatenate)
-# A rule's factor is computed ahead for all of a loop's steps only where a step's array is at
-# most this large: there the two ufunc calls saved per step cost more than their arithmetic
-# (a (1, 32) state: the unroll's backward ~10% faster), where on a (32, 128) state the pass
-# over all the steps' stacked arrays left the backward ~10% slower.
-FACTOR_BYTES = 4096
 
 
 def budget(nodes):
@@ -105,7 +100,7 @@ def compile_backward(steps, slots, root_slot):
             which = "inline_backward" if kind == "rule" else "inline_split"
             text = texts.rule_text(texts.for_node(op, which, t), op, which, t)
             if text is not None:
-                text += (texts.fitting(text, kind, t, plan), _factor(text, kind, t))
+                text += (texts.fitting(text, kind, t, plan), texts.loop_factor(text, kind, t))
             keys.append((op, kind, waits, tuple(plan), text))
         if kind == "split":
             row.append(extra)
@@ -239,22 +234,6 @@ def _forward_source(key, many):
     lines = ["def block(rows):", "    " + _unpack(names)]
     lines += ["        " + line for line in body]
     return "\n".join(lines), constants
-
-
-def _factor(text, kind, t):
-    """A one-input rule `g * (F)` of an elementwise op (Op.batch) whose F a loop's block
-    computes for all its rows at once (replay_texts.factor): (F, the array it reads, that
-    array's dtype and shape: rows share one block only where they agree, so that their stack
-    has each row's dtype), or None."""
-    if kind != "rule" or text[1] != 1 or getattr(t._op, "batch", None) != "elementwise":
-        return None  # only an elementwise F has, for each step, its own rows of the stack
-    found = texts.factor(text[0][0])
-    if found is None:
-        return None
-    source = np.asarray(t._data if found[1] == "{out}._data" else t._inputs[0]._data)
-    if source.nbytes > FACTOR_BYTES:
-        return None
-    return found + (source.dtype.str, source.shape)
 
 
 def _backward_source(key, many):

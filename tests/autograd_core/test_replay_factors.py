@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import autograd_core as ag
-from autograd_core import replay_codegen
+from autograd_core import replay_codegen, replay_texts
 from autograd_core.ops.unary import Tanh
 from autograd_core.replay_texts import factor
 
@@ -166,7 +166,7 @@ def test_rows_of_other_dtypes_do_not_share_a_stack():
 
 def test_steps_larger_than_the_limit_keep_the_rule_per_step():
     rng = np.random.default_rng(10)
-    hidden = replay_codegen.FACTOR_BYTES // 8 // 4 + 1  # a (4, hidden) float64 state: too large
+    hidden = replay_texts.FACTOR_BYTES // 8 // 4 + 1  # a (4, hidden) float64 state: too large
     u, w = param(rng, 3, hidden), param(rng, hidden, hidden)
     xs = ag.Tensor(rng.standard_normal((5, 4, 3)))
     replay_codegen._forget()

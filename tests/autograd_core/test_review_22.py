@@ -1,5 +1,5 @@
 """Review 22: hostile tests of replay's precomputed rule factors (replay_texts.factor,
-replay_codegen._factor / FACTOR_BYTES): a one-input rule `g * (F)` whose F a loop's block
+replay_texts.loop_factor / FACTOR_BYTES): a one-input rule `g * (F)` whose F a loop's block
 computes once for all its rows on their stacked arrays. Held to eager mode bit for bit
 (batch=False) and within 1e-12 in float64 (batch=True). Found and fixed here: a user op's
 F that is not elementwise (a reduction of its array) was computed on all the steps at once
@@ -14,7 +14,7 @@ import pytest
 
 import autograd_core as ag
 import nn
-from autograd_core import replay_codegen
+from autograd_core import replay_codegen, replay_texts
 from autograd_core.function import record
 from autograd_core.ops.unary import Relu, Sigmoid, Tanh
 from benchmarks import _steps, unroll
@@ -490,7 +490,7 @@ def test_long_unroll_at_small_lengths(steps):
 @pytest.mark.parametrize("extra, used", [(0, True), (1, False)])
 def test_the_factor_limit_at_its_edge(extra, used):
     rng = np.random.default_rng(20)
-    hidden = replay_codegen.FACTOR_BYTES // 8 + extra  # a (1, hidden) float64 state
+    hidden = replay_texts.FACTOR_BYTES // 8 + extra  # a (1, hidden) float64 state
     w = ag.Tensor(rng.standard_normal((hidden, hidden)) / np.sqrt(hidden), requires_grad=True)
     xs = ag.Tensor(rng.standard_normal((4, 1, hidden)))
     replay_codegen._forget()
