@@ -21,9 +21,8 @@ import linecache
 
 import numpy as np
 
-from .replay_sweep import gathered_rows, weight_products
+from .replay_sweep import gathered_rows, stacked_rows, weight_products
 from .backmath import ArrayMath
-from .ops.joining import stack_arrays
 from . import replay_texts as texts
 
 __all__ = ["compile_forward", "compile_backward"]
@@ -47,20 +46,25 @@ _files = []  # the generated functions' names in linecache (tracebacks show thei
 _numbers = itertools.count(1)
 
 
-def compile_forward(program):
+def compile_forward(program, placement):
     """[(function, rows)] running `program` ((shell, forward, inputs, arity) in creation
-    order) as _Plan._run does, or None where it would compile too much."""
+    order) as _Plan._run does, or None where it would compile too much. The nodes that
+    `placement` (replay_buffers.Placement) puts in a buffer write into their rows, and a
+    stack of them is the buffer."""
     keys, row, ends = [], [], []  # row: every node's row, one after the other
     for s, forward, inputs, arity in program:
         row.append(s)
-        if arity <= VARIADIC:
-            op, recorded = s._op, getattr(s, "_inputs", None)  # a layout copy has none
-            text = (texts.for_node(op, "inline_forward", s, *[i._data for i in recorded])
-                    if recorded is not None and forward is getattr(op, "forward", None)
-                    else None)
-            if text is not None:  # checked here, filled in where the block is written
-                texts.checked(op, "inline_forward", text, arity)
-            keys.append((forward, arity, text))
+        if id(s) in placement.stacks:  # its inputs wrote their rows: it is the buffer's
+            keys.append((None, "stacked", None))
+            row.append(placement.stacks[id(s)])
+        elif arity <= VARIADIC:
+            placed = placement.producers.get(id(s))
+            if placed is not None:
+                buffer, k, text = placed
+                row += (buffer, k)
+            else:
+                text = texts.forward_text(s, forward, inputs, arity)
+            keys.append((forward, arity, text, placed is not None))
             row += inputs
         else:
             keys.append((forward, -1, None))
@@ -197,7 +201,7 @@ def _make(source):
     namespace = dict(constants, **texts.NAMES, xp=ArrayMath, sum_to=ArrayMath.sum_to,
                      ndarray=np.ndarray, zeros=np.zeros, result_type=np.result_type,
                      stacked=weight_products, gathered_rows=gathered_rows,
-                     stack_arrays=stack_arrays)
+                     stacked_rows=stacked_rows)
     exec(compile(code, name, "exec"), namespace)
     return namespace["block"]
 
@@ -215,13 +219,22 @@ def _unpack(names):
 def _forward_source(key, many):
     """One block of _Plan._run's loop: each node's kernel on its inputs' arrays."""
     names, body, constants = [], [], {}
-    for q, (forward, arity, text) in enumerate(key):
+    for q, entry in enumerate(key):
         names.append(f"s{q}")
+        if entry[1] == "stacked":
+            names.append(f"B{q}")
+            body.append(f"s{q}._data = B{q}.stacked()")
+            continue
+        forward, arity, text = entry[:3]
         if text is not None:
+            into = {}
+            if entry[3]:  # it writes into its row of a stack's buffer
+                names += [f"B{q}", f"k{q}"]
+                into["o"] = f"B{q}.buf[k{q}]"
             names += [f"x{q}_{k}" for k in range(arity)]
             inputs = [f"x{q}_{k}._data" for k in range(arity)]
             body.append(f"s{q}._data = " + text.format(
-                out=f"s{q}", **{f"x{k}": x for k, x in enumerate(inputs)}))
+                out=f"s{q}", **into, **{f"x{k}": x for k, x in enumerate(inputs)}))
             continue
         constants[f"F{q}"] = forward
         if arity < 0:
@@ -313,7 +326,7 @@ def _backward_source(key, many):
     for q, (text, source, _, _) in factors:  # each row's array, stacked; F of them all
         row = f"r[{names.index(f't{q}')}]"
         array = f"{row}._data" if source == "{out}._data" else f"{row}._inputs[0]._data"
-        lines += [f"    F{q} = stack_arrays([{array} for r in rows])",
+        lines += [f"    F{q} = stacked_rows([{array} for r in rows], pending)",
                   f"    F{q} = " + text.format(a=f"F{q}")]
     if factors:
         lines.append("    for n_, (" + ", ".join(names) + ",) in enumerate(rows):")

@@ -54,18 +54,24 @@ def gathered_rows(parts, x, pending):
     first = parts.pop()
     dtype = np.result_type(first, x._data)
     if all(p is not None for p in parts):
-        row = parts[0]
-        if row.ndim:  # stack_arrays's concatenate and reshape, the concatenation kept
-            out = stacked_products.joined(parts, pending.setdefault(STACKS, {}))
-            out = out.reshape((len(parts),) + row.shape)
-        else:
-            out = np.stack(parts)
+        out = stacked_rows(parts, pending)
         return out if out.dtype == dtype else out.astype(dtype)
     out = np.zeros(x._data.shape, dtype=dtype)
     for k, p in enumerate(parts):
         if p is not None:
             out[k] = p
     return out
+
+
+def stacked_rows(rows, pending):
+    """np.stack(rows) (arrays of one shape), as the concatenation that pending[STACKS]
+    holds or keeps (stacked_products.joined): a weight's factors, or rows of a buffer the
+    forward wrote them into (replay_buffers)."""
+    row = rows[0]
+    if not row.ndim:
+        return np.stack(rows)
+    out = stacked_products.joined(rows, pending.setdefault(STACKS, {}))
+    return out.reshape((len(rows),) + row.shape)
 
 
 def compile_steps(nodes, index, batched):

@@ -23,6 +23,17 @@ def for_node(op, declared, node, *arrays):
     return inline_text(op, declared, node, *arrays) if isinstance(op, type) else None
 
 
+def forward_text(s, forward, inputs, arity):
+    """The inline forward text of a program entry (its shell, kernel, inputs and arity),
+    checked, or None where the kernel is called (a layout copy, a replaced kernel, an op
+    without one)."""
+    op, recorded = s._op, getattr(s, "_inputs", None)  # a layout copy has none
+    if recorded is None or forward is not getattr(op, "forward", None):
+        return None
+    text = for_node(op, "inline_forward", s, *[i._data for i in recorded])
+    return None if text is None else checked(op, "inline_forward", text, arity)
+
+
 _checked_texts = set()  # (op, which, text, inputs) already held to their form
 
 

@@ -56,7 +56,7 @@ from operator import attrgetter, is_
 
 import numpy as np
 
-from . import batching, replay_codegen, replay_layout, replay_sweep
+from . import batching, replay_buffers, replay_codegen, replay_layout, replay_sweep
 from . import replay_compare as compare
 from .replay_step import ReplayedStep
 from .function import record
@@ -216,6 +216,9 @@ class _Plan:
         self.batched = False  # set once batching.rewrite changed the graph
         self._compile_backward([shells[t] for t in walk((out,), "replay") if t._op is not None])
         self.forward_blocks = self.backward_blocks = None  # see _generate
+        # where the generated forward writes states (replay_buffers), and whether this
+        # call's did (the loop below writes none: the backward's stacks are then made)
+        self.placement, self.placed = replay_buffers.NOTHING, False
         self.generation = 0
         self.confirmed = False  # set once a second recording gave the same graph
         # one call at a time writes or reads the shells (threads sharing the function)
@@ -236,7 +239,10 @@ class _Plan:
     def _generate(self):
         """The forward's and the backward's loops as generated code (replay_codegen), each
         where it compiles little enough; the loops below stay for the rest."""
-        self.forward_blocks = replay_codegen.compile_forward(self.program)
+        placement = replay_buffers.place(self.program, self.steps)
+        self.forward_blocks = replay_codegen.compile_forward(self.program, placement)
+        if self.forward_blocks is not None:
+            self.placement = placement
         self.backward_blocks = replay_codegen.compile_backward(
             self.steps, len(self.index), self.root_slot)
 
@@ -396,10 +402,12 @@ class _Plan:
         for s, template, count in self.bound:
             s._saved = rebuild(template, args) + tuple(s._saved[count:])
         if self.forward_blocks is not None:
+            self.placement.fresh()
             for block, rows in self.forward_blocks:
                 block(rows)
         else:
             self._forward()
+        self.placed = self.forward_blocks is not None
         leaves = tuple(src if isinstance(src, Tensor) else argument_at(args, src)
                        for _, src in self.grad_leaves)
         return record(ReplayedStep, self.root._data.copy(), leaves,
@@ -439,6 +447,8 @@ class _Plan:
         acc = [None] * len(self.index)
         owned = [False] * len(self.index)
         pending = {}  # what steps keep for later ones (replay_sweep.WEIGHT, ROWS)
+        if self.placed and self.placement.windows:  # stacks the forward wrote already
+            self.placement.seed(pending.setdefault(replay_sweep.STACKS, {}))
         acc[self.root_slot] = g
         if self.backward_blocks is not None:
             for block, rows in self.backward_blocks:

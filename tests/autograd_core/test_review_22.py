@@ -30,7 +30,7 @@ def _sources():
 
 
 def _factor_used():
-    return "stack_arrays(" in _sources() and "enumerate(rows)" in _sources()
+    return "stacked_rows(" in _sources() and "enumerate(rows)" in _sources()
 
 
 def _loop(act, w, steps=6, shape=(2, 4)):

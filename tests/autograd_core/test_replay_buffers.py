@@ -1,0 +1,205 @@
+"""A replayed loop's states written into one buffer per call (replay_buffers): a forward stack
+of them, and the stack of a weight's factors in the backward, are views of it instead of
+copies. Held bit for bit to the same replay without buffers, and to eager mode (float64,
+1e-12), including where the first factor is copied into the buffer's front row."""
+import numpy as np
+import pytest
+
+import autograd_core as ag
+from autograd_core import replay_buffers, stacked_products
+from autograd_core.replay_buffers import OUT, writing_into
+
+from tests.autograd_core.replay_checks import assert_bits, check, param, run
+
+
+@pytest.mark.parametrize("text, want", [
+    ("np.tanh({x0})", "np.tanh({x0}, " + OUT + ")"),
+    ("np.add({x0}, {x1})", "np.add({x0}, {x1}, " + OUT + ")"),
+    ("np.maximum({x0}, 0)", "np.maximum({x0}, 0, " + OUT + ")"),
+    ("np.add((d := {x1}.dot({x2}.T)), {x0}, d)",
+     "np.add((d := {x1}.dot({x2}.T)), {x0}, " + OUT + ")"),  # its own out replaced
+    ("{x0} + {out}._saved", None),  # an operator, not a call
+    ("-{x0}", None),
+    ("{x0}.dot({x1}.T)", None),  # a method
+    ("np.divmod({x0}, {x1})", None),  # two outputs
+    ("np.linalg.norm({x0})", None),  # not a ufunc
+    ("np.tanh({x0}, out={x1})", None),  # keywords
+    ("np.tanh(*{x0})", None),
+    ("np.add({x0})", None),  # too few inputs
+    ("np.tanh({x0}", None),  # not Python
+])
+def test_which_forward_texts_can_write_into_a_row(text, want):
+    assert writing_into(text) == want
+
+
+def _loop(steps=6, act=ag.tanh, h0=None):
+    """h_t = act(x_t U + h_{t-1} W), loss = sum_t sum(h_t * h_t): the batched loss stacks the
+    states; W's gradient stacks h_0 .. h_{T-1} (h_0 zeros made inside, or an argument)."""
+    def fn(xs, u, w, *start):
+        h = start[0] if start else ag.zeros((xs.shape[1], w.shape[0]), dtype=xs.dtype)
+        loss = 0.0
+        for t in range(steps):
+            h = act(xs[t] @ u + h @ w)
+            loss = loss + (h * h).sum()
+        return loss
+    return fn
+
+
+def _params(rng, dtype=np.float64, size=4):
+    return param(rng, 3, size, dtype=dtype), param(rng, size, size, dtype=dtype)
+
+
+def _xs(rng, count=3, steps=6, dtype=np.float64):
+    return [(ag.Tensor(rng.standard_normal((steps, 2, 3)).astype(dtype)),) for _ in range(count)]
+
+
+def _plan(step):
+    (plan,) = step.plans.values()
+    return plan
+
+
+def _without_buffers(monkeypatch):
+    monkeypatch.setattr(replay_buffers, "place", lambda program, steps:
+                        replay_buffers.Placement())
+
+
+def test_a_loops_states_are_rows_of_one_buffer_and_its_stacks_views():
+    rng = np.random.default_rng(1)
+    u, w = _params(rng)
+    fn = _loop()
+    step = check(lambda xs: fn(xs, u, w), [u, w], _xs(rng), calls=5)
+    plan = _plan(step)
+    (buffer,) = plan.placement.buffers
+    assert buffer.shape == (7, 2, 4) and buffer.lead is not None  # h_0 is copied in front
+    (window,) = plan.placement.stacks.values()
+    assert (window.lo, window.hi) == (1, 7)
+    stacked = [s for s, _, _, _ in plan.program if id(s) in plan.placement.stacks]
+    assert stacked[0]._data.base is buffer.buf
+    assert [(w.lo, w.hi) for w in plan.placement.windows] == [(1, 7), (0, 6)]
+
+
+def test_the_backward_stacks_no_state(monkeypatch):
+    rng = np.random.default_rng(2)
+    u, w = _params(rng)
+    fn = _loop()
+    step = ag.replay(lambda xs: fn(xs, u, w))
+    args = _xs(rng)
+    for k in range(3):
+        run(step, [u, w], args[k % 3])
+    joined = []
+    real = stacked_products.np.concatenate
+
+    def counting(arrays, *a, **k):
+        joined.append(arrays)
+        return real(arrays, *a, **k)
+
+    monkeypatch.setattr(stacked_products.np, "concatenate", counting)
+    got = run(step, [u, w], args[0])
+    want = run(lambda xs: fn(xs, u, w), [u, w], args[0])
+    np.testing.assert_allclose(got[1][1], want[1][1], rtol=1e-12)
+    buffer = _plan(step).placement.buffers[0].buf
+    assert joined  # the gradients' stacks are still made, W's left factors are not:
+    assert not any(len(arrays) == 6 and arrays[1].base is buffer for arrays in joined)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", [ag.tanh, ag.relu, ag.exp])
+def test_the_same_bits_as_a_replay_without_buffers(monkeypatch, dtype, act):
+    rng = np.random.default_rng(3)
+    u, w = _params(rng, dtype)
+    args = _xs(rng, dtype=dtype)
+    fn = _loop(act=act if act is not ag.exp else (lambda x: ag.exp(x * 0.1)))
+    placed = ag.replay(lambda xs: fn(xs, u, w))
+    got = [run(placed, [u, w], args[k % 3]) for k in range(5)]
+    assert _plan(placed).placement.buffers
+    _without_buffers(monkeypatch)
+    plain = ag.replay(lambda xs: fn(xs, u, w))
+    want = [run(plain, [u, w], args[k % 3]) for k in range(5)]
+    assert not _plan(plain).placement.buffers
+    for k, (g, e) in enumerate(zip(got, want)):
+        assert_bits(g, e, f"call {k}")
+
+
+def test_a_first_state_given_as_an_argument_is_copied_anew_each_call():
+    """h_0 changes from call to call: W's factors start with this call's."""
+    rng = np.random.default_rng(4)
+    u, w = _params(rng)
+    fn = _loop()
+    argsets = [(x, ag.Tensor(rng.standard_normal((2, 4)))) for (x,) in _xs(rng, count=4)]
+    step = check(lambda xs, h0: fn(xs, u, w, h0), [u, w], argsets, calls=8)
+    assert _plan(step).placement.buffers[0].lead is not None
+
+
+def test_each_call_writes_a_new_buffer():
+    rng = np.random.default_rng(5)
+    u, w = _params(rng)
+    fn = _loop()
+    step = ag.replay(lambda xs: fn(xs, u, w))
+    args = _xs(rng)
+    for k in range(3):
+        run(step, [u, w], args[k])
+    plan = _plan(step)
+    stacked = next(s for s, _, _, _ in plan.program if id(s) in plan.placement.stacks)
+    before = stacked._data
+    kept = before.copy()
+    run(step, [u, w], args[0])
+    assert stacked._data.base is not before.base
+    np.testing.assert_array_equal(before, kept)  # the earlier call's states are untouched
+
+
+def test_a_state_stacked_twice_or_not_made_by_a_ufunc_is_not_placed():
+    rng = np.random.default_rng(6)
+    u, w = _params(rng)
+
+    def twice(xs):
+        h, states = ag.zeros((2, 4)), []
+        for t in range(4):
+            h = ag.tanh(xs[t] @ u + h @ w)
+            states += [h, h]
+        return (ag.stack(states) ** 2).sum()
+
+    def sigmoid_states(xs):  # sigmoid's kernel is no single ufunc
+        h, states = ag.zeros((2, 4)), []
+        for t in range(4):
+            h = ag.sigmoid(xs[t] @ u + h @ w)
+            states.append(h)
+        return (ag.stack(states) ** 2).sum()
+
+    for fn in (twice, sigmoid_states):
+        step = check(fn, [u, w], _xs(rng, steps=4), calls=5)
+        assert not _plan(step).placement.stacks
+
+
+def test_the_generated_forward_switched_off_stacks_again():
+    """Without the generated forward the states are not rows: the backward must not take
+    the buffer's (stale) rows for them."""
+    rng = np.random.default_rng(7)
+    u, w = _params(rng)
+    fn = _loop()
+    args = _xs(rng)
+    step = ag.replay(lambda xs: fn(xs, u, w))
+    for k in range(3):
+        run(step, [u, w], args[k])
+    plan = _plan(step)
+    assert plan.placement.windows
+    plan.forward_blocks = None
+    for k in range(3):
+        got = run(step, [u, w], args[(k + 1) % 3])
+        want = run(lambda xs: fn(xs, u, w), [u, w], args[(k + 1) % 3])
+        np.testing.assert_allclose(got[1][1], want[1][1], rtol=1e-12, atol=1e-12)
+
+
+def test_one_dimensional_states_and_a_single_step():
+    rng = np.random.default_rng(8)
+    w = param(rng, 4, 4)
+
+    def vector_loop(xs):
+        h, loss = ag.zeros(4), 0.0
+        for t in range(xs.shape[0]):
+            h = ag.tanh(w @ h + xs[t])
+            loss = loss + (h * h).sum()
+        return loss
+
+    for steps in (1, 5):
+        argsets = [(ag.Tensor(rng.standard_normal((steps, 4))),) for _ in range(3)]
+        check(vector_loop, [w], argsets, calls=5)
