@@ -25,18 +25,30 @@ from .ops.joining import Stack
 
 OUT = "{o}"  # where a placed producer's text names the row it writes
 
+# A gradient row smaller than this is stacked by copying: the view of it that a rule writes
+# into costs about what copying it costs.
+GRADIENT_ROW_BYTES = 2048
+
+_UFUNC_OF = {ast.Mult: "multiply", ast.Add: "add", ast.Sub: "subtract", ast.Div: "divide"}
+
 
 class Buffer:
     """Rows of one shape and dtype, made anew by each replayed call (`fresh`)."""
-    __slots__ = ("buf", "shape", "dtype", "lead")
+    __slots__ = ("buf", "shape", "dtype", "lead", "views")
 
     def __init__(self, rows, row, dtype):
         self.shape, self.dtype = (rows,) + row, dtype
-        self.buf = None
+        self.buf = self.views = None
         self.lead = None  # the shell copied into row 0 by a window, if one is
 
     def fresh(self):
         self.buf = np.empty(self.shape, self.dtype)
+
+    def fresh_views(self):
+        """A new array and its rows as views made once: a rule writes a gradient into
+        views[k], and the stack of the rows knows them by identity."""
+        self.fresh()
+        self.views = list(self.buf)
 
 
 class Window:
@@ -57,13 +69,17 @@ class Window:
         buf = self.buffer.buf
         if self.lo == 0:  # row 0 holds a copy of the first factor
             buf[0] = arrays[0]
-        rows = buf[self.lo:self.hi]  # as np.concatenate joins them: along their first axis
-        joined = rows.reshape((rows.shape[0] * rows.shape[1],) + rows.shape[2:])
-        stacks[id(arrays[0])] = (arrays, joined)
+        stacks[id(arrays[0])] = (arrays, _joined(buf[self.lo:self.hi]))
+
+
+def _joined(rows):
+    """Consecutive rows of a buffer as np.concatenate joins them: along their first axis."""
+    return rows.reshape((rows.shape[0] * rows.shape[1],) + rows.shape[2:])
 
 
 class Placement:
-    """Where a plan's states are written (see place)."""
+    """Where a plan's states are written (see place), and the gradients its weights' uses
+    receive (see place_gradients)."""
 
     def __init__(self):
         self.producers = {}  # id(shell) -> (Buffer, row, its text writing into {o})
@@ -71,6 +87,9 @@ class Placement:
         self.windows = []  # Windows the backward may stack again (factors, states)
         self.buffers = []
         self.row_of = {}  # id(shell) -> (Buffer, row)
+        self.gradients = {}  # gradient slot -> (Buffer, row)
+        self.gradient_windows = []  # (Buffer, lo, hi)
+        self.gradient_buffers = []
 
     def fresh(self):
         for buffer in self.buffers:
@@ -79,6 +98,14 @@ class Placement:
     def seed(self, stacks):
         for window in self.windows:
             window.seed(stacks)
+
+    def seed_gradients(self, stacks):
+        """New gradient buffers for a backward, their windows offered to `stacks`."""
+        for buffer in self.gradient_buffers:
+            buffer.fresh_views()
+        for buffer, lo, hi in self.gradient_windows:
+            views, rows = buffer.views[lo:hi], buffer.buf[lo:hi]
+            stacks[id(views[0])] = (views, _joined(rows))
 
 
 NOTHING = Placement()  # a plan whose forward is not generated places nothing
@@ -108,6 +135,26 @@ def writing_into(text):
     return None
 
 
+def writing_value(value, out):
+    """`value` (a rule's expression as a block writes it) computed into the array `out`
+    names, refusing any cast (casting="no": a gradient of another dtype than the buffer's
+    raises, and the block then computes it as before), or None where it is not one ufunc
+    call or one operator that is one (a * b is np.multiply(a, b) for arrays)."""
+    try:
+        node = ast.parse(value, mode="eval").body
+    except SyntaxError:
+        return None
+    tail = f", {out}, casting='no')"
+    if isinstance(node, ast.BinOp) and type(node.op) in _UFUNC_OF:
+        left, right = (ast.get_source_segment(value, n) for n in (node.left, node.right))
+        return f"np.{_UFUNC_OF[type(node.op)]}({left}, {right}" + tail
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return f"np.negative({ast.get_source_segment(value, node.operand)}" + tail
+    if writing_into(value) == value[:-1] + ", " + OUT + ")":  # a ufunc call, inputs only
+        return value[:-1] + tail
+    return None
+
+
 def place(program, steps):
     """Which states of `program` ((shell, forward, inputs, arity), creation order) are
     written into buffers: those a forward stack reads (all of its inputs, or none), then
@@ -127,12 +174,36 @@ def place(program, steps):
                 placement.stacks[id(s)] = window
                 window.shells = list(inputs)  # a rule's factor stacks them again
                 placement.windows.append(window)
-    for shells in _factor_lists(steps):
+    lists, gradients = _factor_lists(steps)
+    for shells in lists:
         window = _claim(placement, writable, shells, copy=True)
         if window is not None:
             window.shells = shells
             placement.windows.append(window)
+    _place_gradients(placement, steps, gradients)
     return placement
+
+
+def _place_gradients(placement, steps, uses):
+    """The gradients that a weight's uses receive, where each is one rule's result (so
+    that rule can write it into a row): rows of a buffer made for each backward, whose
+    stack is then a view (`uses`: per weight, its uses' (slot, shell) in creation order)."""
+    made = {}  # slot -> the steps that contribute to it
+    for _, t, op, kind, extra, targets, _ in steps:
+        for _, at, _ in ([(None, extra[1], None)] if kind == "sparse" else targets):
+            made.setdefault(at, []).append(kind)
+    for nodes in uses:
+        first = nodes[0][1]._data
+        if first.nbytes < GRADIENT_ROW_BYTES or any(
+                n._data.shape != first.shape or n._data.dtype != first.dtype
+                or made.get(slot) != ["rule"] or slot in placement.gradients
+                for slot, n in nodes):
+            continue
+        buffer = Buffer(len(nodes), first.shape, first.dtype)
+        for k, (slot, _) in enumerate(nodes):
+            placement.gradients[slot] = (buffer, k)
+        placement.gradient_buffers.append(buffer)
+        placement.gradient_windows.append((buffer, 0, len(nodes)))
 
 
 def _claim(placement, writable, shells, copy):
@@ -179,12 +250,12 @@ def _put(placement, writable, s, buffer, k):
 
 
 def _factor_lists(steps):
-    """For each weight that several products read, the forward shells their deferred
-    factors are (left ones, then right ones), in the order the backward stacks them
-    (creation order), where an inline split text names an input ({xK}); lists with a
-    factor that is not read from a shell (the gradient, or unknown) are left out."""
-    uses = {}  # weight slot -> [(left shell or None, right shell or None)], newest first
-    for _, t, op, kind, weight, _, _ in steps:
+    """For each weight that several products read, in the order the backward stacks its
+    factors (creation order), where an inline split text names them: the lists of forward
+    shells a factor side reads ({xK}), and the lists of (slot, shell) of the uses whose
+    gradient ({g}) a side is."""
+    uses = {}  # weight slot -> [(left, right)], newest first: a shell, "g" or None
+    for slot, t, op, kind, weight, _, _ in steps:
         if kind != "split":
             continue
         text = texts.for_node(op, "inline_split", t)
@@ -194,13 +265,17 @@ def _factor_lists(steps):
                 found = re.fullmatch(r"\{x(\d+)\}", part)
                 if found:
                     sides[side] = t._inputs[int(found.group(1))]
+                elif part == "{g}":
+                    sides[side] = (slot, t)
         uses.setdefault(weight, []).append(sides)
-    out = []
+    shells, gradients = [], []
     for pairs in uses.values():
         if len(pairs) < 2:
             continue
         for side in (0, 1):
-            shells = [p[side] for p in reversed(pairs)]
-            if all(s is not None for s in shells):
-                out.append(shells)
-    return out
+            found = [p[side] for p in reversed(pairs)]
+            if all(isinstance(s, tuple) for s in found):
+                gradients.append(found)
+            elif all(s is not None and not isinstance(s, tuple) for s in found):
+                shells.append(found)
+    return shells, gradients

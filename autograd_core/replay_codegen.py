@@ -24,6 +24,7 @@ import numpy as np
 from .replay_sweep import gathered_rows, stacked_rows, weight_products
 from .backmath import ArrayMath
 from . import replay_texts as texts
+from .replay_buffers import writing_value
 
 __all__ = ["compile_forward", "compile_backward"]
 
@@ -73,10 +74,12 @@ def compile_forward(program, placement):
     return _compile(keys, row, ends, _forward_source, budget(len(program)))
 
 
-def compile_backward(steps, slots, root_slot):
+def compile_backward(steps, slots, root_slot, gradients):
     """[(function, rows)] running the backward `steps` (replay_sweep.compile_steps's
     tuples, newest first) as replay_sweep.sweep does, or None where it would compile too much.
-    Each function is called as function(rows, acc, own, pending)."""
+    Each function is called as function(rows, acc, own, pending). An inline rule whose
+    result is the first contribution to a slot of `gradients` ({slot: (Buffer, row)},
+    replay_buffers) writes it into that row."""
     seen = [False] * slots  # whether a slot got a contribution yet, in sweep order
     seen[root_slot] = True
     keys, row, ends = [], [], []
@@ -84,28 +87,33 @@ def compile_backward(steps, slots, root_slot):
         row += (slot, t)
         if kind == "sparse":
             inp, at, shape = extra
-            keys.append((op, kind, waits, (shape, not seen[at]), None))
+            keys.append((op, kind, waits, (shape, not seen[at]), None, ()))
             seen[at] = True
             row += (inp, at)
         elif kind == "row":  # kept for the batched node's step, which nothing else feeds
-            keys.append((op, kind, waits, None, None))
+            keys.append((op, kind, waits, None, None, ()))
             row += extra
         elif len(targets) > VARIADIC:  # their accumulation stays a loop (a stack's inputs)
             for _, at, _ in targets:
                 seen[at] = True
-            keys.append((op, kind, waits, None, None))
+            keys.append((op, kind, waits, None, None, ()))
             row.append(targets)
         else:
-            plan = []
+            plan, into = [], []
             for k, at, shape in targets:
                 plan.append((k, shape, not seen[at]))
+                if kind == "rule" and not seen[at] and at in gradients:
+                    into.append(k)
                 seen[at] = True
                 row.append(at)
             which = "inline_backward" if kind == "rule" else "inline_split"
             text = texts.rule_text(texts.for_node(op, which, t), op, which, t)
             if text is not None:
                 text += (texts.fitting(text, kind, t, plan), texts.loop_factor(text, kind, t))
-            keys.append((op, kind, waits, tuple(plan), text))
+            for k, at, _ in targets:
+                if k in into:
+                    row += gradients[at]
+            keys.append((op, kind, waits, tuple(plan), text, tuple(into)))
         if kind == "split":
             row.append(extra)
         ends.append(len(row))
@@ -254,7 +262,7 @@ def _backward_source(key, many):
     `many` (the block runs for several rows: the steps of a loop) a rule `g * (F)` takes its
     F from F computed once for every row, on the rows' arrays stacked."""
     names, body, constants, factors = [], [], {}, []
-    for q, (op, kind, waits, plan, text) in enumerate(key):
+    for q, (op, kind, waits, plan, text, into) in enumerate(key):
         constants[f"op{q}"] = op
         names += [f"s{q}", f"t{q}"]
         body += [f"g = acc[s{q}]",
@@ -309,6 +317,8 @@ def _backward_source(key, many):
         else:
             for j, (k, shape, first) in enumerate(plan):
                 names.append(f"a{q}_{k}")
+            names += [f"{v}{q}_{k}" for k in into for v in ("G", "r")]  # a gradient's row
+            for j, (k, shape, first) in enumerate(plan):
                 if not inline:
                     value, known = f"r[{k}]", False
                 elif exprs[k] is None:  # the rule gives this input nothing
@@ -318,7 +328,14 @@ def _backward_source(key, many):
                     value, known = f"g * F{q}[n_]", fits[j]
                 else:
                     value, known = texts.filled(exprs[k], f"t{q}", count), fits[j]
-                body += _indent(_contribution(value, f"a{q}_{k}", shape, first, known))
+                written = (k in into and known and first
+                           and writing_value(value, f"G{q}_{k}.views[r{q}_{k}]"))
+                if written:  # into its row; as before where its dtype is another
+                    body += _indent([f"try:", f"    acc[a{q}_{k}] = {written}",
+                                     "except TypeError:",
+                                     f"    acc[a{q}_{k}] = {value}"])
+                else:
+                    body += _indent(_contribution(value, f"a{q}_{k}", shape, first, known))
         if kind == "split":
             names.append(f"w{q}")
     lines = ["def block(rows, acc, own, pending):",

@@ -241,10 +241,13 @@ class _Plan:
         where it compiles little enough; the loops below stay for the rest."""
         placement = replay_buffers.place(self.program, self.steps)
         self.forward_blocks = replay_codegen.compile_forward(self.program, placement)
-        if self.forward_blocks is not None:
-            self.placement = placement
         self.backward_blocks = replay_codegen.compile_backward(
-            self.steps, len(self.index), self.root_slot)
+            self.steps, len(self.index), self.root_slot, placement.gradients)
+        if self.forward_blocks is None:  # the states are not written into rows
+            placement.windows = placement.buffers = ()
+        if self.backward_blocks is None:  # nor the gradients
+            placement.gradient_windows = placement.gradient_buffers = ()
+        self.placement = placement
 
     def batch(self):
         """Run the copies of an op that a loop recorded as one call where batching.rewrite
@@ -447,8 +450,11 @@ class _Plan:
         acc = [None] * len(self.index)
         owned = [False] * len(self.index)
         pending = {}  # what steps keep for later ones (replay_sweep.WEIGHT, ROWS)
-        if self.placed and self.placement.windows:  # stacks the forward wrote already
-            self.placement.seed(pending.setdefault(replay_sweep.STACKS, {}))
+        placement = self.placement
+        if placement.gradient_windows:  # stacks the backward's rules will have written
+            placement.seed_gradients(pending.setdefault(replay_sweep.STACKS, {}))
+        if self.placed and placement.windows:  # stacks the forward wrote already
+            placement.seed(pending.setdefault(replay_sweep.STACKS, {}))
         acc[self.root_slot] = g
         if self.backward_blocks is not None:
             for block, rows in self.backward_blocks:

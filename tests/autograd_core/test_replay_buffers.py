@@ -93,9 +93,10 @@ def test_the_backward_stacks_no_state(monkeypatch):
         joined.append(arrays)
         return real(arrays, *a, **k)
 
+    want = run(lambda xs: fn(xs, u, w), [u, w], args[0])
     monkeypatch.setattr(stacked_products.np, "concatenate", counting)
     got = run(step, [u, w], args[0])
-    want = run(lambda xs: fn(xs, u, w), [u, w], args[0])
+    monkeypatch.undo()
     np.testing.assert_allclose(got[1][1], want[1][1], rtol=1e-12)
     buffer = _plan(step).placement.buffers[0].buf
     assert joined  # the gradients' stacks are still made, W's left factors are not:
@@ -203,3 +204,95 @@ def test_one_dimensional_states_and_a_single_step():
     for steps in (1, 5):
         argsets = [(ag.Tensor(rng.standard_normal((steps, 4))),) for _ in range(3)]
         check(vector_loop, [w], argsets, calls=5)
+
+
+@pytest.mark.parametrize("value, want", [
+    ("g * (1 - y * y)", "np.multiply(g, 1 - y * y, O, casting='no')"),
+    ("g / b", "np.divide(g, b, O, casting='no')"),
+    ("a - b * c", "np.subtract(a, b * c, O, casting='no')"),
+    ("g + 1", "np.add(g, 1, O, casting='no')"),
+    ("-g", "np.negative(g, O, casting='no')"),
+    ("np.exp(g)", "np.exp(g, O, casting='no')"),
+    ("g ** 2", None),  # no ufunc taken for it
+    ("g @ w", None),
+    ("product(g, w)", None),
+    ("g[0]", None),
+    ("np.exp(g, out=x)", None),
+])
+def test_which_rule_values_can_write_into_a_row(value, want):
+    assert replay_buffers.writing_value(value, "O") == want
+
+
+def _wide(rng, dtype=np.float64, size=256, steps=5, count=3):
+    """A loop whose rows are large enough for its gradients to be written into rows (and
+    for no rule factor to stack its states: replay_texts.FACTOR_BYTES)."""
+    u, w = param(rng, 3, size, dtype=dtype), param(rng, size, size, dtype=dtype)
+    w._data *= 0.2
+    xs = [(ag.Tensor(rng.standard_normal((steps, 4, 3)).astype(dtype)),) for _ in range(count)]
+    return u, w, xs
+
+
+def test_a_weights_gradients_are_rows_of_a_buffer_and_their_stack_a_view(monkeypatch):
+    rng = np.random.default_rng(9)
+    u, w, args = _wide(rng)
+    fn = _loop(steps=5)
+    step = check(lambda xs: fn(xs, u, w), [u, w], args, calls=4)
+    plan = _plan(step)
+    assert plan.placement.gradient_windows
+    (buffer,) = plan.placement.gradient_buffers
+    assert buffer.shape == (5, 4, 256)
+    want = run(lambda xs: fn(xs, u, w), [u, w], args[0])
+    joined = []
+    real = np.concatenate  # (stacked_products.np is numpy itself: eager mode's too)
+    monkeypatch.setattr(stacked_products.np, "concatenate",
+                        lambda arrays, *a, **k: joined.append(arrays) or real(arrays, *a, **k))
+    got = run(step, [u, w], args[0])
+    monkeypatch.undo()
+    for g, e in zip(got[1], want[1]):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+    assert not any(a.shape == (4, 256) for arrays in joined for a in arrays)  # no state, no
+    # gradient of one was copied to be stacked
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradient_rows_keep_the_bits_of_a_replay_without_buffers(monkeypatch, dtype):
+    rng = np.random.default_rng(10)
+    u, w, args = _wide(rng, dtype)
+    fn = _loop(steps=5)
+    placed = ag.replay(lambda xs: fn(xs, u, w))
+    got = [run(placed, [u, w], args[k % 3]) for k in range(5)]
+    assert _plan(placed).placement.gradient_buffers
+    _without_buffers(monkeypatch)
+    plain = ag.replay(lambda xs: fn(xs, u, w))
+    want = [run(plain, [u, w], args[k % 3]) for k in range(5)]
+    for k, (g, e) in enumerate(zip(got, want)):
+        assert_bits(g, e, f"call {k}")
+
+
+def test_a_gradient_of_another_dtype_than_its_node_is_not_cast(monkeypatch):
+    """float32 states whose gradients come out float64 (the loss multiplies them by a
+    float64 constant): the rule's result cannot be written into the float32 row without a
+    cast, so it is computed as before."""
+    rng = np.random.default_rng(11)
+    u, w, args = _wide(rng, np.float32)
+    scale = ag.Tensor(rng.uniform(0.5, 1.5, (4, 256)))  # float64
+
+    def fn(xs):
+        h, loss = ag.zeros((4, 256), dtype=np.float32), 0.0
+        for t in range(5):
+            h = ag.tanh(xs[t] @ u + h @ w)
+            loss = loss + (h * scale).sum()
+        return loss
+
+    placed = ag.replay(fn)
+    got = [run(placed, [u, w], args[k % 3]) for k in range(5)]
+    (buffer,) = _plan(placed).placement.gradient_buffers  # float32 rows, float64 results
+    assert buffer.dtype == np.float32 and got[0][1][1].dtype == np.float32
+    _without_buffers(monkeypatch)
+    plain = ag.replay(fn)
+    want = [run(plain, [u, w], args[k % 3]) for k in range(5)]
+    for k, (g, e) in enumerate(zip(got, want)):
+        assert_bits(g, e, f"call {k}")
+    eager = run(fn, [u, w], args[4 % 3])
+    for g, e in zip(got[4][1], eager[1]):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
