@@ -17,7 +17,8 @@ def backward_peak(root, tensors):
       input's size, except where the rule passes on the incoming gradient or a view of it
       (as the op's `memory` declares: `same`, `view`), adds into one buffer (`backward_into`, indexing)
       or defers a weight's product (`backward_split`: the incoming gradient is kept until
-      the weight is reached, then all uses are stacked and multiplied at once). An input's
+      the weight is reached, then all uses are stacked and multiplied at once; a weight
+      with no other use gets its product at once, as its gradient). An input's
       first contribution is kept as its gradient; a second one is summed into a new buffer,
       later ones in place. A rule declaring `temporaries` needs that many more output-sized
       arrays while it runs.
@@ -29,7 +30,7 @@ def backward_peak(root, tensors):
       as or copied into `.grad`.
     Not counted: other temporaries inside rules, references the caller keeps (a kept tensor's
     output stays alive longer), Python objects. `.grad` is assumed None before."""
-    nodes, leaves = _sweep_order(root)
+    nodes, leaves, shared = _sweep_order(root)
     if not nodes:
         return 0, 0
     leaf_buffers = {id(_owner(t.data)) for t in tensors if t.op is None}
@@ -43,7 +44,7 @@ def backward_peak(root, tensors):
         incoming = _incoming(t, replay, pending, deferred, holders, outputs)
         if incoming is not None:  # else no gradient reaches it: the sweep skips it
             incoming.summed = False  # what the rule passes on is not summed into in place
-            _contribute(t, incoming, replay, pending, deferred, holders)
+            _contribute(t, incoming, replay, pending, deferred, holders, shared)
             replay.drop(incoming)
             replay.free(_release_saved(t, saved, leaf_buffers))
         replay.free(_release_output(t, holders, outputs))
@@ -91,9 +92,10 @@ class _Replay:
 
 
 def _sweep_order(root):
-    """The nodes in the order the sweep visits them (newest first) and the leaves that
-    require grad in the order it finishes them (as engine._collect finds them)."""
-    seen, stack, nodes, leaves = {root}, [root], [], []
+    """The nodes in the order the sweep visits them (newest first), the leaves that
+    require grad in the order it finishes them, and the tensors more than one use reads
+    (as engine._collect finds them)."""
+    seen, stack, nodes, leaves, shared = {root}, [root], [], [], {root}
     while stack:
         t = stack.pop()
         if t.op is None:
@@ -101,11 +103,14 @@ def _sweep_order(root):
             continue
         nodes.append(t)
         for i in t.inputs:
-            if i.requires_grad and i not in seen:
-                seen.add(i)
-                stack.append(i)
+            if i.requires_grad:
+                if i not in seen:
+                    seen.add(i)
+                    stack.append(i)
+                else:
+                    shared.add(i)
     nodes.sort(key=by_creation, reverse=True)
-    return nodes, leaves
+    return nodes, leaves, shared
 
 
 def _incoming(t, replay, pending, deferred, holders, outputs):
@@ -135,7 +140,7 @@ def _incoming(t, replay, pending, deferred, holders, outputs):
     return both
 
 
-def _contribute(t, incoming, replay, pending, deferred, holders):
+def _contribute(t, incoming, replay, pending, deferred, holders, shared):
     """What visiting `t` sends to its inputs, as the sweep would."""
     op, weight = t.op, _split_weight(t)
     memory = op.memory
@@ -143,7 +148,9 @@ def _contribute(t, incoming, replay, pending, deferred, holders):
     for k, inp in enumerate(t.inputs):
         if not inp.requires_grad:
             continue
-        if inp is weight:
+        if inp is weight and inp not in shared:  # its only use: its product now
+            pending[inp] = replay.new(inp.data.nbytes, summed=True)
+        elif inp is weight:
             # the deferred product keeps the other factor, the input just before the weight
             # in matmul (a, b), addmm (c, a, b) and linear (x, w, bias)
             factor = t.inputs[op.split_input - 1]

@@ -280,7 +280,7 @@ class SoftmaxCrossEntropy(Op):
             return ((softmax(out._inputs[0], axis=-1) - onehot) * g[..., None],)
         grad = np.multiply(probs, g[..., None], order="C")
         rows = grad.reshape(-1, probs.shape[-1])  # a view: grad is new and C-ordered
-        rows[_row_numbers(rows.shape[0]), target.reshape(-1)] -= np.reshape(g, -1)
+        rows[_row_numbers(rows.shape[0]), target.reshape(-1)] -= g.reshape(-1)
         return (grad,)
 
 
@@ -313,7 +313,8 @@ def softmax_cross_entropy(logits, target):
 
 
 def _check_classes(target, classes):
-    if target.size and (target.min() < 0 or target.max() >= classes):
+    if target.size and (np.minimum.reduce(target, axis=None) < 0
+                        or np.maximum.reduce(target, axis=None) >= classes):
         raise IndexError(f"softmax_cross_entropy: target class out of range [0, {classes})")
 
 
@@ -326,9 +327,10 @@ def checked_softmax_cross_entropy(logits, target):
 
 def softmax_cross_entropy_arrays(x, target):
     """(the loss of each row, the probabilities the rule reads)."""
-    shifted = x - x.max(axis=-1, keepdims=True)
+    # the ufuncs' reduce is what ndarray.max and .sum run, without the Python around them
+    shifted = x - np.maximum.reduce(x, axis=-1, keepdims=True)
     e = np.exp(shifted)
-    total = e.sum(axis=-1, keepdims=True)
+    total = np.add.reduce(e, axis=-1, keepdims=True)
     flat = shifted.reshape(-1, x.shape[-1])
     picked = flat[_row_numbers(flat.shape[0]), target.reshape(-1)].reshape(total.shape)
     return (np.log(total) - picked)[..., 0], e / total

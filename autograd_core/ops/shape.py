@@ -140,11 +140,12 @@ def sum_array_to(g, shape):
     if g.shape == shape:
         return g
     lead = g.ndim - len(shape)
+    # np.add.reduce is what ndarray.sum runs, without the Python function around it
     if lead == 1 and shape and g.shape[1:] == shape:  # a bias's gradient: rows summed
-        return g.sum(axis=0)
+        return np.add.reduce(g, axis=0)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
-    return g.sum(axis=axes, keepdims=True).reshape(shape)
+    return np.add.reduce(g, axis=axes, keepdims=True).reshape(shape)
 
 
 def broadcast_array(a, shape):
@@ -152,7 +153,9 @@ def broadcast_array(a, shape):
     machinery costs more than the fill at the sizes a loss's reduction has), anything else
     is a read-only view, as np.broadcast_to."""
     if a.size == 1:
-        return np.full(shape, a.reshape(()), dtype=a.dtype)
+        out = np.empty(shape, dtype=a.dtype)  # np.full, less Python around it
+        out.fill(a.reshape(()))
+        return out
     return np.broadcast_to(a, shape)
 
 

@@ -18,11 +18,12 @@ def test_peak_of_a_known_graph():
     loss = ag.tanh(x @ w).sum()                               # matmul 64, tanh 64, sum 8
     s = ag.graph_stats(loss)
     assert s.held_bytes == s.bytes == 64 + 64 + 8
-    # The most is while tanh's rule runs: the outputs (136), the root's gradient (8, the
-    # base of sum's broadcast view), tanh's incoming gradient (64) and its contribution (64).
-    # Later each visited node's output is dropped: at the end only the root (8), the deferred
-    # factor of w's product (64), x's gradient (48) and w's (96 and its .grad copy 96) remain.
-    assert s.backward_peak_bytes == 136 + 8 + 64 + 64
+    # While tanh's rule runs: the outputs (136), the root's gradient (8, the base of sum's
+    # broadcast view), tanh's incoming gradient (64) and its contribution (64): 272. The most
+    # is at matmul's visit, w's only use, whose product is made there: the root (8), matmul's
+    # output (64, dropped after the visit), its incoming gradient (64), x's gradient (48) and
+    # w's (96).
+    assert s.backward_peak_bytes == 8 + 64 + 64 + 48 + 96
     assert "backward peak 0.3 KiB = 0.1 KiB graph memory" in s.table()
 
 
