@@ -114,7 +114,19 @@ NOTHING = Placement()  # a plan whose forward is not generated places nothing
 def writing_into(text):
     """`text` (an inline forward) as a call writing its result into {o}, where it is one
     numpy ufunc call with its inputs given by position (and perhaps its output, replaced);
-    else None."""
+    else None. The call is written anew from its parsed inputs (a comment or parentheses
+    around the text are not carried over)."""
+    call = _ufunc_call(text)
+    if call is None:
+        return None
+    name, args = call
+    return f"np.{name}({', '.join(args)}, out={OUT})"
+
+
+def _ufunc_call(text, outputs=True):
+    """(the ufunc's name, its inputs' source texts) where `text` is one call of a numpy
+    ufunc with one output, its inputs by position (and, with `outputs`, perhaps its output
+    after them, which is left out); else None."""
     try:
         call = ast.parse(text, mode="eval").body
     except SyntaxError:
@@ -127,12 +139,11 @@ def writing_into(text):
     if not isinstance(ufunc, np.ufunc) or ufunc.nout != 1:
         return None
     args = call.args
-    if len(args) == ufunc.nin:  # text[-1] is the call's closing parenthesis
-        return text[:-1] + ", " + OUT + ")"
-    if len(args) == ufunc.nin + 1 and args[-1].lineno == args[-1].end_lineno == 1:
-        last = args[-1]
-        return text[:last.col_offset] + OUT + text[last.end_col_offset:]
-    return None
+    if len(args) == ufunc.nin + 1 and outputs:
+        args = args[:-1]
+    if len(args) != ufunc.nin:
+        return None
+    return call.func.attr, [f"({ast.get_source_segment(text, a)})" for a in args]
 
 
 def writing_value(value, out):
@@ -144,15 +155,18 @@ def writing_value(value, out):
         node = ast.parse(value, mode="eval").body
     except SyntaxError:
         return None
-    tail = f", {out}, casting='no')"
     if isinstance(node, ast.BinOp) and type(node.op) in _UFUNC_OF:
-        left, right = (ast.get_source_segment(value, n) for n in (node.left, node.right))
-        return f"np.{_UFUNC_OF[type(node.op)]}({left}, {right}" + tail
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return f"np.negative({ast.get_source_segment(value, node.operand)}" + tail
-    if writing_into(value) == value[:-1] + ", " + OUT + ")":  # a ufunc call, inputs only
-        return value[:-1] + tail
-    return None
+        name, args = _UFUNC_OF[type(node.op)], (node.left, node.right)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        name, args = "negative", (node.operand,)
+    else:
+        call = _ufunc_call(value, outputs=False)
+        if call is None:
+            return None
+        name, texts_ = call
+        return f"np.{name}({', '.join(texts_)}, out={out}, casting='no')"
+    texts_ = [f"({ast.get_source_segment(value, a)})" for a in args]
+    return f"np.{name}({', '.join(texts_)}, out={out}, casting='no')"
 
 
 def place(program, steps):
@@ -161,7 +175,10 @@ def place(program, steps):
     those a weight's factors in the backward `steps` (replay_sweep.compile_steps) read."""
     writable = {}  # id(shell) -> its text writing into {o}
     for s, forward, inputs, arity in program:
-        if arity <= 3 and type(s._data) is np.ndarray and s._data.ndim:  # (0-d: no view)
+        # a row is C-ordered: a state that eager mode makes in another order keeps it (a
+        # product of it may round otherwise); 0-d rows are no views
+        if (arity <= 3 and type(s._data) is np.ndarray and s._data.ndim
+                and s._data.flags.c_contiguous):
             text = texts.forward_text(s, forward, inputs, arity)
             into = None if text is None else writing_into(text)
             if into is not None:

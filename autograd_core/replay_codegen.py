@@ -99,15 +99,16 @@ def compile_backward(steps, slots, root_slot, gradients):
             keys.append((op, kind, waits, None, None, ()))
             row.append(targets)
         else:
+            which = "inline_backward" if kind == "rule" else "inline_split"
+            text = texts.rule_text(texts.for_node(op, which, t), op, which, t)
             plan, into = [], []
             for k, at, shape in targets:
                 plan.append((k, shape, not seen[at]))
-                if kind == "rule" and not seen[at] and at in gradients:
+                if (kind == "rule" and not seen[at] and at in gradients and text is not None
+                        and texts.c_ordered(text, k, t)):
                     into.append(k)
                 seen[at] = True
                 row.append(at)
-            which = "inline_backward" if kind == "rule" else "inline_split"
-            text = texts.rule_text(texts.for_node(op, which, t), op, which, t)
             if text is not None:
                 text += (texts.fitting(text, kind, t, plan), texts.loop_factor(text, kind, t))
             for k, at, _ in targets:
@@ -330,9 +331,14 @@ def _backward_source(key, many):
                     value, known = texts.filled(exprs[k], f"t{q}", count), fits[j]
                 written = (k in into and known and first
                            and writing_value(value, f"G{q}_{k}.views[r{q}_{k}]"))
-                if written:  # into its row; as before where its dtype is another
-                    body += _indent([f"try:", f"    acc[a{q}_{k}] = {written}",
-                                     "except TypeError:",
+                if written:  # into its row, where eager mode's result is C-ordered (as
+                    # g is, c_ordered) and of the row's dtype; else as before
+                    body += _indent(["if g.flags.c_contiguous:",
+                                     "    try:",
+                                     f"        acc[a{q}_{k}] = {written}",
+                                     "    except TypeError:",
+                                     f"        acc[a{q}_{k}] = {value}",
+                                     "else:",
                                      f"    acc[a{q}_{k}] = {value}"])
                 else:
                     body += _indent(_contribution(value, f"a{q}_{k}", shape, first, known))

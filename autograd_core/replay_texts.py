@@ -90,6 +90,36 @@ def fitting(text, kind, node, plan):
     return tuple(fits)
 
 
+_orders = {}  # (expression, shapes, dtypes and orders it reads) -> whether C-ordered
+
+
+def c_ordered(text, k, node):
+    """Whether the rule's expression for input k (`text`: rule_text's) gives a C-ordered
+    array for a C-ordered gradient and this node's recorded arrays (as it will each call:
+    their orders are the recording's), run once as `fitting` runs it."""
+    text, count = text
+    expr = text[k]
+    if expr is None:
+        return False
+    data = node._data
+    arrays = [data] + [i._data for i in node._inputs] + list(saved_arrays(node._saved))
+    key = (expr, tuple((a.shape, a.dtype.str, a.flags.c_contiguous, a.flags.f_contiguous)
+                       for a in arrays if isinstance(a, np.ndarray)))
+    found = _orders.get(key)
+    if found is None:
+        try:
+            with np.errstate(all="ignore"):
+                value = eval(filled(expr, "t", count), dict(NAMES),
+                             {"t": node, "g": np.zeros(data.shape, data.dtype)})
+            found = type(value) is np.ndarray and value.flags.c_contiguous
+        except Exception:  # noqa: BLE001  (a text that fails here is not written into a row)
+            found = False
+        if len(_orders) > 4096:
+            _orders.clear()
+        _orders[key] = found
+    return found
+
+
 def filled(text, node, count):
     """A rule's expression for the block: {out} the node's variable, {g} the gradient's,
     {x0}.. the node's inputs' arrays."""

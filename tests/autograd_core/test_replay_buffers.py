@@ -13,11 +13,12 @@ from tests.autograd_core.replay_checks import assert_bits, check, param, run
 
 
 @pytest.mark.parametrize("text, want", [
-    ("np.tanh({x0})", "np.tanh({x0}, " + OUT + ")"),
-    ("np.add({x0}, {x1})", "np.add({x0}, {x1}, " + OUT + ")"),
-    ("np.maximum({x0}, 0)", "np.maximum({x0}, 0, " + OUT + ")"),
+    ("np.tanh({x0})", "np.tanh(({x0}), out=" + OUT + ")"),
+    ("np.add({x0}, {x1})", "np.add(({x0}), ({x1}), out=" + OUT + ")"),
+    ("np.maximum({x0}, 0)", "np.maximum(({x0}), (0), out=" + OUT + ")"),
     ("np.add((d := {x1}.dot({x2}.T)), {x0}, d)",
-     "np.add((d := {x1}.dot({x2}.T)), {x0}, " + OUT + ")"),  # its own out replaced
+     "np.add((d := {x1}.dot({x2}.T)), ({x0}), out=" + OUT + ")"),  # its own out replaced
+    ("(np.tanh({x0}))  # a comment ", "np.tanh(({x0}), out=" + OUT + ")"),
     ("{x0} + {out}._saved", None),  # an operator, not a call
     ("-{x0}", None),
     ("{x0}.dot({x1}.T)", None),  # a method
@@ -207,17 +208,19 @@ def test_one_dimensional_states_and_a_single_step():
 
 
 @pytest.mark.parametrize("value, want", [
-    ("g * (1 - y * y)", "np.multiply(g, 1 - y * y, O, casting='no')"),
-    ("g / b", "np.divide(g, b, O, casting='no')"),
-    ("a - b * c", "np.subtract(a, b * c, O, casting='no')"),
-    ("g + 1", "np.add(g, 1, O, casting='no')"),
-    ("-g", "np.negative(g, O, casting='no')"),
-    ("np.exp(g)", "np.exp(g, O, casting='no')"),
+    ("g * (1 - y * y)", "np.multiply((g), (1 - y * y), out=O, casting='no')"),
+    ("g / b", "np.divide((g), (b), out=O, casting='no')"),
+    ("a - b * c", "np.subtract((a), (b * c), out=O, casting='no')"),
+    ("g + 1", "np.add((g), (1), out=O, casting='no')"),
+    ("-g", "np.negative((g), out=O, casting='no')"),
+    ("np.exp(g)", "np.exp((g), out=O, casting='no')"),
+    ("(np.negative(g)) ", "np.negative((g), out=O, casting='no')"),
     ("g ** 2", None),  # no ufunc taken for it
     ("g @ w", None),
     ("product(g, w)", None),
     ("g[0]", None),
     ("np.exp(g, out=x)", None),
+    ("np.exp(g, x)", None),  # an output given: not a value
 ])
 def test_which_rule_values_can_write_into_a_row(value, want):
     assert replay_buffers.writing_value(value, "O") == want

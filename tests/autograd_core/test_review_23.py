@@ -64,8 +64,6 @@ def _xs(rng, count=3, steps=6, batch=2, inputs=3, dtype=np.float64):
             for _ in range(count)]
 
 
-@pytest.mark.xfail(strict=True, reason="placed relu kernel passes out= to np.maximum by "
-                   "position: a DeprecationWarning (numpy 2.4) eager mode never raises")
 def test_relu_loop_under_warnings_as_errors():
     """A relu loop's placed kernel must not warn (eager does not) when warnings are errors."""
     rng = np.random.default_rng(1)
@@ -93,11 +91,6 @@ def _transposed_loop(u, w, batch, hidden, states_loss=True):
     return fn
 
 
-_LAYOUT = ("a state an ufunc makes in Fortran order is written into a C-ordered row: later "
-           "products of it (BLAS) round otherwise")
-
-
-@pytest.mark.xfail(strict=True, reason=_LAYOUT)
 def test_fortran_ordered_states(monkeypatch):
     """States tanh makes in Fortran order (of a transpose) placed in C rows: bits."""
     rng = np.random.default_rng(2)
@@ -106,7 +99,6 @@ def test_fortran_ordered_states(monkeypatch):
     _held(monkeypatch, _transposed_loop(u, w, 5, 33), [u, w], _xs(rng, batch=5))
 
 
-@pytest.mark.xfail(strict=True, reason=_LAYOUT + " (batch=False no longer eager's bits)")
 def test_fortran_ordered_states_batch_false(monkeypatch):
     """batch=False stays eager's bits with Fortran-ordered states placed in a stack."""
     rng = np.random.default_rng(2)
@@ -115,8 +107,6 @@ def test_fortran_ordered_states_batch_false(monkeypatch):
     _held(monkeypatch, _transposed_loop(u, w, 5, 33), [u, w], _xs(rng, batch=5), batch=False)
 
 
-@pytest.mark.xfail(strict=True, reason="a use's gradient a rule makes in Fortran order (-g of "
-                   "a transposed gradient) is written into a C row: g W^T rounds otherwise")
 @pytest.mark.parametrize("batch", [True, False])
 def test_fortran_ordered_gradient_rows(monkeypatch, batch):
     """Gradient rows: a weight's uses whose gradients eager mode has in Fortran order."""
@@ -609,9 +599,6 @@ def test_user_forward_texts_replay_without_buffers(monkeypatch, text):
             (assert_same if batch else assert_bits)(got, want, f"call {k}")
 
 
-@pytest.mark.xfail(strict=True, reason="writing_into appends ', {o})' after text[:-1]: a "
-                   "trailing comment swallows out= (the stack reads np.empty rows), trailing "
-                   "whitespace is a SyntaxError, redundant parentheses make a tuple")
 @pytest.mark.parametrize("text", _FORWARD_TEXTS)
 def test_user_forward_texts_placed_in_a_buffer(monkeypatch, text):
     """A user op's valid inline_forward text (a comment, trailing space, parentheses)."""
@@ -669,9 +656,6 @@ def test_user_rule_texts_replay_without_buffers(monkeypatch, text):
         assert_same(run(step, [x, w], ()), run(fn, [x, w], ()), f"call {k}")
 
 
-@pytest.mark.xfail(strict=True, reason="writing_value appends \", O, casting='no')\" after "
-                   "value[:-1]: a rule text with redundant parentheses or trailing whitespace "
-                   "makes the generated backward a SyntaxError")
 @pytest.mark.parametrize("text", _RULE_TEXTS)
 def test_user_rule_texts_written_into_gradient_rows(monkeypatch, text):
     """A user op's valid inline_backward text written into a weight use's gradient row."""
