@@ -3,7 +3,7 @@ each tensor or array sits among the arguments, and the constants an op saved tha
 them (bound to their place, so that each call reads its own)."""
 import numpy as np
 
-from .tensor import Tensor
+from .tensor import Tensor, share_version
 
 
 class Refused(Exception):
@@ -59,7 +59,10 @@ def probe(value):
     data = value._data if isinstance(value, Tensor) else value
     if isinstance(data, np.ndarray) and data.dtype.kind == "f" and not (
             isinstance(value, Tensor) and value.requires_grad):
-        return Tensor(data, requires_grad=True)
+        probed = Tensor(data, requires_grad=True)
+        if isinstance(value, Tensor):  # one memory, one version: an in-place change of the
+            share_version(probed, value)  # argument before the backward is seen there
+        return probed
     return value
 
 

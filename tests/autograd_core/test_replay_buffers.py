@@ -299,3 +299,26 @@ def test_a_gradient_of_another_dtype_than_its_node_is_not_cast(monkeypatch):
     eager = run(fn, [u, w], args[4 % 3])
     for g, e in zip(got[4][1], eager[1]):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("call", [0, 1, 3])
+def test_an_argument_changed_in_place_before_the_backward_raises_in_every_call(call):
+    """As eager mode: in the two recording calls too (the argument reaches the function as
+    a tensor that requires grad, sharing the argument's version counter)."""
+    rng = np.random.default_rng(12)
+    u, w = _params(rng)
+    fn = _loop()
+    step = ag.replay(lambda xs: fn(xs, u, w))
+    (xs,) = _xs(rng, count=1)[0]
+    for k in range(call):
+        run(step, [u, w], (xs,))
+    out = step(xs)
+    with ag.no_grad():
+        xs.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        out.backward()
+    eager = fn(xs, u, w)
+    with ag.no_grad():
+        xs.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        eager.backward()
