@@ -9,12 +9,13 @@ import numpy as np
 
 from .function import check_text, inline_text
 from .graph import saved_arrays
+from .ones import ONES
 from .ops.linalg import product
 
 
 # What an inline text may name besides its fields (Op.inline_forward): every place that runs
 # one (replay's blocks, the eager sweep's steps, the shape check below) starts from these.
-NAMES = {"np": np, "product": product}
+NAMES = {"np": np, "product": product, "one": ONES}
 
 
 def for_node(op, declared, node, *arrays):

@@ -3,6 +3,7 @@ import numpy as np
 
 from .. import hazards  # noqa: F401  (the ops name their hazard checks)
 from ..function import Memory, Op, as_tensor, record
+from ..ones import ONES
 from ..quiet_exp import quiet, restore
 from ..tensor import Tensor
 
@@ -129,7 +130,8 @@ class Tanh(Op):
     inline_forward = "np.tanh({x0})"
     # g times a factor of the output alone: a replayed loop computes the factor of all its
     # steps at once (replay_texts.factor), with the same bits
-    inline_backward = ("{g} * (1 - {out}._data * {out}._data)",)
+    # (one[dtype]: a 1 of the output's dtype, the same bits as a Python 1, less numpy work)
+    inline_backward = ("{g} * (one[{out}._data.dtype] - {out}._data * {out}._data)",)
 
     @staticmethod
     def forward(out, x):
@@ -187,7 +189,7 @@ def sigmoid_array(x):
     token = quiet()  # exp(-x) may overflow, 1 / (1 + exp(-x)) underflow: both are the value
     try:
         np.exp(e, out=e)
-        e += 1
+        np.add(e, ONES[e.dtype], out=e)  # e += 1 (a Python 1 costs numpy more)
         return np.reciprocal(e, out=e)
     finally:
         restore(token)

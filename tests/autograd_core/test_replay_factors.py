@@ -123,7 +123,7 @@ def test_a_replaced_rule_runs_instead_of_the_factor(monkeypatch):
     monkeypatch.setattr(Tanh, "backward", staticmethod(backward))
     replay_codegen._forget()
     check(lambda xs: fn(xs, u, w), [u, w], [(xs,)], calls=4, batch=False)
-    assert calls and "= 1 - F" not in _sources()
+    assert calls and "= one[F" not in _sources()
 
 
 def test_a_second_backward_recomputes_the_factor_from_this_calls_values():
@@ -172,7 +172,7 @@ def test_steps_larger_than_the_limit_keep_the_rule_per_step():
     replay_codegen._forget()
     check(lambda xs: _loop(ag.tanh, steps=5)(xs, u, w), [u, w], [(xs,)], calls=3, batch=False)
     sources = _sources()
-    assert "np.tanh(" in sources and "= 1 - F" not in sources and "g * (1 - t" in sources
+    assert "np.tanh(" in sources and "= one[F" not in sources and "g * (one[t" in sources
 
 
 def test_relu_copies_of_a_loop_run_batched():
