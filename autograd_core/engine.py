@@ -276,9 +276,8 @@ class _Sweep:
             acc[leaf] = stacked_products(parts, acc.get(leaf))
             owned.add(leaf)
         parts = None
-        arrived = []
-        for leaf in leaves:
-            g = acc.pop(leaf, None)
+        for leaf in leaves:  # each .grad written before the next leaf's hooks run, which
+            g = acc.pop(leaf, None)  # may read it; a copied gradient is freed at once
             if g is None:
                 continue
             if leaf._hooks:
@@ -288,9 +287,7 @@ class _Sweep:
                 if leaf in want:
                     captured[leaf] = g
                 continue
-            arrived.append((leaf, g))
-        with _grad_lock:  # backwards in several threads may share a leaf
-            for leaf, g in arrived:
+            with _grad_lock:  # backwards in several threads may share a leaf
                 if leaf.grad is None and leaf in owned and g.dtype == leaf._data.dtype:
                     leaf.grad = _make(g)  # an array only the sweep held: no copy needed
                 else:

@@ -257,9 +257,6 @@ def _leaf_hook_graph():
     return x, W1, W2, ((x @ W1) @ W2).sum()
 
 
-@pytest.mark.xfail(strict=True, reason="finish now runs every leaf's hooks before writing any "
-                                       ".grad: a hook no longer sees a leaf finished earlier "
-                                       "(old code and torch do)")
 def test_leaf_hook_sees_the_grad_of_a_leaf_finished_before():
     """W1's hook runs after W2 is finished (as in torch): it must see W2.grad."""
     x, W1, W2, loss = _leaf_hook_graph()
@@ -281,9 +278,6 @@ def test_leaf_hook_sees_the_grad_of_a_leaf_finished_before():
     _close(seen["W2"], W2.grad.data)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="a hook clipping the other leaves' .grad in place now finds them "
-                          "None and raises (worked before)")
 def test_leaf_hook_clipping_the_grads_already_written():
     """The last leaf's hook scales the .grad of the leaves finished before it, in place."""
     x, W1, W2, loss = _leaf_hook_graph()
@@ -296,9 +290,6 @@ def test_leaf_hook_clipping_the_grads_already_written():
     _close(W2.grad.data, 0.5 * gW2)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="a hook raising on a later leaf now leaves the earlier leaves' .grad "
-                          "unwritten (old code and torch had written them)")
 def test_leaf_hook_raising_after_earlier_leaves_finished():
     """W1's hook raises; W2 (finished before it, as in torch) keeps its .grad."""
     x, W1, W2, loss = _leaf_hook_graph()
@@ -504,9 +495,6 @@ def test_peak_of_single_use_weights_matches_tracemalloc():
     assert s.backward_peak_bytes == pytest.approx(forward + rise, rel=0.15)
 
 
-@pytest.mark.xfail(strict=True, reason="finish keeps every leaf's gradient alive (the arrived "
-                                       "list) until all .grad copies are made: the measured "
-                                       "peak is ~1.9x the model's (1.06x before)")
 def test_peak_of_copied_leaf_grads_matches_tracemalloc():
     """W @ h layers (W the left operand: its gradient is copied into .grad): model vs measured."""
     r = np.random.default_rng(0)
