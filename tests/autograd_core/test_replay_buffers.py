@@ -33,7 +33,7 @@ def test_which_forward_texts_can_write_into_a_row(text, want):
     assert writing_into(text) == want
 
 
-def _loop(steps=6, act=ag.tanh, h0=None):
+def _loop(steps=6, act=ag.tanh):
     """h_t = act(x_t U + h_{t-1} W), loss = sum_t sum(h_t * h_t): the batched loss stacks the
     states; W's gradient stacks h_0 .. h_{T-1} (h_0 zeros made inside, or an argument)."""
     def fn(xs, u, w, *start):

@@ -12,6 +12,7 @@ import autograd_core as ag
 from autograd_core import replay_buffers
 
 from tests.autograd_core.replay_checks import assert_bits, assert_same, param, run
+from tests.autograd_core.test_replay_buffers import _loop
 
 
 def _plan(step):
@@ -46,17 +47,6 @@ def _held(monkeypatch, fn, params, argsets, calls=5, batch=True, eager=True):
             e = run(fn, params, argsets[k % len(argsets)])
             (assert_same if batch else assert_bits)(got[k], e, f"vs eager, call {k}")
     return placed
-
-
-def _loop(steps=6, act=ag.tanh):
-    def fn(xs, u, w, *start):
-        h = start[0] if start else ag.zeros((xs.shape[1], w.shape[0]), dtype=xs.dtype)
-        loss = 0.0
-        for t in range(steps):
-            h = act(xs[t] @ u + h @ w)
-            loss = loss + (h * h).sum()
-        return loss
-    return fn
 
 
 def _xs(rng, count=3, steps=6, batch=2, inputs=3, dtype=np.float64):

@@ -4,15 +4,14 @@ after every leaf's hooks, reductions through the ufuncs' reduce, the root's ones
 peak_memory's model of the immediate product). Values are held to numpy (bits, where the old
 code computed the same product), to torch (float64, 1e-12) or to the slow path (an observer
 turns the fast paths off)."""
-import gc
 import threading
-import tracemalloc
 
 import numpy as np
 import pytest
 
 import autograd_core as ag
 import nn
+from tests.autograd_core.test_stats_peak import measure
 
 torch = pytest.importorskip("torch")
 
@@ -462,24 +461,6 @@ def test_cross_entropy_values_and_grads_match_torch(dtype):
 
 
 # ---- peak memory ---------------------------------------------------------------------------
-def _measure(make_loss):
-    gc.collect()
-    gc.disable()
-    tracemalloc.start()
-    try:
-        start = tracemalloc.get_traced_memory()[0]
-        loss = make_loss()
-        stats = ag.graph_stats(loss)
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        loss.backward()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-        gc.enable()
-    return stats, before - start, peak - before
-
-
 def test_peak_of_single_use_weights_matches_tracemalloc():
     """x @ W layers (W the right operand, its product owned): model vs measured peak."""
     r = np.random.default_rng(0)
@@ -491,7 +472,7 @@ def test_peak_of_single_use_weights_matches_tracemalloc():
         for W in Ws:
             h = ag.tanh(h @ W)
         return h.sum()
-    s, forward, rise = _measure(loss)
+    s, forward, rise = measure(loss)
     assert s.backward_peak_bytes == pytest.approx(forward + rise, rel=0.15)
 
 
@@ -506,5 +487,5 @@ def test_peak_of_copied_leaf_grads_matches_tracemalloc():
         for W in Ws:
             h = ag.tanh(W @ h)
         return h.sum()
-    s, forward, rise = _measure(loss)
+    s, forward, rise = measure(loss)
     assert s.backward_peak_bytes == pytest.approx(forward + rise, rel=0.15)
