@@ -93,7 +93,8 @@ class Op:
     - `backward_split(g, out)` with `split_input`: the input at `split_input` is a matrix W
       with gradient left^T @ right; return (the inputs' gradients with None for W, left,
       right), or None where it does not apply. The sweep keeps the (left, right) pairs of
-      every use of W and multiplies once, stacked, when it reaches W.
+      every use of W and multiplies once, stacked, when it reaches W (a W that no other use
+      reads gets left^T @ right at once).
     - `batch`: how replay may run several copies of the op as one call on stacked operands
       (see batching.py for the kinds), or None.
     - `layout`: positions of the inputs whose memory order the forward kernel's speed depends
