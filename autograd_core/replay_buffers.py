@@ -10,10 +10,14 @@ ufunc writes its state into its row (`out=`), and a stack of consecutive rows is
 the buffer. A buffer has one row more, in front: a factor list that starts with a state made
 elsewhere (h_0, zeros) gets it copied there and is a view too.
 
-A buffer is new on every call (an earlier call's shells keep theirs), so nothing a call
-returned or an earlier call's backward reads changes under it. The values are the same: the
-same ufunc writes the same numbers elsewhere. Nothing writes into a state in place: grad mode
-refuses in-place changes of the graph's tensors, and rules only read the forward's values.
+The buffers are made once and written again by every call, as the shells are (a later call
+overwrites the values an earlier call's backward needs: that backward raises): memory that the
+last call used is still in the caches, where a new 800 KB array each call is not. Nothing a
+call hands out is a view of one: the result is a copy, a leaf's gradient a product or a copy,
+and where a rule hands a buffer's row on as a leaf's gradient (to an observer that may keep
+it) that buffer is made anew by the next call. The values are the same: the same ufunc writes
+the same numbers elsewhere. Nothing writes into a state in place: grad mode refuses in-place
+changes of the graph's tensors, and rules only read the forward's values.
 """
 import ast
 import re
@@ -41,14 +45,21 @@ class Buffer:
         self.buf = self.views = None
         self.lead = None  # the shell copied into row 0 by a window, if one is
 
-    def fresh(self):
-        self.buf = np.empty(self.shape, self.dtype)
+    def ready(self):
+        """The array, made on first use and kept: each call writes it again."""
+        if self.buf is None:
+            self.buf = np.empty(self.shape, self.dtype)
 
-    def fresh_views(self):
-        """A new array and its rows as views made once: a rule writes a gradient into
+    def ready_views(self):
+        """The array and its rows as views, made once: a rule writes a gradient into
         views[k], and the stack of the rows knows them by identity."""
-        self.fresh()
-        self.views = list(self.buf)
+        if self.views is None:
+            self.ready()
+            self.views = list(self.buf)
+
+    def let_go(self):
+        """Make a new array next time: this one (or a view of it) left the plan."""
+        self.buf = self.views = None
 
 
 class Window:
@@ -91,21 +102,36 @@ class Placement:
         self.gradient_windows = []  # (Buffer, lo, hi)
         self.gradient_buffers = []
 
-    def fresh(self):
+    def ready(self):
         for buffer in self.buffers:
-            buffer.fresh()
+            buffer.ready()
 
     def seed(self, stacks):
         for window in self.windows:
             window.seed(stacks)
 
     def seed_gradients(self, stacks):
-        """New gradient buffers for a backward, their windows offered to `stacks`."""
+        """The gradient buffers made ready for a backward, their windows offered to
+        `stacks`."""
         for buffer in self.gradient_buffers:
-            buffer.fresh_views()
+            buffer.ready_views()
         for buffer, lo, hi in self.gradient_windows:
             views, rows = buffer.views[lo:hi], buffer.buf[lo:hi]
             stacks[id(views[0])] = (views, _joined(rows))
+
+    def let_go_of(self, arrays):
+        """The buffers that `arrays` (what a backward hands out: the leaves' gradients)
+        are views of are made anew by the next call, so that what was handed out (to an
+        observer that keeps it) never changes."""
+        for a in arrays:
+            base = getattr(a, "base", None)
+            if base is not None:
+                for buffer in self.buffers:
+                    if buffer.buf is base:
+                        buffer.let_go()
+                for buffer in self.gradient_buffers:
+                    if buffer.buf is base:
+                        buffer.let_go()
 
 
 NOTHING = Placement()  # a plan whose forward is not generated places nothing

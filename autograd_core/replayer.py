@@ -405,7 +405,7 @@ class _Plan:
         for s, template, count in self.bound:
             s._saved = rebuild(template, args) + tuple(s._saved[count:])
         if self.forward_blocks is not None:
-            self.placement.fresh()
+            self.placement.ready()
             for block, rows in self.forward_blocks:
                 block(rows)
         else:
@@ -471,6 +471,8 @@ class _Plan:
             else:  # the weight's product, a new array
                 result.append(replay_sweep.weight_products(parts, g, pending))
                 fresh.append(True)
+        if placement.buffers or placement.gradient_buffers:  # handed out: not to be rewritten
+            placement.let_go_of([r for r, new in zip(result, fresh) if not new])
         return tuple(result), fresh
 
 

@@ -132,21 +132,34 @@ def test_a_first_state_given_as_an_argument_is_copied_anew_each_call():
     assert _plan(step).placement.buffers[0].lead is not None
 
 
-def test_each_call_writes_a_new_buffer():
+def test_the_buffers_are_made_once_and_what_calls_hand_out_stays():
+    """Each call writes the same buffers again (their memory is still in the caches); the
+    results and gradients earlier calls handed out are not views of them and keep their
+    values."""
     rng = np.random.default_rng(5)
-    u, w = _params(rng)
-    fn = _loop()
+    u, w, args = _wide(rng)
+    fn = _loop(steps=5)
     step = ag.replay(lambda xs: fn(xs, u, w))
-    args = _xs(rng)
-    for k in range(3):
-        run(step, [u, w], args[k])
-    plan = _plan(step)
-    stacked = next(s for s, _, _, _ in plan.program if id(s) in plan.placement.stacks)
-    before = stacked._data
-    kept = before.copy()
+    kept = []
+    for k in range(5):
+        for p in (u, w):
+            p.grad = None
+        loss = step(*args[k % 3])
+        loss.backward()
+        kept.append((loss, loss.numpy().copy(), u.grad, u.grad.numpy().copy(), w.grad,
+                     w.grad.numpy().copy()))
+    placement = _plan(step).placement
+    buffers = [b.buf for b in placement.buffers + placement.gradient_buffers]
+    assert len(buffers) == 2
     run(step, [u, w], args[0])
-    assert stacked._data.base is not before.base
-    np.testing.assert_array_equal(before, kept)  # the earlier call's states are untouched
+    assert all(a is b for a, b in zip(
+        [b.buf for b in placement.buffers + placement.gradient_buffers], buffers))
+    for loss, value, gu, gu_value, gw, gw_value in kept:
+        np.testing.assert_array_equal(loss.numpy(), value)
+        np.testing.assert_array_equal(gu.numpy(), gu_value)
+        np.testing.assert_array_equal(gw.numpy(), gw_value)
+        for array in (loss.numpy(), gu.numpy(), gw.numpy()):
+            assert not any(np.shares_memory(array, b) for b in buffers)
 
 
 def test_a_state_stacked_twice_or_not_made_by_a_ufunc_is_not_placed():
@@ -322,3 +335,43 @@ def test_an_argument_changed_in_place_before_the_backward_raises_in_every_call(c
         xs.add_(1.0)
     with pytest.raises(RuntimeError, match="modified in place"):
         eager.backward()
+
+
+def test_a_buffer_whose_row_a_leaf_receives_as_its_gradient_is_made_anew():
+    """c_t + h @ W with leaves c_t: each c_t's gradient is the row its step's gradient was
+    written into. An observer may keep it: that buffer is not written again."""
+    rng = np.random.default_rng(13)
+    w = param(rng, 256, 256)
+    w._data *= 0.1
+    cs = [ag.Tensor(rng.standard_normal((4, 256)), requires_grad=True) for _ in range(5)]
+
+    def fn(*cs):
+        h, loss = ag.zeros((4, 256)), 0.0
+        for c in cs:
+            h = ag.tanh(c + h @ w)
+            loss = loss + (h * h).sum()
+        return loss
+
+    class Keep(ag.SweepObserver):
+        def __init__(self):
+            self.kept = []
+
+        def node(self, tensor, grad, sent):
+            self.kept += [(gi, gi.copy()) for _, _, gi in sent]
+
+    step = ag.replay(fn)
+    for _ in range(3):
+        run(step, [w] + cs, cs)
+    (buffer,) = _plan(step).placement.gradient_buffers
+    keep = Keep()
+    step(*cs).backward(observer=keep)
+    rows = [a for a, _ in keep.kept if a.base is not None and a.base.shape == buffer.shape]
+    assert len(rows) == 5  # each c_t's gradient is a row of the gradient buffer
+    assert buffer.buf is None  # let go: the next backward makes another
+    others = [ag.Tensor(c.numpy() * 2, requires_grad=True) for c in cs]
+    run(step, [w] + others, others)  # other gradients, which rows of it would now hold
+    assert all(np.array_equal(a, kept) for a, kept in keep.kept)
+    got = run(step, [w] + cs, cs)
+    want = run(fn, [w] + cs, cs)
+    for g, e in zip(got[1], want[1]):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
