@@ -376,3 +376,24 @@ def test_user_loops_kept_grads_and_bits_against_no_buffers(monkeypatch, cell):
         off = calls(ag.replay(fn))
     for k, (a, b) in enumerate(zip(got, off)):
         assert_bits(a, b, f"call {k}")
+
+
+def test_one_leaf_given_as_several_steps_c_t_with_retained_ag_grad():
+    """The same leaf as c_0, c_2, c_4; ag.grad twice on one result (retained), a later call."""
+    w, cs, fn = _leaf_rows()
+    c = cs[0]
+    args = [c, cs[1], c, cs[2], c]
+    step = ag.replay(fn)
+    _warm(step, [w] + cs, args)
+    loss = step(*args)
+    first = ag.grad(loss, [c, cs[1]], retain_graph=True)
+    values = [g.numpy().copy() for g in first]
+    second = ag.grad(loss, [c, cs[1]])
+    others = _fresh(cs, 0)
+    ag.grad(step(others[0], others[1], others[0], others[2], others[0]), [others[0], others[1]])
+    for g1, g2, v in zip(first, second, values):
+        assert np.array_equal(g1.numpy(), v) and np.array_equal(g2.numpy(), v)
+    want = ag.grad(fn(*args), [c, cs[1], w])
+    got = ag.grad(step(*args), [c, cs[1], w])
+    for g, e in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-12, atol=1e-12)
