@@ -38,28 +38,31 @@ _UFUNC_OF = {ast.Mult: "multiply", ast.Add: "add", ast.Sub: "subtract", ast.Div:
 
 class Buffer:
     """Rows of one shape and dtype, made anew by each replayed call (`fresh`)."""
-    __slots__ = ("buf", "shape", "dtype", "lead", "views")
+    __slots__ = ("buf", "shape", "dtype", "lead", "views", "handed_out")
 
     def __init__(self, rows, row, dtype):
         self.shape, self.dtype = (rows,) + row, dtype
         self.buf = self.views = None
         self.lead = None  # the shell copied into row 0 by a window, if one is
+        self.handed_out = False
 
     def ready(self):
         """The array, made on first use and kept: each call writes it again."""
-        if self.buf is None:
+        if self.buf is None or self.handed_out:
             self.buf = np.empty(self.shape, self.dtype)
+            self.views, self.handed_out = None, False
 
     def ready_views(self):
         """The array and its rows as views, made once: a rule writes a gradient into
         views[k], and the stack of the rows knows them by identity."""
+        self.ready()
         if self.views is None:
-            self.ready()
             self.views = list(self.buf)
 
     def let_go(self):
-        """Make a new array next time: this one (or a view of it) left the plan."""
-        self.buf = self.views = None
+        """This array (a view of it) left the plan: the next `ready` makes a new one. It
+        stays meanwhile, for another backward of the same call (retain_graph)."""
+        self.handed_out = True
 
 
 class Window:

@@ -367,7 +367,7 @@ def test_a_buffer_whose_row_a_leaf_receives_as_its_gradient_is_made_anew():
     step(*cs).backward(observer=keep)
     rows = [a for a, _ in keep.kept if a.base is not None and a.base.shape == buffer.shape]
     assert len(rows) == 5  # each c_t's gradient is a row of the gradient buffer
-    assert buffer.buf is None  # let go: the next backward makes another
+    assert buffer.handed_out and buffer.buf is rows[0].base  # the next backward makes another
     others = [ag.Tensor(c.numpy() * 2, requires_grad=True) for c in cs]
     run(step, [w] + others, others)  # other gradients, which rows of it would now hold
     assert all(np.array_equal(a, kept) for a, kept in keep.kept)
@@ -375,3 +375,18 @@ def test_a_buffer_whose_row_a_leaf_receives_as_its_gradient_is_made_anew():
     want = run(fn, [w] + cs, cs)
     for g, e in zip(got[1], want[1]):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+
+
+def test_a_buffer_let_go_stays_until_the_next_call_makes_another():
+    """After a backward handed a view of a buffer out, another backward of the same call
+    (retain_graph) still reads it; the next call's `ready` makes a new one."""
+    buffer = replay_buffers.Buffer(3, (2, 4), np.dtype(np.float64))
+    buffer.ready_views()
+    first, views = buffer.buf, buffer.views
+    buffer.ready_views()
+    assert buffer.buf is first and buffer.views is views  # kept from call to call
+    buffer.let_go()
+    assert buffer.buf is first
+    buffer.ready_views()
+    assert buffer.buf is not first and buffer.views is not views
+    assert all(v.base is buffer.buf for v in buffer.views)

@@ -2,7 +2,6 @@
 earlier call or backward handed out must not change after later ones; later calls must match
 eager mode (1e-12) and the replay without buffers (bit for bit)."""
 import threading
-import warnings
 
 import numpy as np
 import pytest
