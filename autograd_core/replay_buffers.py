@@ -231,18 +231,18 @@ def place(program, steps):
 
 
 def _place_gradients(placement, steps, uses):
-    """The gradients that a weight's uses receive, where each is one rule's result (so
-    that rule can write it into a row): rows of a buffer made for each backward, whose
+    """The gradients that a weight's uses receive, where each is one inline rule's result
+    that can be written into a row (writes_row): rows of a buffer of the backward, whose
     stack is then a view (`uses`: per weight, its uses' (slot, shell) in creation order)."""
-    made = {}  # slot -> the steps that contribute to it
+    made = {}  # slot -> [(kind, node, op, input position, shape)] of what contributes to it
     for _, t, op, kind, extra, targets, _ in steps:
-        for _, at, _ in ([(None, extra[1], None)] if kind == "sparse" else targets):
-            made.setdefault(at, []).append(kind)
+        for k, at, shape in ([(None, extra[1], None)] if kind == "sparse" else targets):
+            made.setdefault(at, []).append((kind, t, op, k, shape))
     for nodes in uses:
         first = nodes[0][1]._data
         if first.nbytes < GRADIENT_ROW_BYTES or any(
                 n._data.shape != first.shape or n._data.dtype != first.dtype
-                or made.get(slot) != ["rule"] or slot in placement.gradients
+                or slot in placement.gradients or not _writes_row(made.get(slot, ()))
                 for slot, n in nodes):
             continue
         buffer = Buffer(len(nodes), first.shape, first.dtype)
@@ -250,6 +250,21 @@ def _place_gradients(placement, steps, uses):
             placement.gradients[slot] = (buffer, k)
         placement.gradient_buffers.append(buffer)
         placement.gradient_windows.append((buffer, 0, len(nodes)))
+
+
+def _writes_row(contributions):
+    """Whether a slot's gradient is one inline rule's result that the generated backward
+    writes into a row (replay_codegen: a C-ordered result of the known shape, one ufunc
+    call or operator)."""
+    if len(contributions) != 1 or contributions[0][0] != "rule":
+        return False
+    _, t, op, k, shape = contributions[0]
+    text = texts.rule_text(texts.for_node(op, "inline_backward", t), op, "inline_backward", t)
+    if text is None or text[0][k] is None or not texts.c_ordered(text, k, t):
+        return False
+    if not texts.fitting(text, "rule", t, [(k, shape, True)])[0]:
+        return False
+    return writing_value(texts.filled(text[0][k], "t", text[1]), "out") is not None
 
 
 def _claim(placement, writable, shells, copy):

@@ -390,3 +390,14 @@ def test_a_buffer_let_go_stays_until_the_next_call_makes_another():
     buffer.ready_views()
     assert buffer.buf is not first and buffer.views is not views
     assert all(v.base is buffer.buf for v in buffer.views)
+
+
+def test_no_gradient_buffer_where_no_rule_can_write_into_it():
+    """Unbatched, c + h @ W hands the add's gradient itself on to the product: no rule
+    computes the product's gradient, so no buffer is kept for it."""
+    rng = np.random.default_rng(14)
+    u, w, args = _wide(rng)
+    fn = _loop(steps=5)
+    for batch, placed in ((False, False), (True, True)):
+        step = check(lambda xs: fn(xs, u, w), [u, w], args, calls=4, batch=batch)
+        assert bool(_plan(step).placement.gradient_buffers) is placed
