@@ -5,9 +5,9 @@ all steps reads every h_t stacked (the forward), and the gradient of a weight th
 multiplied is one product of the steps' factors stacked (the backward: h_0 .. h_{T-1} for
 h W). Copying T arrays of (32, 128) float32 into one moves 800 KB, about an eighth of what the
 forward's loop costs. Where each state is made by one numpy ufunc call (an op's inline
-forward text, `np.tanh({x0})`), the replayed forward allocates one buffer per call, each step's
-ufunc writes its state into its row (`out=`), and a stack of consecutive rows is a view of
-the buffer. A buffer has one row more, in front: a factor list that starts with a state made
+forward text, `np.tanh({x0})`), the plan keeps one buffer for them, each step's ufunc writes
+its state into its row (`out=`), and a stack of consecutive rows is a view of the buffer; the
+gradients a weight's uses receive go the same way into a buffer of the backward. A buffer has one row more, in front: a factor list that starts with a state made
 elsewhere (h_0, zeros) gets it copied there and is a view too.
 
 The buffers are made once and written again by every call, as the shells are (a later call
@@ -37,7 +37,8 @@ _UFUNC_OF = {ast.Mult: "multiply", ast.Add: "add", ast.Sub: "subtract", ast.Div:
 
 
 class Buffer:
-    """Rows of one shape and dtype, made anew by each replayed call (`fresh`)."""
+    """Rows of one shape and dtype: an array made on first use and written again by each
+    replayed call (`ready`), unless a view of it was handed out (`let_go`)."""
     __slots__ = ("buf", "shape", "dtype", "lead", "views", "handed_out")
 
     def __init__(self, rows, row, dtype):
@@ -93,7 +94,7 @@ def _joined(rows):
 
 class Placement:
     """Where a plan's states are written (see place), and the gradients its weights' uses
-    receive (see place_gradients)."""
+    receive (see _place_gradients)."""
 
     def __init__(self):
         self.producers = {}  # id(shell) -> (Buffer, row, its text writing into {o})
