@@ -434,3 +434,24 @@ def test_gradgradcheck_names_the_worst_element_of_a_wrong_second_derivative():
                              r"finite differences (12|11\.99)"):
         ag.gradgradcheck(_frozen_cube, [x], grad_outputs=[np.ones(3)])
 
+
+
+def test_the_sweep_visits_nodes_newest_first_whether_or_not_the_walk_found_them_so():
+    """engine._collect reverses a walk that came newest first (a chain) and sorts any
+    other (a DAG whose walk meets an older branch first): oldest first either way."""
+    from autograd_core import engine
+
+    x = ag.Tensor(np.ones(3), requires_grad=True)
+    chain = x
+    for _ in range(6):
+        chain = ag.tanh(chain * 2.0)
+    a = ag.exp(x)            # made before b, reached after it by the walk below
+    b = ag.tanh(x)
+    dag = (b * 3.0) + a
+    for root in (chain, dag):
+        nodes, _, _ = engine._collect((root,), None, claim=False)
+        engine._release_readers(nodes)
+        seqs = [n._seq for n in nodes]
+        assert seqs == sorted(seqs) and nodes[-1] is root
+    dag.backward(np.ones(3))
+    np.testing.assert_allclose(x.grad.numpy(), 3 * (1 - np.tanh(1.0) ** 2) + np.e)
