@@ -54,8 +54,9 @@ class Buffer:
             self.views, self.handed_out = None, False
 
     def ready_views(self):
-        """The array and its rows as views, made once: a rule writes a gradient into
-        views[k], and the stack of the rows knows them by identity."""
+        """The array and its rows as views, made once: a kernel writes a state, or a rule a
+        gradient, into views[k] (no view is made per step), and a stack of the rows knows
+        them by identity."""
         self.ready()
         if self.views is None:
             self.views = list(self.buf)
@@ -108,7 +109,7 @@ class Placement:
 
     def ready(self):
         for buffer in self.buffers:
-            buffer.ready()
+            buffer.ready_views()
 
     def seed(self, stacks):
         for window in self.windows:

@@ -24,7 +24,7 @@ def forward_source(key, many):
             into = {}
             if entry[3]:  # it writes into its row of a stack's buffer
                 names += [f"B{q}", f"k{q}"]
-                into["o"] = f"B{q}.buf[k{q}]"
+                into["o"] = f"B{q}.views[k{q}]"  # (made once: no view made per step)
             names += [f"x{q}_{k}" for k in range(arity)]
             inputs = [f"x{q}_{k}._data" for k in range(arity)]
             body.append(f"s{q}._data = " + text.format(
