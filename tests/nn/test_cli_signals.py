@@ -95,7 +95,7 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(delay, tmp_path):
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, f"exit {proc.returncode}, stderr: {err!r}"
     assert err == ""
     assert list(tmp_path.iterdir()) == []
 
