@@ -102,7 +102,6 @@ class Placement:
         self.stacks = {}  # id(forward stack's shell) -> Window
         self.windows = []  # Windows the backward may stack again (factors, states)
         self.buffers = []
-        self.row_of = {}  # id(shell) -> (Buffer, row)
         self.gradients = {}  # gradient slot -> (Buffer, row)
         self.gradient_windows = []  # (Buffer, lo, hi)
         self.gradient_buffers = []
@@ -277,7 +276,7 @@ def _claim(placement, writable, shells, copy):
     if len({id(s) for s in shells}) != len(shells) or any(
             s._data.shape != row or s._data.dtype != dtype for s in rest):
         return None
-    where = placement.row_of
+    where = placement.producers  # id(shell) -> (Buffer, row, text)
     if not any(id(s) in where for s in shells):  # a new buffer; row 0 stays for a copy
         if not all(id(s) in writable for s in rest):
             return None
@@ -293,12 +292,13 @@ def _claim(placement, writable, shells, copy):
         return Window(buffer, start, start + len(shells))
     # every shell already placed sits where the window puts it: one buffer, in order
     anchor = next(k for k, s in enumerate(shells) if id(s) in where)
-    buffer, at = where[id(shells[anchor])]
+    buffer, at, _ = where[id(shells[anchor])]
     lo = at - anchor
     if lo < 0 or lo + len(shells) > buffer.shape[0]:
         return None
     for k, s in enumerate(shells):
-        if where.get(id(s)) == (buffer, lo + k):
+        placed = where.get(id(s))
+        if placed is not None and placed[0] is buffer and placed[1] == lo + k:
             continue
         if k == 0 and lo == 0 and copy and (buffer.lead is None or buffer.lead is first):
             buffer.lead = first  # copied into row 0 before the backward stacks
@@ -309,7 +309,6 @@ def _claim(placement, writable, shells, copy):
 
 def _put(placement, writable, s, buffer, k):
     placement.producers[id(s)] = (buffer, k, writable[id(s)])
-    placement.row_of[id(s)] = (buffer, k)
 
 
 def _factor_lists(steps):
