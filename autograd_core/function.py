@@ -327,7 +327,21 @@ def record(op, data, inputs, saved=None):
                 if op.constants:
                     return _record_constants(op, data, inputs, saved)
                 step, anomaly = mode
-                out = fill(_new(Tensor), data, True, op, inputs, saved, next(clock), step)
+                # tensor.fill, written out: this runs once per recorded op
+                out = _new(Tensor)
+                out._data = data
+                out.requires_grad = True
+                out.grad = None
+                out._op = op
+                out._inputs = inputs
+                out._saved = saved
+                out._seq = next(clock)
+                out._version = 0
+                out.name = None
+                out._hooks = None
+                out._retain = False
+                out._step = step
+                out._epoch = None
                 if anomaly:
                     remember(out)
                 return out

@@ -9,13 +9,14 @@ import numpy as np
 
 from .function import check_text, inline_text
 from .graph import saved_arrays
+from .exact_scalars import exact
 from .ones import ONES
 from .ops.linalg import product
 
 
 # What an inline text may name besides its fields (Op.inline_forward): every place that runs
 # one (replay's blocks, the eager sweep's steps, the shape check below) starts from these.
-NAMES = {"np": np, "product": product, "one": ONES}
+NAMES = {"np": np, "product": product, "one": ONES, "exact": exact}
 
 
 def for_node(op, declared, node, *arrays):

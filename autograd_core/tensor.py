@@ -322,8 +322,8 @@ _new = object.__new__
 
 
 def fill(t, data, requires_grad=False, op=None, inputs=(), saved=None, seq=0, step=None):
-    """Set every slot of the new tensor `t` (the one place they are written: Tensor(),
-    `_make` and the ops' `record` all come here). Returns `t`."""
+    """Set every slot of the new tensor `t` (Tensor() and `_make` come here; function.record
+    writes the same out, for a recorded op: a slot added here goes there too). Returns `t`."""
     t._data = data
     t.requires_grad = requires_grad
     t.grad = None

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from .. import hazards  # noqa: F401  (the ops name their hazard checks)
+from ..exact_scalars import exact
 from ..function import Memory, Op, as_tensor, record
 from ..tensor import Tensor
 from ._checks import SCALARS, broadcast_error
@@ -70,9 +71,11 @@ class AddScalar(Op):
 def add(a, b):
     """a + b with numpy broadcasting."""
     if type(b) in SCALARS and isinstance(a, Tensor):
-        return record(AddScalar, a._data + b, (a,), b)
+        d = a._data
+        return record(AddScalar, d + exact[d.dtype][b], (a,), b)
     if type(a) in SCALARS and isinstance(b, Tensor):
-        return record(AddScalar, a + b._data, (b,), a)
+        d = b._data
+        return record(AddScalar, exact[d.dtype][a] + d, (b,), a)
     return _binary(Add, "add", np.add, a, b)
 
 
@@ -125,9 +128,11 @@ def sub(a, b):
         c = -b
         if not c and not isinstance(c, float) and a._data.dtype.kind in "fc":
             c = -0.0  # an integer 0: x + 0 would make -0.0 into 0.0, where x - 0 keeps it
-        return record(AddScalar, a._data - b, (a,), c)
+        d = a._data
+        return record(AddScalar, d - exact[d.dtype][b], (a,), c)
     if type(a) in SCALARS and isinstance(b, Tensor):
-        return record(RSubScalar, a - b._data, (b,), a)
+        d = b._data
+        return record(RSubScalar, exact[d.dtype][a] - d, (b,), a)
     return _binary(Sub, "sub", np.subtract, a, b)
 
 
@@ -191,7 +196,7 @@ class MulScalar(Op):
     memory = Memory()
     batch = "elementwise"
     inline_forward = "{x0} * {out}._saved"
-    inline_backward = ("{g} * {out}._saved",)
+    inline_backward = ("{g} * exact[{g}.dtype][{out}._saved]",)
 
     @staticmethod
     def forward(out, x):
@@ -205,9 +210,11 @@ class MulScalar(Op):
 def mul(a, b):
     """a * b (elementwise) with numpy broadcasting."""
     if type(b) in SCALARS and isinstance(a, Tensor):
-        return record(MulScalar, a._data * b, (a,), b)
+        d = a._data
+        return record(MulScalar, d * exact[d.dtype][b], (a,), b)
     if type(a) in SCALARS and isinstance(b, Tensor):
-        return record(MulScalar, a * b._data, (b,), a)
+        d = b._data
+        return record(MulScalar, exact[d.dtype][a] * d, (b,), a)
     return _binary(Mul, "mul", np.multiply, a, b)
 
 
@@ -251,7 +258,7 @@ class DivScalar(Op):
 
     @staticmethod
     def backward(g, out, xp):
-        return (g / out._saved,)
+        return (g / (out._saved if xp.recording else exact[g.dtype][out._saved]),)
 
 
 class RDivScalar(Op):
@@ -277,7 +284,8 @@ class RDivScalar(Op):
 def div(a, b):
     """a / b (true division) with numpy broadcasting."""
     if type(b) in SCALARS and isinstance(a, Tensor):
-        return record(DivScalar, a._data / b, (a,), b)
+        d = a._data
+        return record(DivScalar, d / exact[d.dtype][b], (a,), b)
     if type(a) in SCALARS and isinstance(b, Tensor):
         return record(RDivScalar, a / b._data, (b,), a)
     return _binary(Div, "div", np.divide, a, b)

@@ -340,3 +340,20 @@ def test_detach_shares_data_and_is_cut_from_the_graph():
     assert np.shares_memory(d.data, y.data)
     (d * x).sum().backward()  # d is a constant: dx = d only
     np.testing.assert_array_equal(x.grad.data, [2.0, 4.0])
+
+
+def test_every_slot_of_a_made_or_recorded_tensor_is_set():
+    """fill() and record()'s written-out copy of it set the same slots, all of them."""
+    from autograd_core.tensor import Tensor as T
+
+    x = ag.Tensor(np.ones(3), requires_grad=True)
+    with ag.no_grad():
+        plain = x * 2.0
+    for t in (x, plain, x * 2.0, x * x, ag.tanh(x), x.sum()):
+        for name in T.__slots__:
+            if name != "__weakref__":
+                getattr(t, name)  # an unset slot raises AttributeError
+    made = x * x
+    assert (made.requires_grad, made.grad, made.name, made._hooks, made._retain,
+            made._epoch, made._version) == (True, None, None, None, False, None, 0)
+    assert made._inputs == (x, x) and made._seq > x._seq
