@@ -36,37 +36,11 @@ def _collect(roots, epoch, claim):
     over the same graph, in this thread or another, finds it taken and stops here. Without
     it the nodes are marked as read until `_release_readers`, so that no freeing backward
     frees them meanwhile."""
-    seen = set(roots)
-    nodes, leaves, shared = [], [], set(roots)
-    stack = list(seen)
-    last_inplace = function.last_inplace
-    newest_first, previous = True, sys.maxsize
     with _collect_lock:
-        while stack:
-            t = stack.pop()
-            if t._op is None:
-                leaves.append(t)
-                continue
-            if t._epoch is not None or (claim and _readers and t in _readers):
-                raise RuntimeError(_freed_message(t))  # freed, or in use by another backward
-            seq = t._seq
-            if last_inplace > seq:  # something was modified in place since t was recorded
-                _check_versions(t)
-            if seq >= previous:  # (not strictly newest first: sort, as before)
-                newest_first = False
-            previous = seq
-            nodes.append(t)
-            for i in t._inputs:
-                if i.requires_grad:
-                    if i not in seen:
-                        seen.add(i)
-                        stack.append(i)
-                    else:
-                        shared.add(i)
         if claim:
-            for t in nodes:
-                t._epoch = epoch
+            nodes, leaves, shared, newest_first = _claiming_walk(roots, epoch)
         else:
+            nodes, leaves, shared, newest_first = _reading_walk(roots)
             for t in nodes:
                 _readers[t] = _readers.get(t, 0) + 1
     # The walk from the root finds nodes almost in reverse creation order (a chain exactly:
@@ -77,6 +51,86 @@ def _collect(roots, epoch, claim):
     else:
         nodes.sort(key=by_creation)
     return nodes, leaves, shared
+
+
+def _claiming_walk(roots, epoch):
+    """The walk of a backward that frees the graph: each tensor is marked with `epoch` when
+    it is first reached, and the mark is what tells the walk it was seen (no set). A leaf's
+    mark means nothing outside the walk that made it (epochs are not reused); a node's stays
+    as the claim, and is taken off again if the walk raises."""
+    nodes, leaves, shared, stack = [], [], set(roots), []
+    last_inplace = function.last_inplace
+    newest_first, previous, t = True, sys.maxsize, None
+    try:
+        for i in roots:  # as an input below
+            if i._op is None:
+                if i._epoch != epoch:
+                    i._epoch = epoch
+                    leaves.append(i)
+            elif i._epoch is None and not (_readers and i in _readers):
+                i._epoch = epoch
+                stack.append(i)
+            elif i._epoch != epoch:
+                raise RuntimeError(_freed_message(i))  # freed, or in use by another backward
+        while stack:
+            t = stack.pop()
+            seq = t._seq
+            if last_inplace > seq:  # something was modified in place since t was recorded
+                _check_versions(t)
+            if seq >= previous:  # (not strictly newest first: sort, as before)
+                newest_first = False
+            previous = seq
+            nodes.append(t)
+            for i in t._inputs:
+                if i.requires_grad:
+                    mark = i._epoch
+                    if mark == epoch:
+                        shared.add(i)
+                    elif i._op is None:  # a leaf, unmarked or marked by an earlier walk
+                        i._epoch = epoch
+                        leaves.append(i)
+                    elif mark is None and not (_readers and i in _readers):
+                        i._epoch = epoch
+                        stack.append(i)
+                    else:
+                        raise RuntimeError(_freed_message(i))  # freed, or being read
+    except BaseException:
+        for n in nodes + stack + [t]:  # the nodes this walk marked: not claimed after all
+            if n is not None:
+                n._epoch = None
+        raise
+    return nodes, leaves, shared, newest_first
+
+
+def _reading_walk(roots):
+    """The walk of a backward that keeps the graph (retain_graph): nothing is marked."""
+    seen = set(roots)
+    nodes, leaves, shared = [], [], set(roots)
+    stack = list(seen)
+    last_inplace = function.last_inplace
+    newest_first, previous = True, sys.maxsize
+    while stack:
+        t = stack.pop()
+        if t._op is None:
+            leaves.append(t)
+            continue
+        if t._epoch is not None:
+            raise RuntimeError(_freed_message(t))  # freed
+        seq = t._seq
+        if last_inplace > seq:
+            _check_versions(t)
+        if seq >= previous:
+            newest_first = False
+        previous = seq
+        nodes.append(t)
+        for i in t._inputs:
+            if i.requires_grad:
+                if i not in seen:
+                    seen.add(i)
+                    stack.append(i)
+                else:
+                    shared.add(i)
+    return nodes, leaves, shared, newest_first
 
 
 def _release_readers(nodes):
@@ -312,10 +366,11 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
     nodes, leaves, shared = _collect(roots, epoch, claim=not retain_graph)
     sweep = _Sweep(create_graph, observers_for(observer), shared)
     acc, owned, xp, watched = sweep.acc, sweep.owned, sweep.xp, bool(sweep.observers)
-    glanced = bool(sweep.glancers)
+    glanced, pending = bool(sweep.glancers), sweep.pending  # the dict itself, never replaced
     for r, g in zip(roots, root_grads):
         acc[r] = g if r not in acc else acc[r] + g
     want, captured = (None if wanted is None else set(wanted)), {}
+    wanting = want is not None
     checked_until = function.last_inplace  # _collect checked every version up to here
     fast = not create_graph and not watched  # the ops' declared fast paths may run
     if not retain_graph:
@@ -328,13 +383,13 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
         while nodes:  # popped: a node is dropped (its arrays freed) once its rule ran
             t = nodes.pop()
             g = acc.pop(t, None)
-            if sweep.pending:
+            if pending:
                 g = sweep.products(t, g)
             if g is None:  # nothing reached it: not freed, not claimed
                 if not retain_graph:
                     t._epoch = None
                 continue
-            if t._hooks or t._retain or want is not None:
+            if t._hooks or t._retain or wanting:
                 g = sweep.arrive(t, g, want, captured)
             if function.last_inplace > checked_until and function.last_inplace > t._seq:
                 _check_versions(t)  # a hook changed something in place meanwhile
@@ -344,7 +399,6 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
             step = op.sweep_step
             if fast and step is not None and step[0] is op.backward:  # the rule as text
                 (step[1] or make_step(op))(t, g, acc, owned)
-                grads = gi = prev = None  # as a rule's results would: no array kept alive
                 if not retain_graph:
                     t._inputs = t._saved = None
                 continue
@@ -374,6 +428,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
                     acc[inp] = prev = prev + gi
                     if type(prev) is np.ndarray:  # 0-d results are immutable scalars
                         owned.add(inp)
+            grads = gi = prev = None  # no array kept alive by these names past its node
             if not retain_graph:
                 t._inputs = t._saved = None
         sweep.finish(leaves, want, captured)

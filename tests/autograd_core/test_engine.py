@@ -455,3 +455,48 @@ def test_the_sweep_visits_nodes_newest_first_whether_or_not_the_walk_found_them_
         assert seqs == sorted(seqs) and nodes[-1] is root
     dag.backward(np.ones(3))
     np.testing.assert_allclose(x.grad.numpy(), 3 * (1 - np.tanh(1.0) ** 2) + np.e)
+
+
+def test_a_walk_that_meets_a_freed_node_claims_nothing_it_marked():
+    """The freeing backward marks each node as it reaches it; when it then meets a node an
+    earlier backward freed, it takes every mark off again: the nodes it reached first are
+    still whole, and another backward through them runs."""
+    x = ag.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    u, v = x * 2.0, x * 3.0
+    w = ag.tanh(v)  # reached, and marked, before the walk meets u (either order)
+    u.sum().backward()  # frees u
+    x.grad = None
+    for first in (True, False):
+        total = (u + w).sum() if first else (w + u).sum()
+        with pytest.raises(RuntimeError, match="already freed"):
+            total.backward()
+    w.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 3.0 * (1 - np.tanh(3.0 * x.numpy()) ** 2),
+                               rtol=1e-12)
+
+
+def test_a_walk_that_finds_an_in_place_change_claims_nothing_it_marked():
+    x = ag.Tensor(np.array([0.5, -1.0]), requires_grad=True)
+    a = ag.Tensor(np.array([2.0, 3.0]))
+    h = ag.tanh(x * 1.5)  # marked first: the root's newest input
+    y = (x * a).sum() + h.sum()
+    with ag.no_grad():
+        a.add_(1.0)  # Mul's rule reads a: the walk raises when it checks that node
+    with pytest.raises(RuntimeError, match="modified in place"):
+        y.backward()
+    h.sum().backward()  # h's nodes were not left claimed
+    np.testing.assert_allclose(x.grad.numpy(), 1.5 * (1 - np.tanh(1.5 * x.numpy()) ** 2),
+                               rtol=1e-12)
+
+
+def test_roots_given_twice_a_leaf_root_and_leaves_shared_by_successive_backwards():
+    x = ag.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (x * x).sum()
+    gx, = ag.grad([y, y], [x])  # the same root twice: its gradient counted twice
+    np.testing.assert_allclose(gx.numpy(), 4 * x.numpy())
+    x.backward(np.array([1.0, 1.0]))  # a leaf as the root
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 1.0])
+    for k in range(3):  # a leaf marked by one backward's walk is found anew by the next
+        x.grad = None
+        (x * x + x).sum().backward()
+        np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy() + 1)
