@@ -21,6 +21,7 @@ changes of the graph's tensors, and rules only read the forward's values.
 """
 import ast
 import re
+from operator import is_
 
 import numpy as np
 
@@ -39,11 +40,11 @@ _UFUNC_OF = {ast.Mult: "multiply", ast.Add: "add", ast.Sub: "subtract", ast.Div:
 class Buffer:
     """Rows of one shape and dtype: an array made on first use and written again by each
     replayed call (`ready`), unless a view of it was handed out (`let_go`)."""
-    __slots__ = ("buf", "shape", "dtype", "lead", "views", "handed_out")
+    __slots__ = ("buf", "shape", "dtype", "lead", "views", "row_of", "handed_out")
 
     def __init__(self, rows, row, dtype):
         self.shape, self.dtype = (rows,) + row, dtype
-        self.buf = self.views = None
+        self.buf = self.views = self.row_of = None
         self.lead = None  # the shell copied into row 0 by a window, if one is
         self.handed_out = False
 
@@ -51,7 +52,8 @@ class Buffer:
         """The array, made on first use and kept: each call writes it again."""
         if self.buf is None or self.handed_out:
             self.buf = np.empty(self.shape, self.dtype)
-            self.views, self.handed_out = None, False
+            self.views = self.row_of = None
+            self.handed_out = False
 
     def ready_views(self):
         """The array and its rows as views, made once: a kernel writes a state, or a rule a
@@ -60,6 +62,21 @@ class Buffer:
         self.ready()
         if self.views is None:
             self.views = list(self.buf)
+            self.row_of = {id(v): k for k, v in enumerate(self.views)}  # views live as long
+
+    def rows(self, arrays):
+        """The stack of `arrays` as a view, where they are these very views of consecutive
+        rows, in order (buf[k:k + n]) or newest first (a backward's order: reversed); else
+        None."""
+        k = self.row_of.get(id(arrays[0])) if self.row_of is not None else None
+        if k is None:
+            return None
+        n, views = len(arrays), self.views
+        if k + n <= len(views) and all(map(is_, arrays, views[k:k + n])):
+            return self.buf[k:k + n]
+        if k + 1 >= n and all(map(is_, arrays, reversed(views[k + 1 - n:k + 1]))):
+            return self.buf[k + 1 - n:k + 1][::-1]
+        return None
 
     def let_go(self):
         """This array (a view of it) left the plan: the next `ready` makes a new one. It

@@ -18,6 +18,7 @@ ROW = "row"  # one row of a batched node: its gradient kept until the node's ste
 WEIGHT = "weight"  # the deferred products of its uses as a weight (in `pending[slot]`)
 ROWS = "rows"  # its rows' gradients, kept by its extractions (in `pending[-1 - slot]`)
 
+BUFFERS = "buffers"  # pending[BUFFERS]: the plan's buffers, whose rows stack as views
 STACKS = "stacks"  # pending[STACKS]: the stacks of rows and factors made so far
 #                   (stacked_products.joined)
 
@@ -70,7 +71,14 @@ def stacked_rows(rows, pending):
     row = rows[0]
     if not row.ndim:
         return np.stack(rows)
-    out = stacked_products.joined(rows, pending.setdefault(STACKS, {}))
+    stacks = pending.setdefault(STACKS, {})
+    held = stacks.get(id(row))
+    if held is None or held[0] is not rows:
+        for buffer in pending.get(BUFFERS, ()):  # consecutive rows of a buffer: a view
+            out = buffer.rows(rows)
+            if out is not None:
+                return out
+    out = stacked_products.joined(rows, stacks)
     return out.reshape((len(rows),) + row.shape)
 
 

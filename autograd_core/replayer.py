@@ -455,6 +455,8 @@ class _Plan:
             placement.seed_gradients(pending.setdefault(replay_sweep.STACKS, {}))
         if self.placed and placement.windows:  # stacks the forward wrote already
             placement.seed(pending.setdefault(replay_sweep.STACKS, {}))
+        if self.placed and placement.buffers:
+            pending[replay_sweep.BUFFERS] = placement.buffers
         acc[self.root_slot] = g
         if self.backward_blocks is not None:
             for block, rows in self.backward_blocks:
