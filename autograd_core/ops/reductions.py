@@ -329,8 +329,14 @@ def softmax_cross_entropy_arrays(x, target):
     """(the loss of each row, the probabilities the rule reads)."""
     # the ufuncs' reduce is what ndarray.max and .sum run, without the Python around them
     shifted = x - np.maximum.reduce(x, axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    total = np.add.reduce(e, axis=-1, keepdims=True)
     flat = shifted.reshape(-1, x.shape[-1])
-    picked = flat[_row_numbers(flat.shape[0]), target.reshape(-1)].reshape(total.shape)
-    return (np.log(total) - picked)[..., 0], e / total
+    picked = flat[_row_numbers(flat.shape[0]), target.reshape(-1)]
+    if shifted.dtype.kind != "f":  # integer logits: exp makes another dtype
+        e = np.exp(shifted)
+        total = np.add.reduce(e, axis=-1, keepdims=True)
+        return (np.log(total) - picked.reshape(total.shape))[..., 0], e / total
+    # shifted is this function's own array: exp and the division go into it (the same
+    # numbers, without two more arrays of the logits' size)
+    e = np.exp(shifted, out=shifted)
+    total = np.add.reduce(e, axis=-1, keepdims=True)
+    return (np.log(total) - picked.reshape(total.shape))[..., 0], np.divide(e, total, out=e)
