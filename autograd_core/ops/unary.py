@@ -32,7 +32,8 @@ class Exp(Op):
 
 
 def exp(x):
-    x = as_tensor(x)
+    if not isinstance(x, Tensor):  # as_tensor, without a call: one of the hot ops
+        x = Tensor(x)
     return record(Exp, np.exp(x._data), (x,))
 
 
@@ -59,7 +60,8 @@ class Log(Op):
 
 def log(x):
     """Natural logarithm."""
-    x = as_tensor(x)
+    if not isinstance(x, Tensor):  # as_tensor, without a call: one of the hot ops
+        x = Tensor(x)
     return record(Log, np.log(x._data), (x,))
 
 
@@ -144,7 +146,8 @@ class Tanh(Op):
 
 
 def tanh(x):
-    x = as_tensor(x)
+    if not isinstance(x, Tensor):  # as_tensor, without a call: one of the hot ops
+        x = Tensor(x)
     return record(Tanh, np.tanh(x._data), (x,))
 
 
@@ -173,7 +176,8 @@ class Sigmoid(Op):
 def sigmoid(x):
     """1 / (1 + exp(-x)), accurate to a few units in the last place wherever the value is a
     normal number of the dtype (float32: down to x = -87), and never overflowing."""
-    x = as_tensor(x)
+    if not isinstance(x, Tensor):  # as_tensor, without a call: one of the hot ops
+        x = Tensor(x)
     return record(Sigmoid, sigmoid_array(x._data), (x,))
 
 
@@ -264,7 +268,8 @@ class Relu(Op):
 
 
 def relu(x):
-    x = as_tensor(x)
+    if not isinstance(x, Tensor):  # as_tensor, without a call: one of the hot ops
+        x = Tensor(x)
     return record(Relu, np.maximum(x._data, 0), (x,))
 
 
