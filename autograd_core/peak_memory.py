@@ -94,7 +94,7 @@ class _Replay:
 def _sweep_order(root):
     """The nodes in the order the sweep visits them (newest first), the leaves that
     require grad in the order it finishes them, and the tensors more than one use reads
-    (as engine._collect finds them)."""
+    (as graph_walk._collect finds them)."""
     seen, stack, nodes, leaves, shared = {root}, [root], [], [], {root}
     while stack:
         t = stack.pop()

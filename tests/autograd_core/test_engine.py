@@ -437,9 +437,10 @@ def test_gradgradcheck_names_the_worst_element_of_a_wrong_second_derivative():
 
 
 def test_the_sweep_visits_nodes_newest_first_whether_or_not_the_walk_found_them_so():
-    """engine._collect reverses a walk that came newest first (a chain) and sorts any
-    other (a DAG whose walk meets an older branch first): oldest first either way."""
-    from autograd_core import engine
+    """graph_walk._collect reverses a walk that came newest first (a chain) and sorts any
+    other (a DAG whose walk meets an older branch first): oldest first either way, for the
+    freeing walk and the reading one."""
+    from autograd_core import graph_walk
 
     x = ag.Tensor(np.ones(3), requires_grad=True)
     chain = x
@@ -449,10 +450,15 @@ def test_the_sweep_visits_nodes_newest_first_whether_or_not_the_walk_found_them_
     b = ag.tanh(x)
     dag = (b * 3.0) + a
     for root in (chain, dag):
-        nodes, _, _ = engine._collect((root,), None, claim=False)
-        engine._release_readers(nodes)
+        nodes, _, _ = graph_walk._collect((root,), None, claim=False)
+        graph_walk._release_readers(nodes)
         seqs = [n._seq for n in nodes]
         assert seqs == sorted(seqs) and nodes[-1] is root
+        claimed, _, _ = graph_walk._claiming_walk((root,), -7)[:3]
+        assert {id(n) for n in claimed} == {id(n) for n in nodes}
+        for n in claimed:
+            assert n._epoch == -7
+            n._epoch = None  # unclaimed again: the backward below frees the graph
     dag.backward(np.ones(3))
     np.testing.assert_allclose(x.grad.numpy(), 3 * (1 - np.tanh(1.0) ** 2) + np.e)
 
