@@ -2,7 +2,7 @@
 import numpy as np
 
 # Python numbers stay "weak" (numpy 2 rules): float32 tensor * 2.0 stays float32.
-SCALARS = (int, float)
+SCALARS = frozenset((int, float))  # as `type(x) in SCALARS`: a hash lookup, no comparisons
 
 
 def shape_error(op, message):
