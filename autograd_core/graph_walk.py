@@ -48,30 +48,34 @@ def _claiming_walk(roots, epoch):
     """The walk of a backward that frees the graph: each tensor is marked with `epoch` when
     it is first reached, and the mark is what tells the walk it was seen (no set). A leaf's
     mark means nothing outside the walk that made it (epochs are not reused); a node's stays
-    as the claim, and is taken off again if the walk raises."""
+    as the claim, and is taken off again if the walk raises. Depth first: the walk goes on
+    with the last new node among a node's inputs and keeps the others on a stack, so that a
+    chain is followed without one (and the order is the stack's: a recurrence's chain, then
+    the next)."""
     nodes, leaves, shared, stack = [], [], set(roots), []
-    last_inplace = function.last_inplace
-    newest_first, previous, t = True, sys.maxsize, None
+    last_inplace, readers = function.last_inplace, _readers  # (the dict is changed in place)
+    newest_first, previous, after = True, sys.maxsize, None
     try:
         for i in roots:  # as an input below
             if i._op is None:
                 if i._epoch != epoch:
                     i._epoch = epoch
                     leaves.append(i)
-            elif i._epoch is None and not (_readers and i in _readers):
+            elif i._epoch is None and not (readers and i in readers):
                 i._epoch = epoch
                 stack.append(i)
             elif i._epoch != epoch:
                 raise RuntimeError(_freed_message(i))  # freed, or in use by another backward
-        while stack:
-            t = stack.pop()
+        t = stack.pop() if stack else None
+        while t is not None:
+            nodes.append(t)
             seq = t._seq
             if last_inplace > seq:  # something was modified in place since t was recorded
                 _check_versions(t)
             if seq >= previous:  # (not strictly newest first: sort, as before)
                 newest_first = False
             previous = seq
-            nodes.append(t)
+            after = None
             for i in t._inputs:
                 if i.requires_grad:
                     mark = i._epoch
@@ -80,31 +84,33 @@ def _claiming_walk(roots, epoch):
                     elif i._op is None:  # a leaf, unmarked or marked by an earlier walk
                         i._epoch = epoch
                         leaves.append(i)
-                    elif mark is None and not (_readers and i in _readers):
+                    elif mark is None and not (readers and i in readers):
                         i._epoch = epoch
-                        stack.append(i)
+                        if after is not None:
+                            stack.append(after)
+                        after = i
                     else:
                         raise RuntimeError(_freed_message(i))  # freed, or being read
+            t = after if after is not None else stack.pop() if stack else None
     except BaseException:
-        for n in nodes + stack + [t]:  # the nodes this walk marked: not claimed after all
-            if n is not None:
-                n._epoch = None
+        for n in nodes + stack:  # the nodes this walk marked: not claimed after all
+            n._epoch = None
+        if after is not None:
+            after._epoch = None
         raise
     return nodes, leaves, shared, newest_first
 
 
 def _reading_walk(roots):
-    """The walk of a backward that keeps the graph (retain_graph): nothing is marked."""
+    """The walk of a backward that keeps the graph (retain_graph): nothing is marked, a set
+    holds what was seen."""
     seen = set(roots)
     nodes, leaves, shared = [], [], set(roots)
-    stack = list(seen)
+    for i in seen:
+        (leaves if i._op is None else nodes).append(i)
     last_inplace = function.last_inplace
     newest_first, previous = True, sys.maxsize
-    while stack:
-        t = stack.pop()
-        if t._op is None:
-            leaves.append(t)
-            continue
+    for t in nodes:
         if t._epoch is not None:
             raise RuntimeError(_freed_message(t))  # freed
         seq = t._seq
@@ -113,14 +119,13 @@ def _reading_walk(roots):
         if seq >= previous:
             newest_first = False
         previous = seq
-        nodes.append(t)
         for i in t._inputs:
             if i.requires_grad:
-                if i not in seen:
-                    seen.add(i)
-                    stack.append(i)
-                else:
+                if i in seen:
                     shared.add(i)
+                else:
+                    seen.add(i)
+                    (leaves if i._op is None else nodes).append(i)
     return nodes, leaves, shared, newest_first
 
 
