@@ -113,12 +113,13 @@ class _Sweep:
 
     # ---- what happens on arrival at a node, and the observers ------------------------------
     def arrive(self, t, g, want, captured):
-        if t._hooks:
+        hooks = t._hooks
+        if hooks:
             g = _apply_hooks(t, g, self.xp)
         if want is not None:
             if t in want:
                 captured[t] = g
-        elif t._retain:
+        elif hooks is not None and hooks.retain:
             _accumulate_grad(t, g, self.create_graph)
         return g
 
@@ -201,7 +202,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
                 if not retain_graph:
                     t._epoch = None
                 continue
-            if t._hooks or t._retain or wanting:
+            if t._hooks is not None or wanting:  # hooks or retain_grad (tensor._Hooks)
                 g = sweep.arrive(t, g, want, captured)
             if function.last_inplace > checked_until and function.last_inplace > t._seq:
                 _check_versions(t)  # a hook changed something in place meanwhile

@@ -339,7 +339,6 @@ def record(op, data, inputs, saved=None):
                 out._version = 0
                 out.name = None
                 out._hooks = None
-                out._retain = False
                 out._step = step
                 out._epoch = None
                 if anomaly:

@@ -270,7 +270,8 @@ class _Plan:
         op = t._op
         if not callable(op.forward):
             raise Refused(f"op {op.name} declares no forward kernel")
-        if t._hooks or t._retain:
+        hooks = t._hooks
+        if hooks is not None and (hooks or hooks.retain):
             raise Refused("a hook or retain_grad() on a tensor inside the function")
         inputs = tuple(shells[i] for i in t._inputs)
         needs = any(i.requires_grad for i in inputs)

@@ -38,6 +38,17 @@ def _check_can_require_grad(arr, where="Tensor"):
                         f"{arr.dtype}; convert first, e.g. Tensor(x, dtype=np.float32)")
 
 
+class _Hooks(list):
+    """A tensor's hooks (register_hook) and whether retain_grad() asked for its gradient:
+    one slot of the tensor, None while it has neither (the sweep asks one question per
+    node)."""
+    __slots__ = ("retain",)
+
+    def __init__(self):
+        super().__init__()
+        self.retain = False
+
+
 class _HookHandle:
     __slots__ = ("_hooks", "_fn")
 
@@ -58,7 +69,7 @@ class Tensor:
     """
 
     __slots__ = ("_data", "requires_grad", "grad", "_op", "_inputs", "_saved", "_seq",
-                 "_version", "name", "_hooks", "_retain", "_step", "_epoch", "__weakref__")
+                 "_version", "name", "_hooks", "_step", "_epoch", "__weakref__")
 
     # numpy defers to our reflected operators (ndarray + Tensor -> Tensor.__radd__) and routes
     # its ufuncs (np.exp(t)) through __array_ufunc__.
@@ -219,7 +230,9 @@ class Tensor:
         """Keep this non-leaf tensor's gradient in `.grad` after backward."""
         if not self.requires_grad:
             raise RuntimeError("retain_grad: the tensor does not require grad")
-        self._retain = True
+        if self._hooks is None:
+            self._hooks = _Hooks()
+        self._hooks.retain = True
 
     def register_hook(self, fn):
         """Call fn(grad) when this tensor's gradient is computed; a returned value replaces
@@ -228,7 +241,7 @@ class Tensor:
             raise RuntimeError("register_hook: cannot register a hook on a tensor that does "
                                "not require grad")
         if self._hooks is None:
-            self._hooks = []
+            self._hooks = _Hooks()
         self._hooks.append(fn)
         return _HookHandle(self._hooks, fn)
 
@@ -334,7 +347,6 @@ def fill(t, data, requires_grad=False, op=None, inputs=(), saved=None, seq=0, st
     t._version = 0
     t.name = None
     t._hooks = None
-    t._retain = False
     t._step = step
     t._epoch = None
     return t

@@ -354,6 +354,31 @@ def test_every_slot_of_a_made_or_recorded_tensor_is_set():
             if name != "__weakref__":
                 getattr(t, name)  # an unset slot raises AttributeError
     made = x * x
-    assert (made.requires_grad, made.grad, made.name, made._hooks, made._retain,
-            made._epoch, made._version) == (True, None, None, None, False, None, 0)
+    assert (made.requires_grad, made.grad, made.name, made._hooks,
+            made._epoch, made._version) == (True, None, None, None, None, 0)
     assert made._inputs == (x, x) and made._seq > x._seq
+
+
+def test_retain_grad_and_hooks_share_one_slot_and_keep_their_meaning():
+    """retain_grad() and register_hook live in one _Hooks object: either alone, both, and a
+    hook removed again (an empty list that still retains, or retains nothing)."""
+    x = ag.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    cases = {"retain": (True, False), "hook": (False, True), "both": (True, True),
+             "removed": (False, "removed"), "retain, hook removed": (True, "removed")}
+    for label, (retain, hook) in cases.items():
+        h = x * 3.0
+        seen = []
+        if retain:
+            h.retain_grad()
+        if hook:
+            handle = h.register_hook(lambda g: seen.append(g.numpy().copy()) or g * 2.0)
+            if hook == "removed":
+                handle.remove()
+        x.grad = None
+        (h * h).sum().backward()
+        factor = 2.0 if hook is True else 1.0
+        np.testing.assert_allclose(x.grad.numpy(), factor * 3.0 * 2 * h.numpy(), err_msg=label)
+        assert (h.grad is not None) == retain, label
+        if retain:  # .grad is what its hook made of it (as PyTorch: retain runs last)
+            np.testing.assert_allclose(h.grad.numpy(), factor * 2 * h.numpy(), err_msg=label)
+        assert len(seen) == (1 if hook is True else 0), label
