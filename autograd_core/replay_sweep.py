@@ -65,20 +65,18 @@ def gathered_rows(parts, x, pending):
 
 
 def stacked_rows(rows, pending):
-    """np.stack(rows) (arrays of one shape), as the concatenation that pending[STACKS]
-    holds or keeps (stacked_products.joined): a weight's factors, or rows of a buffer the
-    forward wrote them into (replay_buffers)."""
+    """np.stack(rows) (arrays of one shape): a view where they are consecutive rows of one
+    of the plan's buffers (pending[BUFFERS], in order or newest first: Buffer.rows), else the
+    concatenation that pending[STACKS] holds or keeps (stacked_products.joined: a weight's
+    factors, a window of a buffer seeded whole)."""
     row = rows[0]
     if not row.ndim:
         return np.stack(rows)
-    stacks = pending.setdefault(STACKS, {})
-    held = stacks.get(id(row))
-    if held is None or held[0] is not rows:
-        for buffer in pending.get(BUFFERS, ()):  # consecutive rows of a buffer: a view
-            out = buffer.rows(rows)
-            if out is not None:
-                return out
-    out = stacked_products.joined(rows, stacks)
+    for buffer in pending.get(BUFFERS, ()):  # consecutive rows of a buffer: a view of it
+        out = buffer.rows(rows)
+        if out is not None:
+            return out
+    out = stacked_products.joined(rows, pending.setdefault(STACKS, {}))
     return out.reshape((len(rows),) + row.shape)
 
 
