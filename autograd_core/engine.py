@@ -16,7 +16,6 @@ from .graph_walk import (_backward_count, _check_inputs, _check_versions, _colle
 from .observers import observers_for, read_only
 from .ops.linalg import product
 from .ops.shape import astype
-from .sweep_steps import make_step
 from .stacked_products import stacked_products
 from .tensor import Tensor, _make
 
@@ -211,7 +210,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
             op = t._op
             step = op.sweep_step
             if fast and step is not None and step[0] is op.backward:  # the rule as text
-                (step[1] or make_step(op))(t, g, acc, owned)
+                step[1](t, g, acc, owned)
                 if not retain_graph:
                     t._inputs = t._saved = None
                 continue

@@ -133,7 +133,8 @@ class Op:
     constants = 0  # leading entries of `_saved` that are non-differentiated arguments
     fast_backward = None  # the sweep's entry to the capability above, or None
     described = {}  # inline text name -> the function it was declared for (see inline_text)
-    sweep_step = None  # (rule, step or None): the sweep's step made from inline_backward
+    sweep_step = None  # (rule, step): the sweep's step made from inline_backward (at first a
+    # stand-in, _first_step, that makes it when the sweep first meets the op)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -165,7 +166,7 @@ class Op:
         cls.described = {text: getattr(cls, made) if new(text) else parent.described.get(text)
                          for text, made in _DESCRIBES.items()}
         rule = cls.described["inline_backward"]
-        cls.sweep_step = (rule, None) if isinstance(cls.inline_backward, tuple) else None
+        cls.sweep_step = (rule, _first_step) if isinstance(cls.inline_backward, tuple) else None
         if cls.name is None:  # an abstract family (declarations may be partial)
             return
         missing = [d for d in DECLARATIONS if getattr(cls, d) is _UNDECLARED]
@@ -285,6 +286,13 @@ def _check_texts(cls):
         text = cls.__dict__.get(what)
         if text is not None and not callable(text):
             check_text(cls, what, text, len(roles))
+
+
+def _first_step(t, g, acc, owned):
+    """An op's sweep step until the sweep first meets the op: makes it (sweep_steps, kept as
+    Op.sweep_step), then runs it."""
+    from .sweep_steps import make_step  # (sweep_steps reads this module's texts)
+    return make_step(t._op)(t, g, acc, owned)
 
 
 def _sparse_backward(op, g, out, sweep):
