@@ -83,9 +83,10 @@ def compile_backward(steps, slots, root_slot, gradients):
     replay_buffers) writes it into that row."""
     seen = [False] * slots  # whether a slot got a contribution yet, in sweep order
     seen[root_slot] = True
-    keys, row, ends = [], [], []
+    keys, row, ends, inputs = [], [], [], []
     for slot, t, op, kind, extra, targets, waits in steps:
         row += (slot, t)
+        inputs.append(t._inputs)
         if kind == "sparse":
             inp, at, shape = extra
             keys.append((op, kind, waits, (shape, not seen[at]), None, ()))
@@ -119,20 +120,24 @@ def compile_backward(steps, slots, root_slot, gradients):
         if kind == "split":
             row.append(extra)
         ends.append(len(row))
-    return _compile(keys, row, ends, backward_source, budget(len(steps)))
+    return _compile(keys, row, ends, backward_source, budget(len(steps)), inputs)
 
 
-def _compile(keys, row, ends, source, limit):
+def _compile(keys, row, ends, source, limit, inputs=None):
     """Cut `keys` (one per node) into repeating blocks, make (or find) each block's
     function, and gather each block's rows (node k's part of `row` ends at ends[k]):
     [(function, rows)], or None once more than `limit` nodes of code would have to be
-    generated."""
+    generated. With `inputs` (each node's input tensors: the backward's), a block that
+    repeats is also told which of its nodes' inputs are the same tensor in every repeat
+    (_invariant), for its source to read them once."""
     ids = {}
     interned = [ids.setdefault(k, len(ids)) for k in keys]
     runs, made = [], 0
     # lazily: in a graph that repeats nowhere the budget stops the search early
     for start, period, repeats in _merge(_blocks(interned), MERGED):
         key = tuple(keys[start:start + period]), repeats > 1
+        if inputs is not None:
+            key += (_invariant(inputs, start, period, repeats),)
         fn = _cache.get(key)
         if fn is None:
             made += period
@@ -149,6 +154,17 @@ def _compile(keys, row, ends, source, limit):
             first = ends[last]
         runs.append((fn, rows))
     return runs
+
+
+def _invariant(inputs, start, period, repeats):
+    """Per node of a block, the positions of its inputs that are the same tensor in all the
+    block's repeats (a loop's weights), or None for a block that runs once."""
+    if repeats == 1:
+        return None
+    return tuple(tuple(k for k, i in enumerate(inputs[start + q])
+                       if all(inputs[start + q + r * period][k] is i
+                              for r in range(1, repeats)))
+                 for q in range(period))
 
 
 def _blocks(keys):

@@ -2,6 +2,8 @@
 and makes each block's function from this text): the forward's kernels over each row, and the
 backward's rules with each result added where its gradient goes, as replay_sweep.sweep adds it
 (the same rules, the same order of accumulation, so the same bits)."""
+import re
+
 from . import replay_texts as texts
 from .replay_buffers import writing_value
 
@@ -43,12 +45,15 @@ def forward_source(key, many):
     return "\n".join(lines), constants
 
 
-def backward_source(key, many):
+def backward_source(key, many, invariant=None):
     """One block of replay_sweep.sweep (see there for what each path does and why). With
     `many` (the block runs for several rows: the steps of a loop) a rule `g * (F)` takes its
-    F from F computed once for every row, on the rows' arrays stacked."""
-    names, body, constants, factors = [], [], {}, []
+    F from F computed once for every row, on the rows' arrays stacked. `invariant` (per node,
+    the positions of its inputs that are the same tensor in every row: a loop's weights)
+    lets the texts read those arrays, and their transposes, from names bound once."""
+    names, body, constants, factors, bound = [], [], {}, [], []
     for q, (op, kind, waits, plan, text, into) in enumerate(key):
+        hoisted = {k: f"X{q}_{k}" for k in (invariant[q] if invariant else ())}
         constants[f"op{q}"] = op
         names += [f"s{q}", f"t{q}"]
         body += [f"g = acc[s{q}]",
@@ -79,7 +84,8 @@ def backward_source(key, many):
             text, count, fits, factor = text
             exprs = text if kind == "rule" else text[0]
             if kind == "split":
-                left, right = (texts.filled(part, f"t{q}", count) for part in text[1:])
+                left, right = (texts.filled(part, f"t{q}", count, hoisted)
+                               for part in text[1:])
                 body += [f"    parts = get(w{q})",
                          "    if parts is None:",
                          f"        pending[w{q}] = parts = []",
@@ -113,7 +119,7 @@ def backward_source(key, many):
                     factors.append((q, factor))
                     value, known = f"g * F{q}[n_]", fits[j]
                 else:
-                    value, known = texts.filled(exprs[k], f"t{q}", count), fits[j]
+                    value, known = texts.filled(exprs[k], f"t{q}", count, hoisted), fits[j]
                 written = (k in into and known and first
                            and writing_value(value, f"G{q}_{k}.views[r{q}_{k}]"))
                 if written:  # into its row, where eager mode's result is C-ordered (as
@@ -129,8 +135,14 @@ def backward_source(key, many):
                     body += _indent(_contribution(value, f"a{q}_{k}", shape, first, known))
         if kind == "split":
             names.append(f"w{q}")
+        bound += [(q, k, name) for k, name in hoisted.items()]
+    used = "\n".join(body)
+    bound = [b for b in bound if re.search(rf"\b{b[2]}T?\b", used)]
     lines = ["def block(rows, acc, own, pending):",
              "    pop, get = pending.pop, pending.get"]
+    for q, k, name in bound:  # a loop's weight: its array, and its transpose, once
+        lines += [f"    {name} = rows[0][{names.index(f't{q}')}]._inputs[{k}]._data",
+                  f"    {name}T = {name}.T"]
     for q, (text, source, _, _) in factors:  # each row's array, stacked; F of them all
         row = f"r[{names.index(f't{q}')}]"
         array = f"{row}._data" if source == "{out}._data" else f"{row}._inputs[0]._data"

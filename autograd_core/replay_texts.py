@@ -4,6 +4,7 @@ with the block's names, and, for a rule, whether each result is known to have it
 shape (then the block adds it without checking)."""
 import ast
 import functools
+import re
 
 import numpy as np
 
@@ -122,11 +123,16 @@ def c_ordered(text, k, node):
     return found
 
 
-def filled(text, node, count):
+def filled(text, node, count, hoisted=None):
     """A rule's expression for the block: {out} the node's variable, {g} the gradient's,
-    {x0}.. the node's inputs' arrays."""
-    return text.format(out=node, g="g", **{f"x{k}": f"{node}._inputs[{k}]._data"
-                                          for k in range(count)})
+    {x0}.. the node's inputs' arrays. `hoisted` ({k: name}) names the inputs that are the
+    same array in every row of a loop's block, bound once before its loop (as `name`, and
+    `name`T for {xk}.T, a transpose made once)."""
+    fields = {f"x{k}": f"{node}._inputs[{k}]._data" for k in range(count)}
+    for k, name in (hoisted or {}).items():
+        text = re.sub(r"\{x%d\}\.T(?![A-Za-z0-9_])" % k, name + "T", text)
+        fields[f"x{k}"] = name
+    return text.format(out=node, g="g", **fields)
 
 
 # A rule's factor is computed ahead for all of a loop's steps only where a step's array is at

@@ -15,6 +15,8 @@ def product(a, b):
     same bits. Only operands of one dtype, and not a 1x1 times a 1x1: for those dot has
     other bits than np.matmul (a mixed-dtype strided product rounds otherwise, and
     [[-1.]] @ [[0.]] is -0.0 where np.matmul gives 0.0)."""
+    if a.dtype is b.dtype and a.ndim == 2 == b.ndim and a.size > 1 and b.size > 1:
+        return a.dot(b)  # the common case, asked cheaply first (one dtype object: `is`)
     if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.size + b.size > 2:
         return a.dot(b)
     return np.matmul(a, b)

@@ -138,3 +138,35 @@ def test_bad_shapes_name_the_op(fn, args, message):
     tensors = [ag.Tensor(np.ones(s)) for s in args]  # addmm(c, a, b): c's shape first
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         fn(*tensors)
+
+
+def test_product_takes_the_same_call_as_before_its_fast_path():
+    """linalg.product first asks cheaply for the common case (one dtype object, 2-D, more
+    than one element each): the call it makes, and so the bits, are those of the full rule
+    (dot for 2-D operands of one dtype unless both are 1x1, np.matmul otherwise)."""
+    from autograd_core.ops.linalg import product
+
+    def full_rule(a, b):
+        if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.size + b.size > 2:
+            return a.dot(b)
+        return np.matmul(a, b)
+
+    rng = np.random.default_rng(3)
+    shapes = [((1, 1), (1, 1)), ((1, 1), (1, 3)), ((3, 1), (1, 1)), ((2, 3), (3, 4)),
+              ((1, 32), (32, 32)), ((4, 0), (0, 5)), ((1, 2), (2, 0)), ((3,), (3, 2)),
+              ((2, 3, 4), (4, 2)), ((5, 3), (3,))]
+    for (sa, sb) in shapes:
+        for da, db in [(np.float64, np.float64), (np.float32, np.float32),
+                       (np.float32, np.float64), (np.float16, np.float16)]:
+            a = rng.standard_normal(sa).astype(da)
+            b = rng.standard_normal(sb).astype(db)
+            if a.ndim == 2:
+                a[..., :1] = -1.0
+            for left, right in ((a, b), (a.T if a.ndim == 2 else a, b)):
+                if left.shape[-1] != right.shape[0]:
+                    continue
+                got, want = product(left, right), full_rule(left, right)
+                assert got.dtype == want.dtype and got.shape == want.shape
+                assert got.tobytes() == want.tobytes(), (sa, sb, da, db)
+    neg = product(np.array([[-1.0]]), np.array([[0.0]]))
+    assert np.signbit(neg).tolist() == [[False]]  # np.matmul's 0.0 where dot gives -0.0
