@@ -59,6 +59,18 @@ def rule_text(text, op, which, node):
     return checked(op, which, text, count), count
 
 
+def _run_once(expr, node, count):
+    """A rule's expression run once on a zero gradient of the node's shape and dtype and its
+    recorded values (what `fitting` and `c_ordered` learn from), or None where it raises."""
+    data = node._data
+    try:
+        with np.errstate(all="ignore"):
+            return eval(filled(expr, "t", count), dict(NAMES),
+                        {"t": node, "g": np.zeros(data.shape, data.dtype)})
+    except Exception:  # noqa: BLE001  (any failure: the caller keeps the general path)
+        return None
+
+
 _fits = {}  # (expression, the node's and its inputs' and saved arrays' shapes and dtypes,
 #              target shape) -> whether the expression's result has the target's shape
 
@@ -78,14 +90,9 @@ def fitting(text, kind, node, plan):
         expr = exprs[k]
         key = (expr, data.shape, data.dtype, inputs, shape)
         fit = _fits.get(key)
-        if fit is None and expr is not None:
-            try:
-                with np.errstate(all="ignore"):
-                    value = eval(filled(expr, "t", count), dict(NAMES),
-                                 {"t": node, "g": np.zeros(data.shape, data.dtype)})
-                fit = getattr(value, "shape", None) == shape
-            except Exception:  # noqa: BLE001  (a text that fails here keeps its checks)
-                fit = False
+        if fit is None and expr is not None:  # a text that fails here keeps its checks
+            value = _run_once(expr, node, count)
+            fit = getattr(value, "shape", None) == shape
             if len(_fits) > 4096:
                 _fits.clear()
             _fits[key] = fit
@@ -109,14 +116,9 @@ def c_ordered(text, k, node):
     key = (expr, tuple((a.shape, a.dtype.str, a.flags.c_contiguous, a.flags.f_contiguous)
                        for a in arrays if isinstance(a, np.ndarray)))
     found = _orders.get(key)
-    if found is None:
-        try:
-            with np.errstate(all="ignore"):
-                value = eval(filled(expr, "t", count), dict(NAMES),
-                             {"t": node, "g": np.zeros(data.shape, data.dtype)})
-            found = type(value) is np.ndarray and value.flags.c_contiguous
-        except Exception:  # noqa: BLE001  (a text that fails here is not written into a row)
-            found = False
+    if found is None:  # a text that fails here is not written into a row
+        value = _run_once(expr, node, count)
+        found = type(value) is np.ndarray and value.flags.c_contiguous
         if len(_orders) > 4096:
             _orders.clear()
         _orders[key] = found
