@@ -1,5 +1,6 @@
-"""exact[dtype][c]: a Python number c as a read-only 0-d array of a float dtype that holds c
-exactly; c itself otherwise.
+"""exact[dtype][c]: a Python number c as a read-only 0-d array of a float (or complex) dtype
+that holds c exactly; c itself otherwise. one[dtype] is exact[dtype][1], for kernels and rule
+texts (tanh's `one[{out}._data.dtype] - y*y`, sigmoid's e + 1).
 
 numpy takes a Python number beside an array through its weak-scalar promotion (the number is
 converted to the array's dtype first), which costs about 0.3 us a call more on a small array
@@ -8,8 +9,8 @@ the same bits: the same loop runs on the same values. The scalar ops (x * 0.5, x
 rule g * c) look their constant up here.
 
 Not converted, and returned as given: 0 (0.0 and -0.0 are one key of a dict), NaN, inf, a
-number the dtype would round or overflow, any number beside a dtype that is not a float
-(an integer array times 0.5 is a float64 result), and numbers met once the table of a dtype
+number the dtype would round or overflow, any number beside a dtype that is neither float nor
+complex (an integer array times 0.5 is a float64 result), and numbers met once the table of a dtype
 holds LIMIT of them (a number that changes every call, as a learning rate's schedule, is
 then looked up and given back: a dict miss, no conversion)."""
 import numpy as np
@@ -25,7 +26,7 @@ class _Exact(dict):
     def __init__(self, dtype):
         super().__init__()
         self.dtype = dtype
-        self.largest = float(np.finfo(dtype).max) if dtype.kind == "f" else None
+        self.largest = float(np.finfo(dtype).max) if dtype.kind in "fc" else None
 
     def __missing__(self, c):
         if (self.largest is None or len(self) >= LIMIT or type(c) not in (int, float)
@@ -53,3 +54,14 @@ class _ByDtype(dict):
 
 
 exact = _ByDtype()
+
+
+class _Ones(dict):
+    """dtype -> exact[dtype][1], kept: one lookup where a text or kernel needs a 1."""
+
+    def __missing__(self, dtype):
+        one = self[dtype] = exact[dtype][1]
+        return one
+
+
+ONES = _Ones()

@@ -103,8 +103,10 @@ class Op:
     - `inline_forward`, `inline_backward`, `inline_split`: the kernel, the rule and the split
       rule as Python expressions that replay's generated code runs in place of the calls
       (replay_codegen.py): `{x0}`, `{x1}`.. stand for the inputs' arrays, `{out}` for the
-      node, `{g}` for the incoming gradient (an array), and `np`, `product` (linalg) and
-      `one` (`one[dtype]`: 1 of that dtype, see ones.py) may be named. `inline_forward` is one expression; `inline_backward` one per input (None
+      node, `{g}` for the incoming gradient (an array), and `np`, `product` (linalg),
+      `one` (`one[dtype]`: 1 of that dtype) and `exact` (`exact[dtype][c]`: the number c
+      as an array of that dtype where it holds c exactly; see exact_scalars.py) may be
+      named. `inline_forward` is one expression; `inline_backward` one per input (None
       where the rule gives None); `inline_split` is (those, left, right). Each is the text,
       or a function of the recorded node (and, for the kernel, its inputs' arrays) that
       returns it, or None where that node needs the call (a dtype or shape the text does not

@@ -10,8 +10,7 @@ import numpy as np
 
 from .function import check_text, inline_text
 from .graph import saved_arrays
-from .exact_scalars import exact
-from .ones import ONES
+from .exact_scalars import ONES, exact
 from .ops.linalg import product
 
 

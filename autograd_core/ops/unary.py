@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import hazards  # noqa: F401  (the ops name their hazard checks)
 from ..function import Memory, Op, as_tensor, record
-from ..ones import ONES
+from ..exact_scalars import ONES
 from ..quiet_exp import quiet, restore
 from ..tensor import Tensor
 

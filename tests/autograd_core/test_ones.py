@@ -1,9 +1,9 @@
-"""one[dtype] (ones.py): a 1 of the array's dtype gives numpy's bits for a Python 1, for every
-float and complex dtype, and cannot be changed by a kernel that writes into it."""
+"""one[dtype] (exact_scalars.ONES): a 1 of the array's dtype gives numpy's bits for a Python 1,
+for every float and complex dtype, and cannot be changed by a kernel that writes into it."""
 import numpy as np
 import pytest
 
-from autograd_core.ones import ONES
+from autograd_core.exact_scalars import ONES
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64,
