@@ -8,7 +8,7 @@ functions below, so one rule serves both:
 """
 import numpy as np
 
-from .ops import arithmetic, indexing, reductions, shape, unary
+from .ops import indexing, reductions, selection, shape, unary
 
 
 class ArrayMath:
@@ -35,7 +35,7 @@ class TensorMath:
 
     exp = staticmethod(unary.exp)
     log = staticmethod(unary.log)
-    where = staticmethod(arithmetic.where)
+    where = staticmethod(selection.where)
     broadcast_to = staticmethod(shape.broadcast_to)
     sum_to = staticmethod(shape.sum_to)
     scatter = staticmethod(indexing.scatter)

@@ -4,7 +4,7 @@ They are written in the class `_Methods` for reading and copied onto `Tensor` be
 """
 import numpy as np
 
-from .ops import arithmetic as _ar
+from .ops import arithmetic as _ar, selection as _sel
 from .ops import indexing as _ix
 from .ops import linalg as _la
 from .ops import reductions as _rd
@@ -169,7 +169,7 @@ Tensor.__getitem__ = _ix.getitem
 
 _UFUNCS = {
     np.add: _ar.add, np.subtract: _ar.sub, np.multiply: _ar.mul, np.divide: _ar.div,
-    np.power: _ar.pow, np.negative: _ar.neg, np.maximum: _ar.maximum, np.minimum: _ar.minimum,
+    np.power: _ar.pow, np.negative: _ar.neg, np.maximum: _sel.maximum, np.minimum: _sel.minimum,
     np.matmul: _la.matmul, np.exp: _un.exp, np.log: _un.log, np.sqrt: _un.sqrt,
     np.abs: _un.abs, np.tanh: _un.tanh,
 }

@@ -1,4 +1,4 @@
-"""Binary arithmetic (+ - * / **, maximum, minimum, where) and negation.
+"""Binary arithmetic (+ - * / **) and negation (maximum, minimum and where: selection.py).
 
 A Python number operand uses a "scalar" variant of the op that keeps the number in `_saved`
 instead of wrapping it in a tensor: cheaper, and numpy keeps the tensor's dtype.
@@ -11,19 +11,10 @@ from .. import hazards  # noqa: F401  (the ops name their hazard checks)
 from ..exact_scalars import exact
 from ..function import Memory, Op, as_tensor, record
 from ..tensor import Tensor
-from ._checks import SCALARS, broadcast_error
+from ._binary import binary as _binary
+from ._checks import SCALARS
 
-__all__ = ["add", "div", "maximum", "minimum", "mul", "neg", "pow", "sub", "where"]  # exported as ag.<name>
-
-
-def _binary(op, name, fn, a, b):
-    if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
-        a, b = _operands(a, b)
-    try:
-        data = fn(a._data, b._data)
-    except ValueError:
-        raise broadcast_error(name, a, b) from None
-    return record(op, data, (a, b))
+__all__ = ["add", "div", "mul", "neg", "pow", "sub"]  # exported as ag.<name>
 
 
 class Add(Op):
@@ -387,102 +378,3 @@ def pow(a, b):
     if type(a) in SCALARS and isinstance(b, Tensor):
         return record(RPowScalar, a ** b._data, (b,), a)
     return _binary(Pow, "pow", np.power, a, b)
-
-
-def _split_mask(first, second, dtype):
-    # Gradient share of `first`: 1 where it wins, 1/2 on ties (as PyTorch's maximum).
-    return np.where(first > second, 1.0, np.where(first == second, 0.5, 0.0)).astype(dtype)
-
-
-class Maximum(Op):
-    name = "maximum"
-    inputs = ("a", "b")
-    saves = ("a", "b")
-    view = False
-    rule = "g to the larger (half each on ties)"
-    hazard = None
-    memory = Memory()
-
-    @staticmethod
-    def forward(out, a, b):
-        return np.maximum(a, b)
-
-    @staticmethod
-    def backward(g, out, xp):
-        a, b = out._inputs
-        share = _split_mask(a._data, b._data, out._data.dtype)
-        return g * share, g * (1.0 - share)
-
-
-def maximum(a, b):
-    """Elementwise maximum; on ties the gradient is split equally."""
-    return _binary(Maximum, "maximum", np.maximum, a, b)
-
-
-class Minimum(Op):
-    name = "minimum"
-    inputs = ("a", "b")
-    saves = ("a", "b")
-    view = False
-    rule = "g to the smaller (half each on ties)"
-    hazard = None
-    memory = Memory()
-
-    @staticmethod
-    def forward(out, a, b):
-        return np.minimum(a, b)
-
-    @staticmethod
-    def backward(g, out, xp):
-        a, b = out._inputs
-        share = _split_mask(b._data, a._data, out._data.dtype)
-        return g * share, g * (1.0 - share)
-
-
-def minimum(a, b):
-    """Elementwise minimum; on ties the gradient is split equally."""
-    return _binary(Minimum, "minimum", np.minimum, a, b)
-
-
-class Where(Op):
-    name = "where"
-    inputs = ("a", "b")
-    saves = ("condition",)
-    arguments = ("condition",)  # not differentiated; copied when recorded
-    view = False
-    rule = "g to the chosen side"
-    hazard = None
-    memory = Memory()
-
-    @staticmethod
-    def forward(out, a, b):
-        return np.where(out._saved[0], a, b)
-
-    @staticmethod
-    def backward(g, out, xp):
-        cond = out._saved[0]
-        return xp.where(cond, g, 0.0), xp.where(cond, 0.0, g)
-
-
-def where(condition, a, b):
-    """Elementwise `a if condition else b`; the condition is not differentiated."""
-    # kept as given (np.where reads any dtype as truth values): a converted copy would be a
-    # new array that ag.replay could not follow back to the caller's
-    cond = condition._data if isinstance(condition, Tensor) else np.asarray(condition)
-    a, b = _operands(a, b)
-    try:
-        data = np.where(cond, a._data, b._data)
-    except ValueError:
-        raise ValueError(f"where: condition, a and b could not be broadcast together: shapes "
-                         f"{cond.shape}, {a.shape} and {b.shape}") from None
-    return record(Where, data, (a, b), (cond,))
-
-
-def _operands(a, b):
-    """Both operands as tensors; a Python number takes the dtype numpy's weak-scalar rules
-    give it beside the other operand (float32 tensor and 2 -> float32)."""
-    if type(a) in SCALARS and isinstance(b, Tensor):
-        return Tensor(np.asarray(a, dtype=np.result_type(b._data, a))), b
-    if type(b) in SCALARS and isinstance(a, Tensor):
-        return a, Tensor(np.asarray(b, dtype=np.result_type(a._data, b)))
-    return as_tensor(a), as_tensor(b)
