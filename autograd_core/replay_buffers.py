@@ -7,8 +7,10 @@ h W). Copying T arrays of (32, 128) float32 into one moves 800 KB, about an eigh
 forward's loop costs. Where each state is made by one numpy ufunc call (an op's inline
 forward text, `np.tanh({x0})`), the plan keeps one buffer for them, each step's ufunc writes
 its state into its row (`out=`), and a stack of consecutive rows is a view of the buffer; the
-gradients a weight's uses receive go the same way into a buffer of the backward. A buffer has one row more, in front: a factor list that starts with a state made
-elsewhere (h_0, zeros) gets it copied there and is a view too.
+gradients a weight's uses receive go the same way into a buffer of the backward. A buffer has
+one row more, in front: a factor list that starts with a state made elsewhere (h_0, zeros)
+gets it copied there and is a view too. Consecutive rows, in order or newest first, stack as
+a view wherever they are read stacked (Buffer.rows).
 
 The buffers are made once and written again by every call, as the shells are (a later call
 overwrites the values an earlier call's backward needs: that backward raises): memory that the

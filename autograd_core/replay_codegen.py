@@ -1,6 +1,6 @@
 """A confirmed replay plan's forward and backward as generated Python.
 
-replayer._Plan runs its nodes through two loops that decide, node by node, what each node
+replay_plan.Plan runs its nodes through two loops that decide, node by node, what each node
 needs: how many inputs its kernel takes, which of the sweep's paths its rule takes, where its
 gradients go and whether they may be added in place. All of that is fixed once the plan is
 confirmed. Here the node lists are cut into blocks that repeat back to back (the nodes a loop
@@ -50,7 +50,7 @@ _numbers = itertools.count(1)
 
 def compile_forward(program, placement):
     """[(function, rows)] running `program` ((shell, forward, inputs, arity) in creation
-    order) as _Plan._run does, or None where it would compile too much. The nodes that
+    order) as Plan._run does, or None where it would compile too much. The nodes that
     `placement` (replay_buffers.Placement) puts in a buffer write into their rows, and a
     stack of them is the buffer."""
     keys, row, ends = [], [], []  # row: every node's row, one after the other

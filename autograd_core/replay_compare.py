@@ -1,4 +1,4 @@
-"""What a replay plan compares (replayer._Plan): a second recording with the first (the
+"""What a replay plan compares (replay_plan.Plan): a second recording with the first (the
 structure of the graph, arrays by value), and each later call with the recording (the arrays an
 op saved from outside the function, the boolean masks among the arguments, the ops' own
 functions)."""

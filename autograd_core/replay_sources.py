@@ -13,7 +13,7 @@ def _unpack(names):
 
 
 def forward_source(key, many):
-    """One block of _Plan._run's loop: each node's kernel on its inputs' arrays."""
+    """One block of Plan._run's loop: each node's kernel on its inputs' arrays."""
     names, body, constants = [], [], {}
     for q, entry in enumerate(key):
         names.append(f"s{q}")

@@ -1,5 +1,5 @@
 """A replayed call in the graph: one node whose inputs are the leaves that require grad and
-whose rule runs the recorded graph's rules over the plan's shells (replayer._Plan), after
+whose rule runs the recorded graph's rules over the plan's shells (replay_plan.Plan), after
 checking that the values they read are still this call's."""
 import numpy as np
 

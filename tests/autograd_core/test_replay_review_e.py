@@ -35,7 +35,7 @@ def _kinds(step):
 
 @pytest.fixture(params=["generated", "loops"])
 def backward_code(request, monkeypatch):
-    """Both ways a confirmed plan's backward runs: generated code, and _Plan._sweep."""
+    """Both ways a confirmed plan's backward runs: generated code, and Plan._sweep."""
     if request.param == "loops":
         monkeypatch.setattr(replay_codegen, "compile_backward", lambda *a: None)
     return request.param
