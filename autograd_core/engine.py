@@ -201,7 +201,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
                 if not retain_graph:
                     t._epoch = None
                 continue
-            if t._hooks is not None or wanting:  # hooks or retain_grad (tensor._Hooks)
+            if t._hooks is not None or wanting:  # hooks or retain_grad (hooks.Hooks)
                 g = sweep.arrive(t, g, want, captured)
             if function.last_inplace > checked_until and function.last_inplace > t._seq:
                 _check_versions(t)  # a hook changed something in place meanwhile

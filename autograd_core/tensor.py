@@ -7,6 +7,7 @@ grad is a node of the graph (see `function.py`): it keeps its op, its inputs and
 import numpy as np
 
 from .grad_mode import _state
+from .hooks import HookHandle, Hooks
 
 _FLOAT_DEFAULT = np.float32
 
@@ -36,28 +37,6 @@ def _check_can_require_grad(arr, where="Tensor"):
     if arr.dtype.kind != "f":
         raise TypeError(f"{where}: only floating-point tensors can require grad, got dtype "
                         f"{arr.dtype}; convert first, e.g. Tensor(x, dtype=np.float32)")
-
-
-class _Hooks(list):
-    """A tensor's hooks (register_hook) and whether retain_grad() asked for its gradient:
-    one slot of the tensor, None while it has neither (the sweep asks one question per
-    node)."""
-    __slots__ = ("retain",)
-
-    def __init__(self):
-        super().__init__()
-        self.retain = False
-
-
-class _HookHandle:
-    __slots__ = ("_hooks", "_fn")
-
-    def __init__(self, hooks, fn):
-        self._hooks, self._fn = hooks, fn
-
-    def remove(self):
-        if self._fn in self._hooks:
-            self._hooks.remove(self._fn)
 
 
 class Tensor:
@@ -231,7 +210,7 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("retain_grad: the tensor does not require grad")
         if self._hooks is None:
-            self._hooks = _Hooks()
+            self._hooks = Hooks()
         self._hooks.retain = True
 
     def register_hook(self, fn):
@@ -241,9 +220,9 @@ class Tensor:
             raise RuntimeError("register_hook: cannot register a hook on a tensor that does "
                                "not require grad")
         if self._hooks is None:
-            self._hooks = _Hooks()
+            self._hooks = Hooks()
         self._hooks.append(fn)
-        return _HookHandle(self._hooks, fn)
+        return HookHandle(self._hooks, fn)
 
     def zero_grad(self):
         """Forget the accumulated gradient (same as `t.grad = None`)."""

@@ -360,7 +360,7 @@ def test_every_slot_of_a_made_or_recorded_tensor_is_set():
 
 
 def test_retain_grad_and_hooks_share_one_slot_and_keep_their_meaning():
-    """retain_grad() and register_hook live in one _Hooks object: either alone, both, and a
+    """retain_grad() and register_hook live in one hooks.Hooks object: either alone, both, and a
     hook removed again (an empty list that still retains, or retains nothing)."""
     x = ag.Tensor(np.array([1.0, 2.0]), requires_grad=True)
     cases = {"retain": (True, False), "hook": (False, True), "both": (True, True),
