@@ -64,6 +64,19 @@ def _without_buffers(monkeypatch):
                         replay_buffers.Placement())
 
 
+def _with_and_without_buffers(monkeypatch, fn, u, w, args):
+    """Five calls of the replayed loop with its buffers, then five without (the placement
+    switched off), held to the same bits call by call: (the two placements)."""
+    placed = ag.replay(lambda xs: fn(xs, u, w))
+    got = [run(placed, [u, w], args[k % 3]) for k in range(5)]
+    _without_buffers(monkeypatch)
+    plain = ag.replay(lambda xs: fn(xs, u, w))
+    want = [run(plain, [u, w], args[k % 3]) for k in range(5)]
+    for k, (g, e) in enumerate(zip(got, want)):
+        assert_bits(g, e, f"call {k}")
+    return _plan(placed).placement, _plan(plain).placement
+
+
 def test_a_loops_states_are_rows_of_one_buffer_and_its_stacks_views():
     rng = np.random.default_rng(1)
     u, w = _params(rng)
@@ -111,15 +124,8 @@ def test_the_same_bits_as_a_replay_without_buffers(monkeypatch, dtype, act):
     u, w = _params(rng, dtype)
     args = _xs(rng, dtype=dtype)
     fn = _loop(act=act if act is not ag.exp else (lambda x: ag.exp(x * 0.1)))
-    placed = ag.replay(lambda xs: fn(xs, u, w))
-    got = [run(placed, [u, w], args[k % 3]) for k in range(5)]
-    assert _plan(placed).placement.buffers
-    _without_buffers(monkeypatch)
-    plain = ag.replay(lambda xs: fn(xs, u, w))
-    want = [run(plain, [u, w], args[k % 3]) for k in range(5)]
-    assert not _plan(plain).placement.buffers
-    for k, (g, e) in enumerate(zip(got, want)):
-        assert_bits(g, e, f"call {k}")
+    placed, plain = _with_and_without_buffers(monkeypatch, fn, u, w, args)
+    assert placed.buffers and not plain.buffers
 
 
 def test_a_first_state_given_as_an_argument_is_copied_anew_each_call():
@@ -275,14 +281,8 @@ def test_gradient_rows_keep_the_bits_of_a_replay_without_buffers(monkeypatch, dt
     rng = np.random.default_rng(10)
     u, w, args = _wide(rng, dtype)
     fn = _loop(steps=5)
-    placed = ag.replay(lambda xs: fn(xs, u, w))
-    got = [run(placed, [u, w], args[k % 3]) for k in range(5)]
-    assert _plan(placed).placement.gradient_buffers
-    _without_buffers(monkeypatch)
-    plain = ag.replay(lambda xs: fn(xs, u, w))
-    want = [run(plain, [u, w], args[k % 3]) for k in range(5)]
-    for k, (g, e) in enumerate(zip(got, want)):
-        assert_bits(g, e, f"call {k}")
+    placed, _ = _with_and_without_buffers(monkeypatch, fn, u, w, args)
+    assert placed.gradient_buffers
 
 
 def test_a_gradient_of_another_dtype_than_its_node_is_not_cast(monkeypatch):
