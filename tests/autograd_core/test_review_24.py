@@ -461,31 +461,21 @@ def test_cross_entropy_values_and_grads_match_torch(dtype):
 
 
 # ---- peak memory ---------------------------------------------------------------------------
-def test_peak_of_single_use_weights_matches_tracemalloc():
-    """x @ W layers (W the right operand, its product owned): model vs measured peak."""
+@pytest.mark.parametrize("left, size, count, x_shape, scale", [
+    (False, 128, 8, (256, 128), 12),  # x @ W: W the right operand, its product owned
+    (True, 256, 16, (256, 4), 16),  # W @ h: W the left operand, its gradient copied to .grad
+])
+def test_peak_of_single_use_weights_matches_tracemalloc(left, size, count, x_shape, scale):
+    """Layers whose weights have no other use: model vs measured peak."""
     r = np.random.default_rng(0)
-    Ws = [ag.Tensor(r.normal(size=(128, 128)) / 12, requires_grad=True) for _ in range(8)]
-    x = ag.Tensor(r.normal(size=(256, 128)))
+    Ws = [ag.Tensor(r.normal(size=(size, size)) / scale, requires_grad=True)
+          for _ in range(count)]
+    x = ag.Tensor(r.normal(size=x_shape))
 
     def loss():
         h = x
         for W in Ws:
-            h = ag.tanh(h @ W)
-        return h.sum()
-    s, forward, rise = measure(loss)
-    assert s.backward_peak_bytes == pytest.approx(forward + rise, rel=0.15)
-
-
-def test_peak_of_copied_leaf_grads_matches_tracemalloc():
-    """W @ h layers (W the left operand: its gradient is copied into .grad): model vs measured."""
-    r = np.random.default_rng(0)
-    Ws = [ag.Tensor(r.normal(size=(256, 256)) / 16, requires_grad=True) for _ in range(16)]
-    x = ag.Tensor(r.normal(size=(256, 4)))
-
-    def loss():
-        h = x
-        for W in Ws:
-            h = ag.tanh(W @ h)
+            h = ag.tanh(W @ h if left else h @ W)
         return h.sum()
     s, forward, rise = measure(loss)
     assert s.backward_peak_bytes == pytest.approx(forward + rise, rel=0.15)
