@@ -314,8 +314,9 @@ _new = object.__new__
 
 
 def fill(t, data, requires_grad=False, op=None, inputs=(), saved=None, seq=0, step=None):
-    """Set every slot of the new tensor `t` (Tensor() and `_make` come here; function.record
-    writes the same out, for a recorded op: a slot added here goes there too). Returns `t`."""
+    """Set every slot of the new tensor `t` (Tensor() comes here; `_make` and
+    function.record write the same out, on the hot paths: a slot added here goes there too).
+    Returns `t`."""
     t._data = data
     t.requires_grad = requires_grad
     t.grad = None
@@ -332,8 +333,23 @@ def fill(t, data, requires_grad=False, op=None, inputs=(), saved=None, seq=0, st
 
 
 def _make(data):
-    """A tensor around an existing ndarray, without any checks (the ops' fast path)."""
-    return fill(_new(Tensor), data)
+    """A tensor around an existing ndarray, without any checks (the ops' fast path; every
+    leaf gradient a backward writes is made here). fill's slots, written out: a slot added
+    there goes here too (a test holds the three to every slot)."""
+    t = _new(Tensor)
+    t._data = data
+    t.requires_grad = False
+    t.grad = None
+    t._op = None
+    t._inputs = ()
+    t._saved = None
+    t._seq = 0
+    t._version = 0
+    t.name = None
+    t._hooks = None
+    t._step = None
+    t._epoch = None
+    return t
 
 
 class _SharedVersion:

@@ -27,6 +27,19 @@ def dot_applies(a, b):
     return a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.size + b.size > 2
 
 
+def _gradient_product_text(out, b, b_text, b_array):
+    """The text of product({g}, b) in a replayed rule of node `out` (b: the array `b_text`
+    stands for, `b_array` that text without a transpose). Where the shapes make product take
+    the array's own dot for operands of one dtype (2-D, more than one element each: known from
+    the node), the text calls dot itself, asking g's dtype as it runs (a gradient of another
+    dtype may reach a node): the same call and bits, without product's checks at every step
+    of a loop."""
+    if out._data.ndim == 2 == b.ndim and out._data.size > 1 and b.size > 1:
+        return (f"({{g}}.dot({b_text}) if {{g}}.dtype is {b_array}.dtype "
+                f"else product({{g}}, {b_text}))")
+    return f"product({{g}}, {b_text})"
+
+
 def _adds_in_place(dtype, bias):
     """Whether add_bias_array adds `bias` into a product of `dtype` in place."""
     return bias.dtype == dtype or np.promote_types(dtype, bias.dtype) == dtype
@@ -90,7 +103,8 @@ class MatMul(Op):
         a, b = out._inputs
         if a._data.ndim != 2 or b._data.ndim != 2:
             return None
-        return ("product({g}, {x1}.T)" if a.requires_grad else None, None), "{x0}", "{g}"
+        return ((_gradient_product_text(out, b._data.T, "{x1}.T", "{x1}") if a.requires_grad
+                 else None, None), "{x0}", "{g}")
 
 
 def matmul(a, b):
@@ -149,9 +163,10 @@ class AddMM(Op):
 
     @staticmethod
     def inline_split(out):
-        c, a, _ = out._inputs
+        c, a, b = out._inputs
         return ("{g}" if c.requires_grad else None,
-                "product({g}, {x2}.T)" if a.requires_grad else None, None), "{x1}", "{g}"
+                _gradient_product_text(out, b._data.T, "{x2}.T", "{x2}") if a.requires_grad
+                else None, None), "{x1}", "{g}"
 
 
 def _add_bias(data, c, op):
@@ -230,7 +245,9 @@ class Linear(Op):
 
     @staticmethod
     def inline_split(out):
-        grads = ("product({g}, {x1})" if out._inputs[0].requires_grad else None, None)
+        x, w = out._inputs[0], out._inputs[1]
+        grads = (_gradient_product_text(out, w._data, "{x1}", "{x1}") if x.requires_grad
+                 else None, None)
         return (grads if len(out._inputs) == 2 else grads + ("{g}",)), "{g}", "{x0}"
 
 

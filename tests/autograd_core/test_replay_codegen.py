@@ -325,3 +325,57 @@ def test_a_loops_weight_is_read_once_per_block_with_the_same_bits(monkeypatch, s
     eager = run(fn, params, args)  # (replay batches the loss's sum: rounding differs)
     for g, e in zip(got[1], eager[1]):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12 * np.abs(e).max())
+
+
+def _gradient_products(op_name, dtype, grad_dtype, rows):
+    """A loop whose step's product (matmul, linear or addmm of an x of `rows` rows, in
+    `dtype`) receives gradients of `grad_dtype`: its output is multiplied by a tensor of
+    that dtype before the loss."""
+    rng = np.random.default_rng(11)
+    w = ag.Tensor(rng.standard_normal((4, 4)).astype(dtype) * 0.5, requires_grad=True)
+    c = ag.Tensor(rng.standard_normal((rows, 4)).astype(dtype) * 0.5, requires_grad=True)
+    scale = ag.Tensor(rng.standard_normal((rows, 4)).astype(grad_dtype))
+    xs = ag.Tensor(rng.standard_normal((5, rows, 4)).astype(dtype), requires_grad=True)
+
+    def fn(xs, w, c, scale):
+        h, loss = ag.zeros((rows, 4), dtype=dtype), 0.0
+        for t in range(xs.shape[0]):
+            a = xs[t] + h
+            p = (ag.matmul(a, w) if op_name == "matmul" else ag.linear(a, w, c)
+                 if op_name == "linear" else ag.addmm(c, a, w))
+            h = ag.tanh(p)
+            loss = loss + (p * scale).sum() + h.sum()
+        return loss
+    return fn, (xs, w, c, scale), [xs, w, c]
+
+
+@pytest.mark.parametrize("op_name", ["matmul", "linear", "addmm"])
+@pytest.mark.parametrize("dtype, grad_dtype", [(np.float32, np.float32),
+                                               (np.float32, np.float64),
+                                               (np.float64, np.float64)])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_a_replayed_gradient_product_calls_dot_itself_only_for_one_dtype(
+        monkeypatch, op_name, dtype, grad_dtype, rows):
+    """A replayed rule's product g @ W^T is the array's own dot where the node's shapes make
+    linalg.product take it (asked of g's dtype as the block runs) and product's call
+    otherwise: eager mode's bits (batch=False), with a gradient of the weight's dtype and of
+    another, in a loop and outside one."""
+    from autograd_core import replay_texts
+    from autograd_core.ops.linalg import product
+
+    mixed = []  # the dtypes of the products the generated blocks hand to product()
+
+    def watched(a, b):
+        mixed.append(a.dtype != b.dtype)
+        return product(a, b)
+
+    monkeypatch.setitem(replay_texts.NAMES, "product", watched)
+    fn, args, params = _gradient_products(op_name, dtype, grad_dtype, rows)
+    replay_codegen._forget()
+    check(fn, params, (args,), calls=4, batch=False)
+    text = "\n".join(_sources())
+    assert re.search(r"g\.dot\(", text) and "if g.dtype is" in text
+    if grad_dtype is dtype:  # dot itself, every time
+        assert not mixed
+    else:  # a float64 gradient reaching the float32 product: product's own call
+        assert mixed and all(mixed)

@@ -343,13 +343,15 @@ def test_detach_shares_data_and_is_cut_from_the_graph():
 
 
 def test_every_slot_of_a_made_or_recorded_tensor_is_set():
-    """fill() and record()'s written-out copy of it set the same slots, all of them."""
-    from autograd_core.tensor import Tensor as T
+    """fill() and the written-out copies of it in record() and _make() set the same slots,
+    all of them."""
+    from autograd_core.tensor import Tensor as T, _make, fill
 
     x = ag.Tensor(np.ones(3), requires_grad=True)
     with ag.no_grad():
         plain = x * 2.0
-    for t in (x, plain, x * 2.0, x * x, ag.tanh(x), x.sum()):
+    made_plain = _make(np.ones(2))
+    for t in (x, plain, x * 2.0, x * x, ag.tanh(x), x.sum(), made_plain):
         for name in T.__slots__:
             if name != "__weakref__":
                 getattr(t, name)  # an unset slot raises AttributeError
@@ -357,6 +359,10 @@ def test_every_slot_of_a_made_or_recorded_tensor_is_set():
     assert (made.requires_grad, made.grad, made.name, made._hooks,
             made._epoch, made._version) == (True, None, None, None, None, 0)
     assert made._inputs == (x, x) and made._seq > x._seq
+    filled = fill(object.__new__(T), made_plain._data)
+    for name in T.__slots__:
+        if name != "__weakref__":
+            assert getattr(made_plain, name) is getattr(filled, name), name
 
 
 def test_retain_grad_and_hooks_share_one_slot_and_keep_their_meaning():
