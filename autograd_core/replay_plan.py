@@ -14,7 +14,7 @@ from .replay_step import ReplayedStep
 from .function import record
 from .replay_arguments import Arg, Refused, argument_at, bind, flatten, rebuild
 from .graph import walk
-from .tensor import Tensor, _new, fill, version_of
+from .tensor import Tensor, _new, fill, version_of, versions_of
 
 
 class Plan:
@@ -239,7 +239,7 @@ class Plan:
         if not _same_arrays(tensors, shells):  # a tensor's array was replaced (`.data = `)
             for sh, t in zip(shells, tensors):
                 sh._data = t._data
-        versions = list(map(version_of, tensors))  # checked again before the backward
+        versions = versions_of(tensors)  # checked again before the backward
         read = []  # the same for the tensors among the arguments: (tensor, version)
         for sh, path in self.arg_sources:
             a = argument_at(args, path)

@@ -5,7 +5,7 @@ import numpy as np
 
 from . import engine
 from .function import Memory, Op
-from .tensor import version_of
+from .tensor import version_of, versions_of
 
 
 class ReplayedStep(Op):
@@ -54,7 +54,7 @@ def _replayed_gradients(g, out):
             raise RuntimeError("replay: a later call of the replayed function overwrote "
                                "the values this result's backward needs; call backward() "
                                "on each result before the next call")
-        if list(map(version_of, tensors)) != versions:
+        if versions_of(tensors) != versions:
             read = zip(tensors, versions)  # find the one, for the message
         for t, version in read:
             if version_of(t) != version:

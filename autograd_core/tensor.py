@@ -4,6 +4,8 @@ Operators and methods delegate to the op functions in `ops/`; each op's derivati
 beside its forward there. A tensor made by an op while grad mode is on and some input requires
 grad is a node of the graph (see `function.py`): it keeps its op, its inputs and saved values.
 """
+from operator import attrgetter
+
 import numpy as np
 
 from .grad_mode import _state
@@ -365,6 +367,15 @@ class _SharedVersion:
 def version_of(t):
     v = t._version
     return v if type(v) is int else v.value
+
+
+def versions_of(tensors):
+    """[version_of(t) for t in tensors], without a Python call per tensor (a replayed call
+    reads every tensor's version twice)."""
+    return [v if type(v) is int else v.value for v in map(_version_attr, tensors)]
+
+
+_version_attr = attrgetter("_version")
 
 
 def share_version(view, base):
