@@ -38,7 +38,7 @@ def _new_state():
     return s
 
 
-def _engine(name, params, loss_fn, grad_of):
+def engine(name, params, loss_fn, grad_of):
     """An engine's step: the forward forgets the previous gradients (grad = None, as
     `zero_grad()` / `zero_grad(set_to_none=True)` at the top of a training step) and builds
     the graph; the backward runs it and drops it, both inside the timing."""
@@ -65,12 +65,12 @@ def _engine(name, params, loss_fn, grad_of):
 
 def ours(name, model, loss_fn):
     """autograd_core: `loss_fn()` runs the model's forward and returns the loss Tensor."""
-    return _engine(name, dict(model.named_parameters()), loss_fn, lambda p: p.grad.numpy())
+    return engine(name, dict(model.named_parameters()), loss_fn, lambda p: p.grad.numpy())
 
 
 def torch_eager(name, params, loss_fn):
     """PyTorch eager: `params` maps our state-dict names to the torch leaf tensors."""
-    return _engine(name, params, loss_fn, lambda p: p.grad.numpy())
+    return engine(name, params, loss_fn, lambda p: p.grad.numpy())
 
 
 def numpy_by_hand(name, fn, *args):

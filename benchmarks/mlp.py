@@ -2,13 +2,15 @@
 batch 64, float32, one thread.
 
 Timed: the forward and backward of autograd_core (nn.MLP + nn.cross_entropy), PyTorch eager
-(torch.nn.Linear / tanh / F.cross_entropy, same weights) and the lean hand-written numpy of
-`numpy_reference.mlp_loss_grad` (the floor). The floor is first held to nn.manual in float64,
-then all three are checked to give the same loss and gradients in float32.
+(torch.nn.Linear / tanh / F.cross_entropy, same weights), the lean hand-written numpy of
+`numpy_reference.mlp_loss_grad` (the floor), and `lean_engine` (the least an eager graph
+costs: what autograd_core's own bookkeeping adds shows against it). The floor is first held to
+nn.manual in float64, then all of them are checked to give the same loss and gradients in
+float32.
 """
 import numpy as np
 
-from . import _steps, numpy_reference
+from . import _steps, lean_engine, numpy_reference
 from ._common import import_torch
 
 # consecutive steps per timed sample (see _steps.time_steps)
@@ -23,6 +25,7 @@ SEED = 0
 
 OURS, FLOOR, TORCH = "autograd_core", "numpy by hand (floor)", "torch eager (CPU)"
 REPLAY = "autograd_core replay"
+LEAN = "lean eager engine (reference)"
 
 
 def _ours(model, x, y, replayed=False):
@@ -34,6 +37,13 @@ def _ours(model, x, y, replayed=False):
     if replayed:
         return _steps.ours(REPLAY, model, ag.replay(loss))
     return _steps.ours(OURS, model, loss)
+
+
+def _lean(state, x, y):
+    params = {name: lean_engine.Node(np.array(value)) for name, value in state.items()}
+    xn, layers = lean_engine.Node(x), len(SIZES) - 1
+    loss = lambda: lean_engine.mlp_loss(params, xn, y, layers)  # noqa: E731
+    return _steps.engine(LEAN, params, loss, lambda p: p.grad)
 
 
 def _torch(torch, state, x, y):
@@ -69,7 +79,7 @@ def run(quick=False):
     x = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], BATCH)
 
-    impls = [_ours(model, x, y), _ours(model, x, y, replayed=True)]
+    impls = [_ours(model, x, y), _ours(model, x, y, replayed=True), _lean(state, x, y)]
     torch = import_torch()
     if torch is not None:
         impls.append(_torch(torch, state, x, y))
@@ -80,4 +90,6 @@ def run(quick=False):
     times = _steps.time_steps(impls, quick, BURST)
     return _steps.rows(times, [("autograd_core / numpy", OURS, FLOOR),
                                ("replay / numpy", REPLAY, FLOOR),
+                               ("lean engine / numpy", LEAN, FLOOR),
+                               ("autograd_core / lean engine", OURS, LEAN),
                                ("autograd_core / torch", OURS, TORCH)])
