@@ -364,7 +364,8 @@ def _record_constants(op, data, inputs, saved):
     if type(saved) is not tuple or len(saved) < count:
         raise TypeError(f"record: op {op.name!r} saves {count} non-differentiated argument(s) "
                         f"first in a tuple `saved`, got {type(saved).__name__}")
-    copied = tuple(snapshot(v) for v in saved[:count]) + saved[count:]
+    copied = ((snapshot(saved[0]),) + saved[1:] if count == 1  # (the common case: no loop)
+              else tuple(snapshot(v) for v in saved[:count]) + saved[count:])
     out = fill(_new(Tensor), data, True, op, inputs, copied, next(clock), _state.step)
     if _state.anomaly:
         remember(out)

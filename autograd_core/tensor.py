@@ -80,10 +80,11 @@ class Tensor:
         self._data = arr
         self._bump_version()
 
-    shape = property(lambda self: self._data.shape, doc="Shape tuple, as ndarray.shape.")
-    ndim = property(lambda self: self._data.ndim, doc="Number of dimensions.")
-    size = property(lambda self: self._data.size, doc="Number of elements.")
-    dtype = property(lambda self: self._data.dtype, doc="numpy dtype of the data.")
+    # (an attrgetter reads through _data in C: no Python call per read)
+    shape = property(attrgetter("_data.shape"), doc="Shape tuple, as ndarray.shape.")
+    ndim = property(attrgetter("_data.ndim"), doc="Number of dimensions.")
+    size = property(attrgetter("_data.size"), doc="Number of elements.")
+    dtype = property(attrgetter("_data.dtype"), doc="numpy dtype of the data.")
 
     @property
     def is_leaf(self):

@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..function import Memory, Op, as_tensor, record
+from ..tensor import Tensor
 from ._checks import shape_error
 
 __all__ = ["addmm", "linear", "matmul"]  # exported as ag.<name>
@@ -255,7 +256,10 @@ def linear(x, weight, bias=None):
     """x @ weight.T + bias for x (n, in) and weight (out, in), as torch.nn.functional.linear
     (one node; the layers of nn and each recurrent step use it). `bias` may be anything that
     broadcasts to (n, out): a (out,) vector, or a per-step input projection (n, out)."""
-    x, weight = as_tensor(x), as_tensor(weight)
+    if not isinstance(x, Tensor):  # as_tensor, without a call: every layer's op
+        x = Tensor(x)
+    if not isinstance(weight, Tensor):
+        weight = Tensor(weight)
     xd, wd = x._data, weight._data
     if xd.ndim != 2 or wd.ndim != 2 or xd.shape[1] != wd.shape[1]:
         raise shape_error("linear", f"needs x (n, in) and weight (out, in), got shapes "

@@ -1,14 +1,18 @@
 """Reductions along axes (sum mean max min logsumexp) and softmax / log_softmax."""
 import numpy as np
 
+from ..exact_scalars import exact
 from ..function import Memory, Op, as_tensor, record
 from ._checks import kept_shape, normalize_axes, normalize_axis
+from .shape import broadcast_array
 
 __all__ = ["log_softmax", "logsumexp", "max", "mean", "min", "softmax", "softmax_cross_entropy", "sum"]  # exported as ag.<name>
 
 
 def _spread(g, x, axes, xp):
     """The gradient of a reduction, put back in the input's shape (keepdims, then broadcast)."""
+    if g.size == 1 and not xp.recording:  # one value (a loss's reduction): filled in at once
+        return broadcast_array(g, x.shape)
     return xp.broadcast_to(g.reshape(kept_shape(x.shape, axes)), x.shape)
 
 
@@ -58,8 +62,11 @@ class Mean(Op):
     def backward(g, out, xp):
         x = out._inputs[0]
         count = x._data.size // out._data.size  # the reduced elements (x is never empty)
-        # scaled before it is spread: one small product (and a float16 count cannot overflow)
-        return (_spread(g * (1.0 / count), x, out._saved, xp),)
+        # scaled before it is spread: one small product (and a float16 count cannot overflow);
+        # 1/count as an array of g's dtype where that holds it exactly (exact_scalars.py)
+        scale = 1.0 / count
+        return (_spread(g * (exact[g.dtype][scale] if not xp.recording else scale), x,
+                        out._saved, xp),)
 
 
 def mean(x, axis=None, keepdims=False):
@@ -313,9 +320,25 @@ def softmax_cross_entropy(logits, target):
 
 
 def _check_classes(target, classes):
-    if target.size and (np.minimum.reduce(target, axis=None) < 0
-                        or np.maximum.reduce(target, axis=None) >= classes):
+    if not target.size:
+        return
+    unsigned = _UNSIGNED.get(target.dtype)
+    if unsigned is not None and classes <= _SIGNED_LIMIT[unsigned]:
+        # one pass: seen as unsigned, a negative class is at least 2**(bits - 1) >= classes
+        bad = np.maximum.reduce(target.view(unsigned), axis=None) >= classes
+    else:
+        bad = (np.minimum.reduce(target, axis=None) < 0
+               or np.maximum.reduce(target, axis=None) >= classes)
+    if bad:
         raise IndexError(f"softmax_cross_entropy: target class out of range [0, {classes})")
+
+
+# the native signed integer dtypes, each with the unsigned dtype of its size; and for those,
+# the largest class count whose range check one pass over the unsigned view can make
+_UNSIGNED = {np.dtype(s): np.dtype(u) for s, u in
+             ((np.int8, np.uint8), (np.int16, np.uint16), (np.int32, np.uint32),
+              (np.int64, np.uint64))}
+_SIGNED_LIMIT = {u: 2 ** (8 * u.itemsize - 1) for u in _UNSIGNED.values()}
 
 
 def checked_softmax_cross_entropy(logits, target):
@@ -329,8 +352,15 @@ def softmax_cross_entropy_arrays(x, target):
     """(the loss of each row, the probabilities the rule reads)."""
     # the ufuncs' reduce is what ndarray.max and .sum run, without the Python around them
     shifted = x - np.maximum.reduce(x, axis=-1, keepdims=True)
-    flat = shifted.reshape(-1, x.shape[-1])
-    picked = flat[_row_numbers(flat.shape[0]), target.reshape(-1)]
+    if shifted.ndim == 2:  # a batch of rows (the common case), without the reshapes
+        picked = shifted[_row_numbers(shifted.shape[0]), target]
+        if shifted.dtype.kind == "f":
+            e = np.exp(shifted, out=shifted)
+            total = np.add.reduce(e, axis=-1, keepdims=True)
+            return np.log(total)[:, 0] - picked, np.divide(e, total, out=e)
+    else:
+        flat = shifted.reshape(-1, x.shape[-1])
+        picked = flat[_row_numbers(flat.shape[0]), target.reshape(-1)]
     if shifted.dtype.kind != "f":  # integer logits: exp makes another dtype
         e = np.exp(shifted)
         total = np.add.reduce(e, axis=-1, keepdims=True)
