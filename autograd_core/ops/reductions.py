@@ -352,21 +352,15 @@ def softmax_cross_entropy_arrays(x, target):
     """(the loss of each row, the probabilities the rule reads)."""
     # the ufuncs' reduce is what ndarray.max and .sum run, without the Python around them
     shifted = x - np.maximum.reduce(x, axis=-1, keepdims=True)
-    if shifted.ndim == 2:  # a batch of rows (the common case), without the reshapes
-        picked = shifted[_row_numbers(shifted.shape[0]), target]
-        if shifted.dtype.kind == "f":
-            e = np.exp(shifted, out=shifted)
-            total = np.add.reduce(e, axis=-1, keepdims=True)
-            return np.log(total)[:, 0] - picked, np.divide(e, total, out=e)
-    else:
-        flat = shifted.reshape(-1, x.shape[-1])
-        picked = flat[_row_numbers(flat.shape[0]), target.reshape(-1)]
-    if shifted.dtype.kind != "f":  # integer logits: exp makes another dtype
-        e = np.exp(shifted)
-        total = np.add.reduce(e, axis=-1, keepdims=True)
-        return (np.log(total) - picked.reshape(total.shape))[..., 0], e / total
-    # shifted is this function's own array: exp and the division go into it (the same
-    # numbers, without two more arrays of the logits' size)
-    e = np.exp(shifted, out=shifted)
+    rows = shifted.ndim == 2  # a batch of rows (the common case): no reshapes
+    flat = shifted if rows else shifted.reshape(-1, x.shape[-1])
+    picked = flat[_row_numbers(flat.shape[0]), target if rows else target.reshape(-1)]
+    floats = shifted.dtype.kind == "f"  # integer logits: exp makes another dtype
+    # shifted is this function's own array: exp and the division go into it where the dtype
+    # allows (the same numbers, without two more arrays of the logits' size)
+    e = np.exp(shifted, out=shifted) if floats else np.exp(shifted)
     total = np.add.reduce(e, axis=-1, keepdims=True)
-    return (np.log(total) - picked.reshape(total.shape))[..., 0], np.divide(e, total, out=e)
+    # (the same subtraction either way; the second keeps a 0-d loss an array)
+    loss = (np.log(total)[:, 0] - picked if rows
+            else (np.log(total) - picked.reshape(total.shape))[..., 0])
+    return loss, np.divide(e, total, out=e) if floats else e / total
