@@ -10,7 +10,7 @@ import threading
 
 from . import function
 from .graph import by_creation
-from .tensor import version_of
+from .versions import version_of
 
 
 _collect_lock = threading.Lock()  # a graph is claimed by one freeing backward at a time

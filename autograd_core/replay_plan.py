@@ -14,7 +14,8 @@ from .replay_step import ReplayedStep
 from .function import record
 from .replay_arguments import Arg, Refused, argument_at, bind, flatten, rebuild
 from .graph import walk
-from .tensor import Tensor, _new, fill, version_of, versions_of
+from .tensor import Tensor, _new, fill
+from .versions import version_of, versions_of
 
 
 class Plan:

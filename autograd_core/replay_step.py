@@ -5,7 +5,7 @@ import numpy as np
 
 from . import engine
 from .function import Memory, Op
-from .tensor import version_of, versions_of
+from .versions import version_of, versions_of
 
 
 class ReplayedStep(Op):

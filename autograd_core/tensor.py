@@ -10,6 +10,7 @@ import numpy as np
 
 from .grad_mode import _state
 from .hooks import HookHandle, Hooks
+from .versions import share_version, version_of
 
 _FLOAT_DEFAULT = np.float32
 
@@ -353,38 +354,6 @@ def _make(data):
     t._step = None
     t._epoch = None
     return t
-
-
-class _SharedVersion:
-    """The version counter of a tensor and its views / aliases (they share memory, so an
-    in-place change through any of them changes them all)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-
-def version_of(t):
-    v = t._version
-    return v if type(v) is int else v.value
-
-
-def versions_of(tensors):
-    """[version_of(t) for t in tensors], without a Python call per tensor (a replayed call
-    reads every tensor's version twice)."""
-    return [v if type(v) is int else v.value for v in map(_version_attr, tensors)]
-
-
-_version_attr = attrgetter("_version")
-
-
-def share_version(view, base):
-    """Make `view` (which shares `base`'s memory) share its version counter."""
-    v = base._version
-    if type(v) is int:
-        v = base._version = _SharedVersion(v)
-    view._version = v
 
 
 def _numpy_call_kwargs(op, kwargs):

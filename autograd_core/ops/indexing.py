@@ -2,7 +2,8 @@
 import numpy as np
 
 from ..function import Memory, Op, as_tensor, record
-from ..tensor import _index_arrays, share_version
+from ..tensor import _index_arrays
+from ..versions import share_version
 
 __all__ = ["getitem", "scatter"]  # exported as ag.<name>
 

@@ -3,7 +3,7 @@ Their gradients only move numbers around, so each rule is the inverse shape oper
 import numpy as np
 
 from ..function import Memory, Op, as_tensor, record
-from ..tensor import share_version
+from ..versions import share_version
 from ._checks import normalize_axis, shape_error
 
 __all__ = ["astype", "broadcast_to", "expand_dims", "reshape", "squeeze", "sum_to", "swapaxes", "transpose"]  # exported as ag.<name>

@@ -30,7 +30,8 @@ import autograd_core as ag
 from autograd_core import replay_codegen
 from autograd_core.ops import linalg
 from autograd_core.ops.linalg import AddMM, Linear, MatMul
-from autograd_core.tensor import Tensor, _make, fill, version_of, versions_of
+from autograd_core.tensor import Tensor, _make, fill
+from autograd_core.versions import version_of, versions_of
 
 from tests.autograd_core.replay_checks import assert_bits, run
 
