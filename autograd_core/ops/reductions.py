@@ -324,11 +324,12 @@ def _check_classes(target, classes):
         return
     unsigned = _UNSIGNED.get(target.dtype)
     if unsigned is not None and classes <= _SIGNED_LIMIT[unsigned]:
-        # one pass: seen as unsigned, a negative class is at least 2**(bits - 1) >= classes
-        bad = np.maximum.reduce(target.view(unsigned), axis=None) >= classes
+        # one pass: seen as unsigned, a negative class is at least 2**(bits - 1) >= classes.
+        # (argmax and item: the largest without a reduce's machinery, ~1 us less a batch)
+        seen = target.view(unsigned)
+        bad = seen.item(seen.argmax()) >= classes
     else:
-        bad = (np.minimum.reduce(target, axis=None) < 0
-               or np.maximum.reduce(target, axis=None) >= classes)
+        bad = target.item(target.argmin()) < 0 or target.item(target.argmax()) >= classes
     if bad:
         raise IndexError(f"softmax_cross_entropy: target class out of range [0, {classes})")
 
