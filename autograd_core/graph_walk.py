@@ -4,6 +4,7 @@ sweep changes anything (a graph already freed or being read by another backward,
 changed in place since it was used). A freeing backward claims the nodes it walks; a
 retain_graph backward marks them as read until it ends.
 """
+import collections
 import itertools
 import sys
 import threading
@@ -147,7 +148,7 @@ def _freed_message(t):
                 f"that another backward (with retain_graph=True, in another thread or a hook) "
                 f"is reading now; a backward that frees the graph cannot run until it ends: "
                 f"pass retain_graph=True, or run the backwards one after the other.")
-    freed = _freed_sizes.get(t._epoch)
+    freed = next((count for epoch, count in list(released) if epoch == t._epoch), None)
     by = (f"backward #{t._epoch}, which released {freed} nodes" if freed is not None
           else "an earlier backward")
     return (f"backward: the tensor {label}{where}, made by {t._op.name}, belongs to a graph "
@@ -157,19 +158,10 @@ def _freed_message(t):
             f"with retain_graph=True.")
 
 
-# backward number -> how many nodes it released (the latest few, for the stale-graph guard)
-_freed_sizes = {}
+# (backward number, how many nodes it released) of the latest freeing backwards, for the
+# stale-graph guard: a backward appends its pair (one append, safe from several threads)
+released = collections.deque(maxlen=64)
 _backward_count = itertools.count(1)
-
-
-_freed_lock = threading.Lock()  # backwards may run in several threads at once
-
-
-def _remember_release(epoch, count):
-    with _freed_lock:
-        _freed_sizes[epoch] = count
-        if len(_freed_sizes) > 64:
-            del _freed_sizes[next(iter(_freed_sizes))]
 
 
 def _describe(t):

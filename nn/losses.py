@@ -80,6 +80,8 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
     target_arr = target.data if isinstance(target, ag.Tensor) else np.asarray(target)
     if weight is None and axis == logits.ndim - 1 and target_arr.dtype.kind in "iu":
         try:  # its checks are this function's: targets are checked once, not twice
+            if reduction == "mean" and logits.ndim == 2 and target_arr.size:  # a batch: one node
+                return ag.mean_softmax_cross_entropy(logits, target_arr)
             return _reduce(ag.softmax_cross_entropy(logits, target_arr), reduction,
                            "cross_entropy")
         except (ValueError, IndexError) as error:

@@ -6,7 +6,8 @@ from ..function import Memory, Op, as_tensor, record
 from ._checks import kept_shape, normalize_axes, normalize_axis
 from .shape import broadcast_array
 
-__all__ = ["log_softmax", "logsumexp", "max", "mean", "min", "softmax", "softmax_cross_entropy", "sum"]  # exported as ag.<name>
+__all__ = ["log_softmax", "logsumexp", "max", "mean", "mean_softmax_cross_entropy", "min",
+           "softmax", "softmax_cross_entropy", "sum"]  # exported as ag.<name>
 
 
 def _spread(g, x, axes, xp):
@@ -282,13 +283,58 @@ class SoftmaxCrossEntropy(Op):
     def backward(g, out, xp):
         target, probs = out._saved
         if xp.recording:  # create_graph: the probabilities as a function of x
-            onehot = np.zeros(probs.shape, dtype=probs.dtype)
-            np.put_along_axis(onehot, target[..., None], 1, axis=-1)
-            return ((softmax(out._inputs[0], axis=-1) - onehot) * g[..., None],)
-        grad = np.multiply(probs, g[..., None], order="C")
-        rows = grad.reshape(-1, probs.shape[-1])  # a view: grad is new and C-ordered
-        rows[_row_numbers(rows.shape[0]), target.reshape(-1)] -= g.reshape(-1)
-        return (grad,)
+            return ((softmax(out._inputs[0], axis=-1) - _onehot(probs, target)) * g[..., None],)
+        return (_rows_gradient(probs, target, g),)
+
+
+def _rows_gradient(probs, target, g):
+    """(softmax - onehot(target)) g, for g with one value per row (target's shape)."""
+    grad = np.multiply(probs, g[..., None], order="C")
+    rows = grad.reshape(-1, probs.shape[-1])  # a view: grad is new and C-ordered
+    rows[_row_numbers(rows.shape[0]), target.reshape(-1)] -= g.reshape(-1)
+    return grad
+
+
+def _onehot(probs, target):
+    onehot = np.zeros(probs.shape, dtype=probs.dtype)
+    np.put_along_axis(onehot, target[..., None], 1, axis=-1)
+    return onehot
+
+
+class MeanSoftmaxCrossEntropy(Op):
+    """The mean over the rows (axis -2) of softmax_cross_entropy, in one node: logits
+    (..., N, C) and targets (..., N) give (...): a batch's loss, or each step's L_t of
+    logits (T, N, C). d/dx = (softmax(x) - onehot(target)) g / N. The same numbers as
+    softmax_cross_entropy followed by mean over the rows, with one node less to record and
+    to sweep (nn.cross_entropy's default reduction of a batch)."""
+    name = "mean_softmax_cross_entropy"
+    inputs = ("logits",)
+    saves = ("target", "logits")
+    arguments = ("target",)  # not differentiated; copied when recorded
+    view = False
+    rule = "(softmax(x) - onehot(target)) g / N"
+    hazard = None
+    memory = Memory()
+    batch = "rows"
+
+    @staticmethod
+    def forward(out, x):
+        target = out._saved[0]
+        _check_classes(target, x.shape[-1])  # a replayed call's targets are new
+        loss, probs = softmax_cross_entropy_arrays(x, target)
+        out._saved = (target, probs)
+        return mean_array(loss, (loss.ndim - 1,), False)
+
+    @staticmethod
+    def backward(g, out, xp):
+        target, probs = out._saved
+        scale = 1.0 / probs.shape[-2]
+        if xp.recording:
+            return ((softmax(out._inputs[0], axis=-1) - _onehot(probs, target))
+                    * (g * scale).reshape(g.shape + (1, 1)),)
+        # scaled before it is spread, as mean's rule (exact_scalars.py): the same bits
+        g = g * exact[g.dtype][scale]
+        return (_rows_gradient(probs, target, broadcast_array(g[..., None], target.shape)),)
 
 
 def _row_numbers(n):
@@ -307,19 +353,37 @@ _ROWS = {}
 def softmax_cross_entropy(logits, target):
     """Cross-entropy of integer class `target` (shape logits.shape[:-1]) under softmax(logits)
     along the last axis; one loss per row, no reduction. Stable for logits of any size."""
-    logits = as_tensor(logits)
-    target = np.asarray(target._data if hasattr(target, "_data") else target)
-    if logits.ndim == 0 or target.shape != logits.shape[:-1]:
-        raise ValueError(f"softmax_cross_entropy: target shape {target.shape} must be the "
-                         f"logits' shape {logits.shape} without its last axis")
-    if target.dtype.kind not in "iu":
-        raise TypeError(f"softmax_cross_entropy: target must hold integer classes, got dtype "
-                        f"{target.dtype}")
-    _check_classes(target, logits.shape[-1])
+    logits, target = _checked_targets("softmax_cross_entropy", logits, target, 1)
     return checked_softmax_cross_entropy(logits, target)
 
 
-def _check_classes(target, classes):
+def mean_softmax_cross_entropy(logits, target):
+    """The mean over the rows of softmax_cross_entropy: logits (..., N, C) and integer
+    targets (..., N) give (...), one node. For logits (N, C) the batch's mean loss (as
+    nn.cross_entropy's default reduction); for (T, N, C) each step's mean."""
+    logits, target = _checked_targets("mean_softmax_cross_entropy", logits, target, 2)
+    if not target.shape[-1]:
+        raise ValueError(f"mean_softmax_cross_entropy: no rows to average (logits of shape "
+                         f"{logits.shape})")
+    return checked_mean_softmax_cross_entropy(logits, target)
+
+
+def _checked_targets(op, logits, target, dims):
+    """(logits as a tensor of at least `dims` axes, target as an integer array of the
+    logits' shape without the class axis, every class in range)."""
+    logits = as_tensor(logits)
+    target = np.asarray(target._data if hasattr(target, "_data") else target)
+    if logits.ndim < dims or target.shape != logits.shape[:-1]:
+        raise ValueError(f"{op}: target shape {target.shape} must be the logits' shape "
+                         f"{logits.shape} without its last axis"
+                         + (" (logits need a row and a class axis)" if dims == 2 else ""))
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer classes, got dtype {target.dtype}")
+    _check_classes(target, logits.shape[-1], op)
+    return logits, target
+
+
+def _check_classes(target, classes, op="softmax_cross_entropy"):
     if not target.size:
         return
     unsigned = _UNSIGNED.get(target.dtype)
@@ -331,7 +395,7 @@ def _check_classes(target, classes):
     else:
         bad = target.item(target.argmin()) < 0 or target.item(target.argmax()) >= classes
     if bad:
-        raise IndexError(f"softmax_cross_entropy: target class out of range [0, {classes})")
+        raise IndexError(f"{op}: target class out of range [0, {classes})")
 
 
 # the native signed integer dtypes, each with the unsigned dtype of its size; and for those,
@@ -347,6 +411,14 @@ def checked_softmax_cross_entropy(logits, target):
     caller has checked (nn's cross_entropy, whose errors name it)."""
     loss, probs = softmax_cross_entropy_arrays(logits._data, target)
     return record(SoftmaxCrossEntropy, loss, (logits,), (target, probs))
+
+
+def checked_mean_softmax_cross_entropy(logits, target):
+    """mean_softmax_cross_entropy for a Tensor `logits` (at least 2-D, with rows) and an
+    integer array `target` that the caller has checked."""
+    loss, probs = softmax_cross_entropy_arrays(logits._data, target)
+    return record(MeanSoftmaxCrossEntropy, mean_array(loss, (loss.ndim - 1,), False),
+                  (logits,), (target, probs))
 
 
 def softmax_cross_entropy_arrays(x, target):

@@ -235,7 +235,7 @@ KINKED = ("abs", "relu", "clip", "maximum", "minimum", "max", "min")
 KINDS = ("tanh", "add", "mul", "sub", "div", "pow", "exp", "log", "sqrt", "sigmoid", "neg",
          "softplus", "logsigmoid",
          "astype", "sum", "mean", "logsumexp", "softmax", "log_softmax",
-         "softmax_cross_entropy", "matmul", "addmm", "linear", "reshape",
+         "softmax_cross_entropy", "mean_softmax_cross_entropy", "matmul", "addmm", "linear", "reshape",
          "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "sum_to",
          "concatenate", "stack", "split", "getitem", "scatter", "where") + KINKED
 SMOOTH_KINDS = tuple(k for k in KINDS if k not in KINKED)
@@ -774,6 +774,15 @@ class Builder:
         if self.ch.boolean():
             target = f"ag.Tensor({target})"
         self.emit(f"ag.softmax_cross_entropy({a}, {target})")
+
+    def op_mean_softmax_cross_entropy(self):
+        a = self.pick(lambda s: len(s) >= 2 and s[-2] >= 1)
+        s = self.shape(a)
+        rng = np.random.default_rng([self.seed, 23, self.counter])
+        target = farray(rng.integers(0, s[-1], s[:-1]))
+        if self.ch.boolean():
+            target = f"ag.Tensor({target})"
+        self.emit(f"ag.mean_softmax_cross_entropy({a}, {target})")
 
     # shape ops
     def op_reshape(self):

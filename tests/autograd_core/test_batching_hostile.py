@@ -5,7 +5,6 @@ Each problem review 18b found (merged repeats of reshape, astype, broadcast_to a
 reductions; cross-entropy on shared logits; tensors compared by value; a saved -0.0; closure
 targets changed in place; reassociation rounding) has its test here, beside what held."""
 import threading
-import time
 import warnings
 
 import numpy as np
@@ -589,27 +588,21 @@ def test_closure_targets_changed_after_confirmation():
 
 
 # ---- long loops --------------------------------------------------------------------------------
-def test_a_long_loop_records_and_rewrites_in_reasonable_time():
+def test_a_long_loop_records_rewrites_and_replays():
+    """2,000 steps: recorded, batched and replayed with eager mode's gradients (how long the
+    recording and the rewrite take is the benchmarks' matter: tests never fail on a timing)."""
     rng = np.random.default_rng(70)
     p = _ce_params(rng)
     T = 2000
     xs = ag.Tensor(rng.standard_normal((T, B, I)))
     ys = rng.integers(0, C, (T, B))
     fn = lambda: _ce_loop(p, xs, ys)  # noqa: E731
-    start = time.perf_counter()
     want = run(fn, p, ())
-    eager = time.perf_counter() - start
     step = ag.replay(fn)
-    times = []
     for _ in range(4):
-        start = time.perf_counter()
         got = run(step, p, ())
-        times.append(time.perf_counter() - start)
-    assert_same(got, want)
+        assert_same(got, want)
     assert batched(step)
-    # the confirming call (recording + rewrite) within a few eager calls; replayed calls faster
-    assert times[1] < 10 * eager + 1.0, (eager, times)
-    assert times[3] < eager, (eager, times)
 
 
 def test_the_sign_of_a_saved_zero():

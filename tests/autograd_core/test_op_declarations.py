@@ -234,6 +234,9 @@ def _constant_cases():
         "softmax_cross_entropy": (lambda a, c: ag.softmax_cross_entropy(a, c), x,
                                   ag.Tensor(np.array([0, 1, 2, 0])),
                                   lambda c: c.fill_(2)),
+        "mean_softmax_cross_entropy": (lambda a, c: ag.mean_softmax_cross_entropy(a, c), x,
+                                       ag.Tensor(np.array([0, 1, 2, 0])),
+                                       lambda c: c.fill_(2)),
         "clip": (lambda a, c: ag.clip(a, c, None), x, np.full((4, 3), -0.5),
                  lambda c: c.fill(0.5)),
     }

@@ -315,3 +315,16 @@ def _softmax_cross_entropy(draw, rng):
         return -np.take_along_axis(_np_log_softmax(a, -1), target[..., None], -1)[..., 0]
     return Example(f"ag.softmax_cross_entropy(x{shape}, target)",
                    lambda t: ag.softmax_cross_entropy(t, target), ref, (x,))
+
+
+@case("mean_softmax_cross_entropy")
+def _mean_softmax_cross_entropy(draw, rng):
+    shape = draw(shapes(min_dims=2))  # (..., rows, classes)
+    x = wide(rng, shape)
+    target = rng.integers(0, shape[-1], size=shape[:-1])
+
+    def ref(a):
+        losses = -np.take_along_axis(_np_log_softmax(a, -1), target[..., None], -1)[..., 0]
+        return losses.mean(axis=-1)
+    return Example(f"ag.mean_softmax_cross_entropy(x{shape}, target)",
+                   lambda t: ag.mean_softmax_cross_entropy(t, target), ref, (x,))

@@ -160,10 +160,11 @@ def test_sigmoid_at_plus_minus_1000_without_warnings(dtype):
 
 # ---- the library's losses go through log_softmax ------------------------------------------------
 def _assert_log_softmax_not_log_of_softmax(loss):
-    # log-probabilities come from log_softmax, or from the fused softmax_cross_entropy op
-    # (which takes log-sum-exp of the shifted logits), never from log(softmax(x))
+    # log-probabilities come from log_softmax, or from the fused softmax_cross_entropy ops
+    # (which take log-sum-exp of the shifted logits), never from log(softmax(x))
     names = _op_names(loss)
-    assert "log_softmax" in names or "softmax_cross_entropy" in names, names
+    assert {"log_softmax", "softmax_cross_entropy", "mean_softmax_cross_entropy"} & set(names), \
+        names
     assert "log" not in names and "softmax" not in names, names
 
 
