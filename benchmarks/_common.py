@@ -43,8 +43,11 @@ def time_phases(cases, quick=False):
     `time.perf_counter`. The implementations take turns within every repeat, so a burst of
     load from elsewhere on the machine lands on all of them and the ratios stay fair; each
     timed run follows an identical untimed one, so it does not pay for the caches the other
-    implementations left cold. Garbage is collected before each run; the collector stays on
-    during the timed phases, as in real use.
+    implementations left cold. Garbage is collected before the untimed run, not between the
+    two: a full collection walks every object of the process and leaves the caches as cold
+    as another implementation does, which the timed run would pay for in its first step (a
+    training loop runs its step back to back). The collector stays on during the timed
+    phases, as in real use.
     Returns {name: (list of per-phase medians, median of the per-repeat totals)}.
     """
     warmup, repeats = repeats_for(quick)
@@ -52,9 +55,9 @@ def time_phases(cases, quick=False):
     samples = {name: [] for name in cases}
     for k in range(warmup + repeats):
         for name, (setup, phases) in cases.items():
+            gc.collect()
             for _ in range(2):  # the first pass only warms up; the second one's times count
                 state = setup()
-                gc.collect()
                 times = []
                 for fn in phases:
                     t0 = clock()
