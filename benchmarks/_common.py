@@ -46,24 +46,33 @@ def time_phases(cases, quick=False):
     implementations left cold. Garbage is collected before the untimed run, not between the
     two: a full collection walks every object of the process and leaves the caches as cold
     as another implementation does, which the timed run would pay for in its first step (a
-    training loop runs its step back to back). The collector stays on during the timed
+    training loop runs its step back to back). The collector is off during the untimed run:
+    its objects are freed again before the timed run, which so starts with the counters the
+    collection left, whatever the untimed run allocated. It stays on during the timed
     phases, as in real use.
     Returns {name: (list of per-phase medians, median of the per-repeat totals)}.
     """
     warmup, repeats = repeats_for(quick)
     clock = time.perf_counter
     samples = {name: [] for name in cases}
+    collecting = gc.isenabled()
     for k in range(warmup + repeats):
         for name, (setup, phases) in cases.items():
             gc.collect()
-            for _ in range(2):  # the first pass only warms up; the second one's times count
-                state = setup()
-                times = []
-                for fn in phases:
-                    t0 = clock()
-                    fn(state)
-                    times.append(clock() - t0)
-                del state
+            for timed in (False, True):  # the first pass only warms up
+                if not timed:
+                    gc.disable()
+                try:
+                    state = setup()
+                    times = []
+                    for fn in phases:
+                        t0 = clock()
+                        fn(state)
+                        times.append(clock() - t0)
+                    del state
+                finally:
+                    if collecting:
+                        gc.enable()
             if k >= warmup:
                 samples[name].append(times)
     result = {}
