@@ -283,58 +283,41 @@ class SoftmaxCrossEntropy(Op):
     def backward(g, out, xp):
         target, probs = out._saved
         if xp.recording:  # create_graph: the probabilities as a function of x
-            return ((softmax(out._inputs[0], axis=-1) - _onehot(probs, target)) * g[..., None],)
-        return (_rows_gradient(probs, target, g),)
+            onehot = np.zeros(probs.shape, dtype=probs.dtype)
+            np.put_along_axis(onehot, target[..., None], 1, axis=-1)
+            return ((softmax(out._inputs[0], axis=-1) - onehot) * g[..., None],)
+        grad = np.multiply(probs, g[..., None], order="C")
+        rows = grad.reshape(-1, probs.shape[-1])  # a view: grad is new and C-ordered
+        rows[_row_numbers(rows.shape[0]), target.reshape(-1)] -= g.reshape(-1)
+        return (grad,)
 
 
-def _rows_gradient(probs, target, g):
-    """(softmax - onehot(target)) g, for g with one value per row (target's shape)."""
-    grad = np.multiply(probs, g[..., None], order="C")
-    rows = grad.reshape(-1, probs.shape[-1])  # a view: grad is new and C-ordered
-    rows[_row_numbers(rows.shape[0]), target.reshape(-1)] -= g.reshape(-1)
-    return grad
-
-
-def _onehot(probs, target):
-    onehot = np.zeros(probs.shape, dtype=probs.dtype)
-    np.put_along_axis(onehot, target[..., None], 1, axis=-1)
-    return onehot
-
-
-class MeanSoftmaxCrossEntropy(Op):
+class MeanSoftmaxCrossEntropy(SoftmaxCrossEntropy):
     """The mean over the rows (axis -2) of softmax_cross_entropy, in one node: logits
     (..., N, C) and targets (..., N) give (...): a batch's loss, or each step's L_t of
     logits (T, N, C). d/dx = (softmax(x) - onehot(target)) g / N. The same numbers as
     softmax_cross_entropy followed by mean over the rows, with one node less to record and
     to sweep (nn.cross_entropy's default reduction of a batch)."""
     name = "mean_softmax_cross_entropy"
-    inputs = ("logits",)
-    saves = ("target", "logits")
-    arguments = ("target",)  # not differentiated; copied when recorded
-    view = False
     rule = "(softmax(x) - onehot(target)) g / N"
-    hazard = None
-    memory = Memory()
     batch = "rows"
 
     @staticmethod
     def forward(out, x):
-        target = out._saved[0]
-        _check_classes(target, x.shape[-1])  # a replayed call's targets are new
-        loss, probs = softmax_cross_entropy_arrays(x, target)
-        out._saved = (target, probs)
+        loss = SoftmaxCrossEntropy.forward(out, x)
         return mean_array(loss, (loss.ndim - 1,), False)
 
     @staticmethod
     def backward(g, out, xp):
-        target, probs = out._saved
-        scale = 1.0 / probs.shape[-2]
+        target = out._saved[0]
+        # mean's rule, then softmax_cross_entropy's: the same calls, the same bits (scaled
+        # before it is spread; 1/N as an array of g's dtype where it holds it exactly)
+        scale = 1.0 / target.shape[-1]
         if xp.recording:
-            return ((softmax(out._inputs[0], axis=-1) - _onehot(probs, target))
-                    * (g * scale).reshape(g.shape + (1, 1)),)
-        # scaled before it is spread, as mean's rule (exact_scalars.py): the same bits
-        g = g * exact[g.dtype][scale]
-        return (_rows_gradient(probs, target, broadcast_array(g[..., None], target.shape)),)
+            rows = xp.broadcast_to((g * scale).reshape(g.shape + (1,)), target.shape)
+        else:
+            rows = broadcast_array((g * exact[g.dtype][scale])[..., None], target.shape)
+        return SoftmaxCrossEntropy.backward(rows, out, xp)
 
 
 def _row_numbers(n):
