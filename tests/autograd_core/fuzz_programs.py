@@ -767,22 +767,20 @@ class Builder:
             self.emit(f"ag.linear({x}, {w}, {self.bias((n, m), bsrc)})")
 
     def op_softmax_cross_entropy(self):
-        a = self.pick(lambda s: len(s) >= 1)
-        s = self.shape(a)
-        rng = np.random.default_rng([self.seed, 19, self.counter])
-        target = farray(rng.integers(0, s[-1], s[:-1]))
-        if self.ch.boolean():
-            target = f"ag.Tensor({target})"
-        self.emit(f"ag.softmax_cross_entropy({a}, {target})")
+        self._class_targets("softmax_cross_entropy", lambda s: len(s) >= 1, 19)
 
-    def op_mean_softmax_cross_entropy(self):
-        a = self.pick(lambda s: len(s) >= 2 and s[-2] >= 1)
+    def op_mean_softmax_cross_entropy(self):  # (..., rows, classes), at least one row
+        self._class_targets("mean_softmax_cross_entropy", lambda s: len(s) >= 2 and s[-2] >= 1,
+                            23)
+
+    def _class_targets(self, op, fits, stream):
+        a = self.pick(fits)
         s = self.shape(a)
-        rng = np.random.default_rng([self.seed, 23, self.counter])
+        rng = np.random.default_rng([self.seed, stream, self.counter])
         target = farray(rng.integers(0, s[-1], s[:-1]))
         if self.ch.boolean():
             target = f"ag.Tensor({target})"
-        self.emit(f"ag.mean_softmax_cross_entropy({a}, {target})")
+        self.emit(f"ag.{op}({a}, {target})")
 
     # shape ops
     def op_reshape(self):
