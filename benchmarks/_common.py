@@ -47,9 +47,10 @@ def time_phases(cases, quick=False):
     two: a full collection walks every object of the process and leaves the caches as cold
     as another implementation does, which the timed run would pay for in its first step (a
     training loop runs its step back to back). The collector is off during the untimed run:
-    its objects are freed again before the timed run, which so starts with the counters the
-    collection left, whatever the untimed run allocated. It stays on during the timed
-    phases, as in real use.
+    its objects are freed again before the timed run (only what it left in reference cycles
+    waits for the collector), so that what the untimed run allocated does not bring the
+    timed run's passes of the collector forward. It stays on during the timed phases, as in
+    real use.
     Returns {name: (list of per-phase medians, median of the per-repeat totals)}.
     """
     warmup, repeats = repeats_for(quick)

@@ -274,7 +274,7 @@ class SoftmaxCrossEntropy(Op):
     @staticmethod
     def forward(out, x):
         target = out._saved[0]
-        _check_classes(target, x.shape[-1])  # a replayed call's targets are new
+        _check_classes(target, x.shape[-1], out._op.name)  # a replayed call's targets are new
         loss, probs = softmax_cross_entropy_arrays(x, target)
         out._saved = (target, probs)  # this call's probabilities, for the rule
         return loss
@@ -406,17 +406,18 @@ def checked_mean_softmax_cross_entropy(logits, target):
 
 def softmax_cross_entropy_arrays(x, target):
     """(the loss of each row, the probabilities the rule reads)."""
+    if x.dtype.kind in "biu":  # in the float dtype exp gives them: x - max would wrap around
+        x = x.astype(np.result_type(x.dtype, np.float16))  # in uint8 (or int8 for 100 - -100)
     # the ufuncs' reduce is what ndarray.max and .sum run, without the Python around them
     shifted = x - np.maximum.reduce(x, axis=-1, keepdims=True)
     rows = shifted.ndim == 2  # a batch of rows (the common case): no reshapes
     flat = shifted if rows else shifted.reshape(-1, x.shape[-1])
     picked = flat[_row_numbers(flat.shape[0]), target if rows else target.reshape(-1)]
-    floats = shifted.dtype.kind == "f"  # integer logits: exp makes another dtype
-    # shifted is this function's own array: exp and the division go into it where the dtype
-    # allows (the same numbers, without two more arrays of the logits' size)
-    e = np.exp(shifted, out=shifted) if floats else np.exp(shifted)
+    # shifted is this function's own array: exp and the division go into it (the same
+    # numbers, without two more arrays of the logits' size)
+    e = np.exp(shifted, out=shifted)
     total = np.add.reduce(e, axis=-1, keepdims=True)
     # (the same subtraction either way; the second keeps a 0-d loss an array)
     loss = (np.log(total)[:, 0] - picked if rows
             else (np.log(total) - picked.reshape(total.shape))[..., 0])
-    return loss, np.divide(e, total, out=e) if floats else e / total
+    return loss, np.divide(e, total, out=e)

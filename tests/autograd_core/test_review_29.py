@@ -11,8 +11,8 @@ What is checked:
   scale or change the gradient's dtype, random upstream gradients;
 - losses and gradients against torch.nn.functional.cross_entropy (tolerances; float16 against
   torch in float32) and against central finite differences in float64; gradcheck,
-  gradgradcheck and anomaly mode with a NaN logit; uint8 / wide int8 logits (marked xfail:
-  the shift by the row maximum wraps around in the logits' dtype);
+  gradgradcheck and anomaly mode with a NaN logit; uint8 / wide int8 logits (the shift by
+  the row maximum must not wrap around in the logits' dtype);
 - bad targets (negative, too large, huge uint64, int8 -128, float, bool, object, wrong shape,
   0-d) and bad logits (1-D, 0-d, no rows, no classes): the error type, a message naming
   mean_softmax_cross_entropy (or cross_entropy through nn.cross_entropy), nothing recorded;
@@ -29,8 +29,8 @@ What is checked:
 - ag.replay of an MLP step and of a 6-step loss loop (targets fixed, passed as arguments,
   changed in place between calls, shared logits, leading axes) against eager mode (1e-12,
   float64; batch=False bit for bit, float16/32/64); a target tensor argument changed in place
-  between calls; a bad target on a replayed call (marked xfail: its error names
-  softmax_cross_entropy, not mean_softmax_cross_entropy);
+  between calls; a bad target on a replayed call (its error names
+  mean_softmax_cross_entropy, as the eager call's does);
 - to_dot (ops, notes and rolled views), trace_backward and graph_stats of a graph with the op;
 - nn.cross_entropy with reduction "sum"/"none", weight=, axis=0, probability targets, 3-D and
   1-D logits: the old graphs and torch's values;
@@ -175,10 +175,6 @@ def test_integer_logits_give_the_two_node_bits_and_torchs_values(dtype, shape):
         assert_bits(nn.cross_entropy(ag.Tensor(x0), t).data, want[0])
 
 
-@pytest.mark.xfail(strict=True, reason="softmax_cross_entropy_arrays shifts integer logits by "
-                   "their row maximum in the logits' own dtype (x - max), which wraps around for "
-                   "unsigned logits and for signed ones whose range exceeds the dtype: uint8 "
-                   "logits [3, 50] give inf. Shared with softmax_cross_entropy (not new)")
 @pytest.mark.parametrize("x0", [np.array([[3, 50, 7], [0, 1, 2]], np.uint8),
                                 np.array([[-100, 100, 7], [0, 1, 2]], np.int8)])
 def test_narrow_integer_logits_do_not_wrap_when_shifted(x0):
@@ -857,10 +853,6 @@ def test_replay_with_leading_axes_and_with_shared_logits():
                 assert_close_1e12(run_call(step, [w], a), run_call(fn, [w], a))
 
 
-@pytest.mark.xfail(strict=True, reason="MeanSoftmaxCrossEntropy.forward calls _check_classes "
-                   "without its op name, so a bad target on a replayed call raises "
-                   "'softmax_cross_entropy: target class out of range' (another op's name) "
-                   "instead of naming mean_softmax_cross_entropy as the eager call does")
 def test_a_bad_target_on_a_replayed_call_names_mean_softmax_cross_entropy():
     w = ag.Tensor(np.ones((3, 4)), requires_grad=True)
     x = ag.Tensor(np.ones((2, 3)))
