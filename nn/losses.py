@@ -78,9 +78,12 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
     axis = axis % logits.ndim
     _check_reduction("cross_entropy", reduction)
     target_arr = target.data if isinstance(target, ag.Tensor) else np.asarray(target)
+    if reduction == "mean" and not target_arr.size:
+        raise ValueError(f"cross_entropy: the mean over an empty batch is undefined (logits of "
+                         f"shape {logits.shape}); use reduction='sum' or 'none'")
     if weight is None and axis == logits.ndim - 1 and target_arr.dtype.kind in "iu":
         try:  # its checks are this function's: targets are checked once, not twice
-            if reduction == "mean" and logits.ndim == 2 and target_arr.size:  # a batch: one node
+            if reduction == "mean" and logits.ndim == 2:  # a batch: one node
                 return ag.mean_softmax_cross_entropy(logits, target_arr)
             return _reduce(ag.softmax_cross_entropy(logits, target_arr), reduction,
                            "cross_entropy")
@@ -88,11 +91,14 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
             failed = error
         _checked_class_targets("cross_entropy", target_arr, logits, axis)  # names this call
         raise failed
+    # the targets are checked before anything is recorded
+    if target_arr.dtype.kind != "f":
+        _checked_class_targets("cross_entropy", target_arr, logits, axis)
+    elif target_arr.shape != logits.shape:
+        raise ValueError(f"cross_entropy: probability targets must have the logits' shape "
+                         f"{logits.shape}, got {target_arr.shape}")
     log_probs = ag.log_softmax(logits, axis=axis)
     if target_arr.dtype.kind == "f":
-        if target_arr.shape != logits.shape:
-            raise ValueError(f"cross_entropy: probability targets must have the logits' shape "
-                             f"{logits.shape}, got {target_arr.shape}")
         terms = log_probs * target
         if weight is not None:
             terms = terms * np.expand_dims(np.asarray(weight, dtype=logits.dtype),

@@ -15,7 +15,9 @@ What is checked:
   the row maximum must not wrap around in the logits' dtype);
 - bad targets (negative, too large, huge uint64, int8 -128, float, bool, object, wrong shape,
   0-d) and bad logits (1-D, 0-d, no rows, no classes): the error type, a message naming
-  mean_softmax_cross_entropy (or cross_entropy through nn.cross_entropy), nothing recorded;
+  mean_softmax_cross_entropy (or cross_entropy through nn.cross_entropy), nothing recorded
+  (nn.cross_entropy also checks float, bool and weighted targets and an empty batch's mean
+  before it records anything);
   an empty leading axis (0, N, C) works;
 - targets given as a list, a tuple, an ag.Tensor or a read-only broadcast array; the target
   array (or the target tensor's data) changed in place after the forward leaves the gradient
@@ -396,9 +398,24 @@ def test_an_empty_leading_axis_gives_an_empty_loss_and_gradient():
 
 
 def test_nn_cross_entropy_on_an_empty_batch_still_refuses_the_mean():
-    with pytest.raises(ValueError, match="mean"):
-        nn.cross_entropy(ag.Tensor(np.zeros((0, 3)), requires_grad=True),
-                         np.zeros(0, np.int64))
+    for shape in ((0, 3), (2, 0, 3)):
+        assert_records_nothing(
+            lambda: nn.cross_entropy(ag.Tensor(np.zeros(shape), requires_grad=True),
+                                     np.zeros(shape[:-1], np.int64)),
+            ValueError, r"^cross_entropy: the mean over an empty batch is undefined")
+
+
+@pytest.mark.parametrize("target, kwargs, error, match", [
+    (np.array([0.5, 1.0, 0.0]), {}, ValueError, "probability targets must have the logits'"),
+    (np.array([True, False, True]), {}, TypeError, "class targets must be integers"),
+    (np.array([0, 1, 5]), {"weight": np.ones(4)}, IndexError, r"target class out of range"),
+    (np.array([0, 1]), {"axis": 0}, ValueError, r"target shape \(2,\) does not match"),
+    (np.array([[0.25] * 4] * 2), {}, ValueError, "probability targets must have the logits'"),
+])
+def test_nn_cross_entropy_checks_every_target_before_recording(target, kwargs, error, match):
+    x = ag.Tensor(np.random.default_rng(5).standard_normal((3, 4)), requires_grad=True)
+    assert_records_nothing(lambda: nn.cross_entropy(x, target, **kwargs), error,
+                           f"^cross_entropy: {match}" if match[0] != "^" else match)
 
 
 @pytest.mark.parametrize("make", [list, tuple, ag.Tensor, lambda t: t.astype(np.uint64)])
