@@ -147,10 +147,9 @@ def page_faults(impl, steps=10):
 def time_steps(impls, quick, burst=1):
     """{name: {"fwd", "bwd", "step"} in ms per step, "faults": minor page faults per step}
     (fwd / bwd None for one-phase implementations). Each timed sample is `burst` consecutive
-    steps, as in a training loop, after an identical untimed one (see
-    `_common.time_phases`). "step" is
-    the median of the samples' totals; under load from other processes a preemption lands in
-    most totals but in few single phases, so "step" can then exceed fwd + bwd."""
+    steps, as in a training loop, after an identical untimed one (see `_common.time_phases`).
+    "step" is the median of the samples' totals; under load from other processes a preemption
+    lands in most totals but in few single phases, so "step" can then exceed fwd + bwd."""
     timed = time_phases({i.name: (i.setup, i.phases * burst) for i in impls}, quick=quick)
     out = {}
     for impl in impls:

@@ -78,7 +78,7 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
     axis = axis % logits.ndim
     _check_reduction("cross_entropy", reduction)
     target_arr = target.data if isinstance(target, ag.Tensor) else np.asarray(target)
-    if reduction == "mean" and not target_arr.size:
+    if reduction == "mean" and not logits.size and not target_arr.size:
         raise ValueError(f"cross_entropy: the mean over an empty batch is undefined (logits of "
                          f"shape {logits.shape}); use reduction='sum' or 'none'")
     if weight is None and axis == logits.ndim - 1 and target_arr.dtype.kind in "iu":
