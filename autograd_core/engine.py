@@ -12,7 +12,7 @@ from . import function
 from .backmath import ArrayMath, TensorMath
 from .grad_mode import _set_enabled, is_grad_enabled, set_grad_enabled
 from .graph_walk import (_backward_count, _check_inputs, _check_versions, _collect,
-                         _describe, _release_readers, released)
+                         _describe, _release_readers, _released)
 from .observers import observers_for, read_only
 from .ops.linalg import product
 from .ops.shape import astype
@@ -186,7 +186,7 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
     checked_until = function.last_inplace  # _collect checked every version up to here
     fast = not create_graph and not watched  # the ops' declared fast paths may run
     if not retain_graph:
-        released.append((epoch, len(nodes)))
+        _released.append((epoch, len(nodes)))
     read = list(nodes) if retain_graph else None  # the loop empties `nodes`
     t = None
     was_enabled = is_grad_enabled()

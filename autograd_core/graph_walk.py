@@ -148,7 +148,7 @@ def _freed_message(t):
                 f"that another backward (with retain_graph=True, in another thread or a hook) "
                 f"is reading now; a backward that frees the graph cannot run until it ends: "
                 f"pass retain_graph=True, or run the backwards one after the other.")
-    freed = next((count for epoch, count in list(released) if epoch == t._epoch), None)
+    freed = next((count for epoch, count in list(_released) if epoch == t._epoch), None)
     by = (f"backward #{t._epoch}, which released {freed} nodes" if freed is not None
           else "an earlier backward")
     return (f"backward: the tensor {label}{where}, made by {t._op.name}, belongs to a graph "
@@ -160,7 +160,7 @@ def _freed_message(t):
 
 # (backward number, how many nodes it released) of the latest freeing backwards, for the
 # stale-graph guard: a backward appends its pair (one append, safe from several threads)
-released = collections.deque(maxlen=64)
+_released = collections.deque(maxlen=64)
 _backward_count = itertools.count(1)
 
 

@@ -19,8 +19,11 @@ def _reduce(loss, reduction, where, denominator=None):
 def _class_targets(where, target, scores, axis):
     """Integer class indices as a one-hot array shaped like `scores` (classes on `axis`)."""
     target = _checked_class_targets(where, target, scores, axis)
-    onehot = np.moveaxis(np.eye(scores.shape[axis], dtype=scores.dtype)[target], -1, axis)
-    return target, onehot
+    return target, _onehot(target, scores, axis)
+
+
+def _onehot(target, scores, axis):
+    return np.moveaxis(np.eye(scores.shape[axis], dtype=scores.dtype)[target], -1, axis)
 
 
 def _checked_class_targets(where, target, scores, axis):
@@ -44,7 +47,8 @@ def nll_loss(log_probs, target, reduction="mean", weight=None, axis=-1):
     the last by default). `weight` (C,) weights each class; the mean is then the weighted mean,
     as torch.nn.functional.nll_loss."""
     log_probs = ag.as_tensor(log_probs)
-    return _nll("nll_loss", log_probs, target, reduction, weight, axis % max(log_probs.ndim, 1))
+    return _nll("nll_loss", log_probs, target, reduction, weight,
+                _class_axis("nll_loss", axis, max(log_probs.ndim, 1)))
 
 
 def _check_reduction(where, reduction):
@@ -52,16 +56,39 @@ def _check_reduction(where, reduction):
         raise ValueError(f"{where}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _nll(where, log_probs, target, reduction, weight, axis):
-    _check_reduction(where, reduction)
-    target, onehot = _class_targets(where, target, log_probs, axis)
+def _class_axis(where, axis, ndim):
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{where}: axis {axis} is out of range for an input of {ndim} "
+                         f"dimension{'s' if ndim != 1 else ''}")
+    return axis % ndim
+
+
+def _checked_weight(where, weight, classes):
+    w = np.asarray(weight)
+    if w.shape != (classes,):
+        raise ValueError(f"{where}: weight must have shape ({classes},), got {w.shape}")
+    return w
+
+
+def _refuse_an_empty_mean(where, reduction, scores, axis):
+    """The mean over no examples is undefined: refused (once the targets are known to fit)."""
+    if reduction == "mean" and 0 in scores.shape[:axis] + scores.shape[axis + 1:]:
+        raise ValueError(f"{where}: the mean over an empty batch is undefined (input of shape "
+                         f"{scores.shape}); use reduction='sum' or 'none'")
+
+
+def _nll(where, log_probs, target, reduction, weight, axis, checked=False):
+    """-sum(log_probs * onehot(target)) reduced; `checked`: the caller has checked the targets
+    and the weight (before recording anything)."""
+    if not checked:
+        _check_reduction(where, reduction)
+        target = _checked_class_targets(where, target, log_probs, axis)
+        if weight is not None:
+            weight = _checked_weight(where, weight, log_probs.shape[axis])
+    onehot = _onehot(target, log_probs, axis)
     if weight is None:
         return _reduce(-(log_probs * onehot).sum(axis=axis), reduction, where)
-    w = np.asarray(weight, dtype=log_probs.dtype)
-    if w.shape != (log_probs.shape[axis],):
-        raise ValueError(f"{where}: weight must have shape ({log_probs.shape[axis]},), got "
-                         f"{w.shape}")
-    picked = w[target]
+    picked = weight.astype(log_probs.dtype, copy=False)[target]
     loss = -(log_probs * onehot).sum(axis=axis) * picked
     return _reduce(loss, reduction, where, denominator=float(picked.sum()))
 
@@ -75,13 +102,12 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
     logits = ag.as_tensor(logits)
     if logits.ndim == 0:
         raise ValueError("cross_entropy: logits need a class axis, got a 0-d tensor")
-    axis = axis % logits.ndim
+    axis = _class_axis("cross_entropy", axis, logits.ndim)
     _check_reduction("cross_entropy", reduction)
     target_arr = target.data if isinstance(target, ag.Tensor) else np.asarray(target)
-    if reduction == "mean" and not logits.size and not target_arr.size:
-        raise ValueError(f"cross_entropy: the mean over an empty batch is undefined (logits of "
-                         f"shape {logits.shape}); use reduction='sum' or 'none'")
     if weight is None and axis == logits.ndim - 1 and target_arr.dtype.kind in "iu":
+        if not target_arr.size and target_arr.shape == logits.shape[:-1]:
+            _refuse_an_empty_mean("cross_entropy", reduction, logits, axis)
         try:  # its checks are this function's: targets are checked once, not twice
             if reduction == "mean" and logits.ndim == 2:  # a batch: one node
                 return ag.mean_softmax_cross_entropy(logits, target_arr)
@@ -91,20 +117,24 @@ def cross_entropy(logits, target, reduction="mean", weight=None, axis=-1):
             failed = error
         _checked_class_targets("cross_entropy", target_arr, logits, axis)  # names this call
         raise failed
-    # the targets are checked before anything is recorded
-    if target_arr.dtype.kind != "f":
-        _checked_class_targets("cross_entropy", target_arr, logits, axis)
+    # the targets and the weight are checked before anything is recorded
+    probabilities = target_arr.dtype.kind == "f"
+    if not probabilities:
+        target_arr = _checked_class_targets("cross_entropy", target_arr, logits, axis)
     elif target_arr.shape != logits.shape:
         raise ValueError(f"cross_entropy: probability targets must have the logits' shape "
                          f"{logits.shape}, got {target_arr.shape}")
+    if weight is not None:
+        weight = _checked_weight("cross_entropy", weight, logits.shape[axis])
+    _refuse_an_empty_mean("cross_entropy", reduction, logits, axis)
     log_probs = ag.log_softmax(logits, axis=axis)
-    if target_arr.dtype.kind == "f":
+    if probabilities:
         terms = log_probs * target
         if weight is not None:
-            terms = terms * np.expand_dims(np.asarray(weight, dtype=logits.dtype),
+            terms = terms * np.expand_dims(weight.astype(logits.dtype, copy=False),
                                            tuple(range(1, logits.ndim - axis)))
         return _reduce(-terms.sum(axis=axis), reduction, "cross_entropy")
-    return _nll("cross_entropy", log_probs, target_arr, reduction, weight, axis)
+    return _nll("cross_entropy", log_probs, target_arr, reduction, weight, axis, checked=True)
 
 
 def sequence_cross_entropy(logits, targets, step_weights=None):

@@ -356,10 +356,12 @@ def _checked_targets(op, logits, target, dims):
     logits' shape without the class axis, every class in range)."""
     logits = as_tensor(logits)
     target = np.asarray(target._data if hasattr(target, "_data") else target)
-    if logits.ndim < dims or target.shape != logits.shape[:-1]:
+    if logits.ndim < dims:
+        raise ValueError(f"{op}: logits need {'a row and ' if dims == 2 else ''}a class axis, "
+                         f"got shape {logits.shape}")
+    if target.shape != logits.shape[:-1]:
         raise ValueError(f"{op}: target shape {target.shape} must be the logits' shape "
-                         f"{logits.shape} without its last axis"
-                         + (" (logits need a row and a class axis)" if dims == 2 else ""))
+                         f"{logits.shape} without its last axis")
     if target.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must hold integer classes, got dtype {target.dtype}")
     _check_classes(target, logits.shape[-1], op)

@@ -909,15 +909,8 @@ def test_to_dot_trace_and_stats_of_a_graph_with_the_op():
 
 # ---- nn.cross_entropy's other forms keep their graphs and values --------------------------
 def graph_ops(root):
-    seen, out, stack = set(), [], [root]
-    while stack:
-        t = stack.pop()
-        if id(t) in seen or t._op is None:
-            continue
-        seen.add(id(t))
-        out.append(t._op.name)
-        stack.extend(t._inputs)
-    return out
+    """The names of the ops of the graph behind `root`, one per node."""
+    return [t._op.name for t in ag.walk_graph(root) if t._op is not None]
 
 
 def torch_loss_and_grad(x0, fn):

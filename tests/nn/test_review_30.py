@@ -6,19 +6,14 @@ What is checked:
   refused with the named empty-batch error on every path (the one-node loss, weight=, axis=0,
   probability targets; the parent returned NaN with warnings on the weighted path), while
   "sum" and "none" still work (0.0 and an empty loss, in the logits' dtype);
-- the bugs (xfail, strict): the empty-batch test in nn/losses.py is `not logits.size and not
-  target_arr.size`, so it also fires where the batch is NOT empty and the target is wrong:
-  logits with zero classes ((3, 0), (2, 4, 0), 1-D (0,)) and an empty target are told "the
-  mean over an empty batch is undefined" although they hold 3, 8 and 1 rows (the parent, and
-  reduction="sum", give the shape error); an empty target of the wrong shape ((0, 3) for
-  logits (0, 3)) gets the empty-batch error instead of the shape error; an empty bool target
-  gets a ValueError instead of the TypeError every other bool target gets;
-- ag.mean_softmax_cross_entropy's shape error (xfail, strict): it appends "(logits need a
-  row and a class axis)" to every shape error, also where the logits are 2-D and only the
-  target is wrong;
-- a pre-existing bug (also in the parent, xfail, strict): an `axis` out of range is taken
-  modulo the logits' rank (axis=5 on 2-D logits silently means axis=1, axis=2 means axis=0),
-  where numpy and torch refuse it.
+- logits with zero classes ((3, 0), (2, 4, 0), 1-D (0,)) and an empty target of the wrong
+  shape get the shape error, not the empty-batch one (they hold 3, 8 and 1 rows); an empty
+  target of the wrong shape ((0, 3) for logits (0, 3)) gets the shape error; an empty bool
+  target gets the TypeError every other bool target gets;
+- ag.mean_softmax_cross_entropy's errors: 1-D logits are told they need a row and a class
+  axis; 2-D logits with a wrong target get the target's shape error alone;
+- an `axis` out of range is refused (it was taken modulo the logits' rank: axis=5 on 2-D
+  logits silently meant axis=1), as numpy and torch refuse it.
 """
 import numpy as np
 import pytest
@@ -76,9 +71,6 @@ def test_zero_classes_with_a_wrong_target_get_the_shape_error_with_sum(shape, ta
         nn.cross_entropy(_logits(shape), np.zeros(target_shape, np.int64), reduction="sum")
 
 
-@pytest.mark.xfail(strict=True, reason="nn/losses.py tests `not logits.size` for an empty "
-                   "batch: logits with rows but zero classes are called an empty batch and the "
-                   "target's shape error is lost (the parent 8d5cac2 gave the shape error)")
 @pytest.mark.parametrize("shape, target_shape, message", ZERO_CLASS_CASES)
 def test_zero_classes_with_a_wrong_target_get_the_shape_error_with_mean(shape, target_shape,
                                                                          message):
@@ -86,9 +78,6 @@ def test_zero_classes_with_a_wrong_target_get_the_shape_error_with_mean(shape, t
         nn.cross_entropy(_logits(shape), np.zeros(target_shape, np.int64))
 
 
-@pytest.mark.xfail(strict=True, reason="the empty-batch error is raised before the target's "
-                   "shape is checked, so an empty target of the wrong shape gets it (commit "
-                   "2e9f53a says a wrong-shaped target still gets the shape error)")
 def test_an_empty_target_of_the_wrong_shape_gets_the_shape_error():
     with pytest.raises(ValueError, match=r"target shape \(0, 3\) does not match"):
         nn.cross_entropy(_logits((0, 3)), np.zeros((0, 3), np.int64))
@@ -102,16 +91,11 @@ def test_a_bool_target_is_a_type_error_with_sum():
         nn.cross_entropy(_logits((4, 3)), np.zeros((4,), bool))
 
 
-@pytest.mark.xfail(strict=True, reason="the empty-batch error comes before the dtype check: "
-                   "an empty bool target gets ValueError where the parent (and every non-empty "
-                   "bool target) gets TypeError")
 def test_an_empty_bool_target_is_a_type_error_with_mean():
     with pytest.raises(TypeError, match="class targets must be integers, got dtype bool"):
         nn.cross_entropy(_logits((0, 3)), np.zeros((0,), bool))
 
 
-@pytest.mark.xfail(strict=True, reason="pre-existing (also in 8d5cac2): `axis % logits.ndim` "
-                   "wraps an out-of-range axis around instead of refusing it")
 @pytest.mark.parametrize("axis", [2, 5, -3])
 def test_an_axis_out_of_range_is_refused(axis):
     rng = np.random.default_rng(0)
@@ -126,9 +110,6 @@ def test_the_one_node_loss_names_1d_logits_as_the_problem():
         ag.mean_softmax_cross_entropy(np.zeros(5, np.float32), np.int64(1))
 
 
-@pytest.mark.xfail(strict=True, reason="_checked_targets appends '(logits need a row and a class "
-                   "axis)' to every shape error of mean_softmax_cross_entropy, also where the "
-                   "logits have both axes and only the target's shape is wrong")
 def test_the_one_node_loss_does_not_blame_2d_logits_for_a_wrong_target():
     with pytest.raises(ValueError, match=r"target shape \(4,\)") as caught:
         ag.mean_softmax_cross_entropy(np.zeros((3, 5), np.float32), np.zeros(4, np.int64))
