@@ -20,7 +20,8 @@ torch.nn.GRU's form (variant="torch"; informational):
 from . import _steps, numpy_reference
 from ._common import import_torch
 
-# consecutive steps per timed sample (see _steps.time_steps)
+# consecutive steps per timed sample (see _steps.time_steps): the shorter the step, the more
+# of them a sample holds, so that its time stands above the clock's and the scheduler's noise
 BURST = 2
 
 NAME = "gru"
