@@ -16,13 +16,8 @@ def _reduce(loss, reduction, where, denominator=None):
     raise ValueError(f"{where}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _class_targets(where, target, scores, axis):
-    """Integer class indices as a one-hot array shaped like `scores` (classes on `axis`)."""
-    target = _checked_class_targets(where, target, scores, axis)
-    return target, _onehot(target, scores, axis)
-
-
 def _onehot(target, scores, axis):
+    """Integer class indices as a one-hot array shaped like `scores` (classes on `axis`)."""
     return np.moveaxis(np.eye(scores.shape[axis], dtype=scores.dtype)[target], -1, axis)
 
 
