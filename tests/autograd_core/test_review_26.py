@@ -21,7 +21,7 @@ import autograd_core as ag
 import nn
 from autograd_core import exact_scalars, graph_walk, replay_buffers
 from autograd_core.exact_scalars import exact
-from autograd_core.ops.reductions import _row_numbers, softmax_cross_entropy_arrays
+from autograd_core.ops.cross_entropy import _row_numbers, softmax_cross_entropy_arrays
 from autograd_core.tensor import Tensor, fill
 from tests.autograd_core.replay_checks import run as _run
 

@@ -1,7 +1,7 @@
 """Review 28: hostile tests of the cheaper loss path (commit "The loss's path made cheaper").
 
 What is attacked, each against the parent commit's code (copied below as the reference) or torch:
-- reductions._check_classes: the one-pass unsigned view of signed targets must reject exactly
+- cross_entropy._check_classes: the one-pass unsigned view of signed targets must reject exactly
   what the two reductions reject, for every integer dtype (native and byte-swapped, signed and
   unsigned, 0-d, strided), at the class counts where the one pass stops applying
   (2**(bits-1) and one past it) and beyond;
@@ -34,7 +34,7 @@ import autograd_core as ag
 import nn
 from autograd_core.backmath import ArrayMath
 from autograd_core.exact_scalars import exact
-from autograd_core.ops import reductions
+from autograd_core.ops import cross_entropy, reductions
 from autograd_core.ops._checks import kept_shape
 
 
@@ -77,8 +77,8 @@ def parent_code(monkeypatch):
         def __enter__(self):
             self.mp = pytest.MonkeyPatch()
             self.mp.setattr(reductions, "_spread", old_spread)
-            self.mp.setattr(reductions, "_check_classes", old_check_classes)
-            self.mp.setattr(reductions, "softmax_cross_entropy_arrays",
+            self.mp.setattr(cross_entropy, "_check_classes", old_check_classes)
+            self.mp.setattr(cross_entropy, "softmax_cross_entropy_arrays",
                             old_softmax_cross_entropy_arrays)
             self.mp.setattr(reductions.Mean, "backward", staticmethod(old_mean_backward))
             return self
@@ -120,10 +120,10 @@ def test_class_check_rejects_exactly_what_the_two_reductions_reject(dtype):
                            np.array([0, 9, v, 9], dtype)[::2]):
                 want = rejects(old_check_classes, target, classes)
                 assert want == (v < 0 or v >= classes)  # the reference itself
-                assert rejects(reductions._check_classes, target, classes) == want, (
+                assert rejects(cross_entropy._check_classes, target, classes) == want, (
                     dtype, classes, v, target.shape)
         for empty in (np.zeros((0,), dtype), np.zeros((3, 0), dtype)):
-            reductions._check_classes(empty, classes)  # nothing to check
+            cross_entropy._check_classes(empty, classes)  # nothing to check
 
 
 def test_class_check_on_every_int8_value_and_class_count():
@@ -131,8 +131,8 @@ def test_class_check_on_every_int8_value_and_class_count():
     for classes in range(0, 260):
         for v in target:
             t = np.array([0, v, 0], np.int8)
-            assert rejects(reductions._check_classes, t, classes) == (v < 0 or v >= classes)
-        assert rejects(reductions._check_classes, target, classes)  # holds negatives
+            assert rejects(cross_entropy._check_classes, t, classes) == (v < 0 or v >= classes)
+        assert rejects(cross_entropy._check_classes, target, classes)  # holds negatives
 
 
 # ---- errors ------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ def test_cross_entropy_arrays_have_the_parents_bits(dtype, shape):
     for name, x in logits_variants(dtype, shape, rng):
         with np.errstate(all="ignore"):
             want_loss, want_probs = old_softmax_cross_entropy_arrays(x, target)
-            got_loss, got_probs = reductions.softmax_cross_entropy_arrays(x, target)
+            got_loss, got_probs = cross_entropy.softmax_cross_entropy_arrays(x, target)
         assert bits(got_loss) == bits(want_loss), name
         assert bits(got_probs) == bits(want_probs), name
         assert got_probs.flags.c_contiguous == want_probs.flags.c_contiguous, name
@@ -304,7 +304,7 @@ def test_integer_logits_have_the_parents_bits(dtype, shape):
     x = rng.integers(0, 100, shape).astype(dtype)
     target = rng.integers(0, shape[-1], shape[:-1])
     with np.errstate(all="ignore"):  # uint8 logits wrap around when shifted
-        for got, want in zip(reductions.softmax_cross_entropy_arrays(x, target),
+        for got, want in zip(cross_entropy.softmax_cross_entropy_arrays(x, target),
                              old_softmax_cross_entropy_arrays(x, target)):
             assert bits(got) == bits(want)
         assert bits(ag.softmax_cross_entropy(ag.Tensor(x), target).numpy()) == bits(
@@ -318,7 +318,7 @@ def test_cross_entropy_arrays_raise_what_the_parent_raised_under_errstate():
         with pytest.raises(FloatingPointError) as want:
             old_softmax_cross_entropy_arrays(x, target)
         with pytest.raises(FloatingPointError) as got:
-            reductions.softmax_cross_entropy_arrays(x, target)
+            cross_entropy.softmax_cross_entropy_arrays(x, target)
     assert str(got.value) == str(want.value)
 
 
