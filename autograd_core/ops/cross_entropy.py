@@ -69,9 +69,17 @@ class MeanSoftmaxCrossEntropy(SoftmaxCrossEntropy):
         scale = 1.0 / target.shape[-1]
         if xp.recording:
             rows = xp.broadcast_to((g * scale).reshape(g.shape + (1,)), target.shape)
-        else:
-            rows = broadcast_array((g * exact[g.dtype][scale])[..., None], target.shape)
-        return SoftmaxCrossEntropy.backward(rows, out, xp)
+            return SoftmaxCrossEntropy.backward(rows, out, xp)
+        row_grad = g * exact[g.dtype][scale]
+        if target.ndim == 1:  # one batch (the common case): every row gets the same value, so
+            # the parent's products and subtraction take it as is, not spread over the rows
+            # (the same numbers: each element meets the same value either way)
+            probs = out._saved[1]
+            grad = np.multiply(probs, row_grad, order="C")
+            grad[_row_numbers(target.shape[0]), target] -= row_grad
+            return (grad,)
+        return SoftmaxCrossEntropy.backward(broadcast_array(row_grad[..., None], target.shape),
+                                            out, xp)
 
 
 def _row_numbers(n):
