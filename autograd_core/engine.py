@@ -152,22 +152,36 @@ class _Sweep:
             acc[leaf] = stacked_products(parts, acc.get(leaf))
             owned.add(leaf)
         parts = None
-        for leaf in leaves:  # each .grad written before the next leaf's hooks run, which
-            g = acc.pop(leaf, None)  # may read it; a copied gradient is freed at once
-            if g is None:
-                continue
-            if leaf._hooks:
-                owned.discard(leaf)  # a hook may have kept it
-                g = _apply_hooks(leaf, g, self.xp)
-            if want is not None:
-                if leaf in want:
-                    captured[leaf] = g
-                continue
-            with _grad_lock:  # backwards in several threads may share a leaf
+        if want is not None:
+            for leaf in leaves:
+                g = acc.pop(leaf, None)
+                if g is not None:
+                    g = _apply_hooks(leaf, g, self.xp) if leaf._hooks else g
+                    if leaf in want:
+                        captured[leaf] = g
+            return
+        # Backwards in several threads may share a leaf: the lock guards each check-then-write
+        # of a .grad. It is taken once for all the leaves (not once a leaf: ~0.2 us each), and
+        # let go while a leaf's hooks run, which may run a backward of their own.
+        _grad_lock.acquire()
+        try:
+            for leaf in leaves:  # each .grad written before the next leaf's hooks run, which
+                g = acc.pop(leaf, None)  # may read it; a copied gradient is freed at once
+                if g is None:
+                    continue
+                if leaf._hooks:
+                    owned.discard(leaf)  # a hook may have kept it
+                    _grad_lock.release()
+                    try:
+                        g = _apply_hooks(leaf, g, self.xp)
+                    finally:
+                        _grad_lock.acquire()
                 if leaf.grad is None and leaf in owned and g.dtype == leaf._data.dtype:
                     leaf.grad = _make(g)  # an array only the sweep held: no copy needed
                 else:
                     _accumulate_grad(leaf, g, self.create_graph)
+        finally:
+            _grad_lock.release()
 
 
 def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=None):
