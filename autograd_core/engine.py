@@ -224,10 +224,10 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
             op = t._op
             step = op.sweep_step
             if fast and step is not None and step[0] is op.backward:  # the rule as text
-                step[1](t, g, acc, owned)
-                if not retain_graph:
-                    t._inputs = t._saved = None
-                continue
+                if step[1](t, g, acc, owned, sweep) is not False:  # (False: a split step
+                    if not retain_graph:  # declined, and the general path runs the rule)
+                        t._inputs = t._saved = None
+                    continue
             if fast and op.fast_backward is not None:
                 grads = op.fast_backward(op, g, t, sweep)
             else:

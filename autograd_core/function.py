@@ -115,7 +115,9 @@ class Op:
       forward or rule (its own, or a mixin's) does not inherit its parent's text for it, and
       a function put in place of the one a text was declared for leaves the text unused.
       The eager sweep runs an op whose rule is text through one generated step
-      (sweep_steps.py). An elementwise op (`batch = "elementwise"`) whose one rule reads
+      (sweep_steps.py); an op with a split rule gets one where `inline_split(None)` gives
+      texts for any node of the op (each input's gradient then asked for as it runs; the
+      left and right texts name only inputs up to the weight), or None where it has none. An elementwise op (`batch = "elementwise"`) whose one rule reads
       `"{g} * (F)"`, F computed from `{out}._data` or `{x0}` alone, lets a replayed loop
       compute F for all its steps at once (replay_texts.factor).
     """
@@ -167,8 +169,13 @@ class Op:
         # the function it was declared for (not one put in the parent's place meanwhile)
         cls.described = {text: getattr(cls, made) if new(text) else parent.described.get(text)
                          for text, made in _DESCRIBES.items()}
-        rule = cls.described["inline_backward"]
-        cls.sweep_step = (rule, _first_step) if isinstance(cls.inline_backward, tuple) else None
+        if cls.split_input is not None:  # a split rule's step, where it has a text
+            cls.sweep_step = ((cls.backward, _first_step) if cls.inline_split is not None
+                              and cls.backward_split is not None else None)
+        elif isinstance(cls.inline_backward, tuple):
+            cls.sweep_step = (cls.described["inline_backward"], _first_step)
+        else:
+            cls.sweep_step = None
         if cls.name is None:  # an abstract family (declarations may be partial)
             return
         missing = [d for d in DECLARATIONS if getattr(cls, d) is _UNDECLARED]
@@ -290,11 +297,12 @@ def _check_texts(cls):
             check_text(cls, what, text, len(roles))
 
 
-def _first_step(t, g, acc, owned):
+def _first_step(t, g, acc, owned, sweep):
     """An op's sweep step until the sweep first meets the op: makes it (sweep_steps, kept as
-    Op.sweep_step), then runs it."""
+    Op.sweep_step), then runs it; False (the op's rule runs) where it has none after all."""
     from .sweep_steps import make_step  # (sweep_steps reads this module's texts)
-    return make_step(t._op)(t, g, acc, owned)
+    step = make_step(t._op)
+    return False if step is None else step(t, g, acc, owned, sweep)
 
 
 def _sparse_backward(op, g, out, sweep):

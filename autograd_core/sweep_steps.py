@@ -9,6 +9,13 @@ It computes what the rule computes and adds it as the loop adds it, with the sam
 in the same order, so the gradients keep their bits; each input's gradient is added before the
 next one is computed, which changes nothing: the sweep adds in place only into arrays it
 allocated for inputs not reached yet, and a rule reads only its node's gradient and values.
+
+An op with a split rule (Op.backward_split: a matrix product whose weight's gradient the
+sweep defers) gets a step too where its `inline_split` has a text for any node
+(`inline_split(None)`): the other inputs' gradients as above, then the weight's as
+`_Sweep.defer` makes it (its product now, or kept for the weight's other uses). It declines
+(returns False, and the sweep runs the op's rule) where the weight needs no gradient, or
+where a split rule other than the one the text describes was put in place.
 """
 import linecache
 
@@ -16,40 +23,90 @@ import numpy as np
 
 from .backmath import ArrayMath
 from .function import inline_text
+from .ops.linalg import product_text
 from .replay_texts import NAMES as TEXT_NAMES
 
 _NAMES = dict(TEXT_NAMES, sum_to=ArrayMath.sum_to, ndarray=np.ndarray)
 
 
 def make_step(op):
-    """The step of `op` (kept as op.sweep_step), run as step(node, g, acc, owned)."""
+    """The step of `op` (kept as op.sweep_step), run as step(node, g, acc, owned, sweep);
+    None (kept too) where the op has no text for it."""
+    if op.split_input is not None:
+        return _make_split_step(op)
     text = inline_text(op, "inline_backward", None)
     inputs = [f"i{k}" for k in range(len(text))]
-    lines = ["def step(t, g, acc, owned):", f"    {', '.join(inputs)}, = t._inputs"]
+    lines = ["def step(t, g, acc, owned, sweep):", f"    {', '.join(inputs)}, = t._inputs"]
     arrays = {f"x{k}": f"{name}._data" for k, name in enumerate(inputs)}
     for name, expr in zip(inputs, text):
-        if expr is None:  # an input the rule gives nothing (not differentiated)
+        if expr is not None:  # None: an input the rule gives nothing (not differentiated)
+            lines += _adding(name, expr.format(g="g", out="t", **arrays), "    ")
+    return _made(op, op.described["inline_backward"], lines, {})
+
+
+def _make_split_step(op):
+    texts = inline_text(op, "inline_split", None)
+    if texts is None:  # no text for every node (matmul: 1-D operands have no split)
+        op.sweep_step = None
+        return None
+    grads, left, right = texts
+    k = op.split_input
+    inputs = [f"i{j}" for j in range(len(grads))]
+    arrays = {f"x{j}": f"{name}._data" for j, name in enumerate(inputs)}
+    # the inputs up to the weight are there on every node (left and right read only them);
+    # one after it may be absent (linear's bias)
+    lines = ["def step(t, g, acc, owned, sweep):",
+             "    inputs = t._inputs",
+             *(f"    {name} = inputs[{j}]" for j, name in enumerate(inputs[:k + 1])),
+             f"    if not {inputs[k]}.requires_grad or t._op.backward_split is not split:",
+             "        return False  # the op's rule runs instead"]
+    for j, (name, expr) in enumerate(zip(inputs, grads)):
+        if j == k or expr is None:
             continue
-        lines += [f"    if {name}.requires_grad:",
-                  f"        gi = {expr.format(g='g', out='t', **arrays)}",
-                  f"        prev = acc.get({name})",
-                  f"        if gi.shape != {name}._data.shape:",
-                  f"            gi = sum_to(gi, {name}._data.shape)",
-                  "            if prev is None and type(gi) is ndarray:  # summed: a new array",
-                  f"                owned.add({name})",
-                  "        if prev is None:",
-                  f"            acc[{name}] = gi",
-                  f"        elif {name} in owned:",
-                  "            prev += gi",
-                  "        else:",
-                  f"            acc[{name}] = prev = prev + gi",
-                  "            if type(prev) is ndarray:  # 0-d results are immutable scalars",
-                  f"                owned.add({name})"]
-    namespace = dict(_NAMES)
+        expr = expr.format(g="g", out="t", **arrays)
+        if j < k:
+            lines += _adding(name, expr, "    ")
+        else:
+            lines += [f"    if len(inputs) > {j}:", f"        {name} = inputs[{j}]"]
+            lines += _adding(name, expr, "        ")
+    weight = inputs[k]
+    lines += [f"    left = {left.format(g='g', out='t', **arrays)}",
+              f"    right = {right.format(g='g', out='t', **arrays)}",
+              f"    if {weight} in sweep.shared:  # its other uses' products come with it",
+              f"        sweep.defer({weight}, left, right, t)",
+              "    else:  # as defer does: its only use, so its product is its gradient",
+              f"        acc[{weight}] = {product_text('left.T', 'right')}",
+              f"        owned.add({weight})"]
+    return _made(op, op.backward, lines, {"split": op.described["inline_split"]})
+
+
+def _adding(name, expr, indent):
+    """The lines that compute input `name`'s gradient `expr` and add it as the sweep does."""
+    lines = [f"if {name}.requires_grad:",
+             f"    gi = {expr}",
+             f"    prev = acc.get({name})",
+             f"    if gi.shape != {name}._data.shape:",
+             f"        gi = sum_to(gi, {name}._data.shape)",
+             "        if prev is None and type(gi) is ndarray:  # summed: a new array",
+             f"            owned.add({name})",
+             "    if prev is None:",
+             f"        acc[{name}] = gi",
+             f"    elif {name} in owned:",
+             "        prev += gi",
+             "    else:",
+             f"        acc[{name}] = prev = prev + gi",
+             "        if type(prev) is ndarray:  # 0-d results are immutable scalars",
+             f"            owned.add({name})"]
+    return [indent + line for line in lines]
+
+
+def _made(op, rule, lines, names):
+    """The step compiled from `lines`, kept on the op beside the rule it was made for."""
+    namespace = dict(_NAMES, **names)
     code = "\n".join(lines) + "\n"
     name = f"<sweep step of {op.__module__}.{op.__qualname__}>"
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)  # for tracebacks
     exec(compile(code, name, "exec"), namespace)
     step = namespace["step"]
-    op.sweep_step = (op.described["inline_backward"], step)
+    op.sweep_step = (rule, step)
     return step

@@ -23,6 +23,15 @@ def product(a, b):
     return np.matmul(a, b)
 
 
+def product_text(a, b):
+    """product(a, b) as generated code writes it, for two expressions of arrays (each
+    evaluated once, into the names a_ and b_): the array's own dot asked for where product
+    takes it, product itself otherwise (the same call and bits, without a Python call around
+    the common case)."""
+    return (f"(a_.dot(b_) if (a_ := {a}).dtype is (b_ := {b}).dtype and "
+            f"a_.ndim == 2 == b_.ndim and a_.size > 1 and b_.size > 1 else product(a_, b_))")
+
+
 def dot_applies(a, b):
     """Whether product(a, b) calls a.dot(b) for arrays with these shapes and dtypes."""
     return a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.size + b.size > 2
@@ -101,6 +110,8 @@ class MatMul(Op):
 
     @staticmethod
     def inline_split(out):
+        if out is None:  # no text for any node: 1-D operands have no split
+            return None
         a, b = out._inputs
         if a._data.ndim != 2 or b._data.ndim != 2:
             return None
@@ -164,6 +175,8 @@ class AddMM(Op):
 
     @staticmethod
     def inline_split(out):
+        if out is None:  # the eager sweep's step, for any node (sweep_steps.py)
+            return ("{g}", product_text("{g}", "{x2}.T"), None), "{x1}", "{g}"
         c, a, b = out._inputs
         return ("{g}" if c.requires_grad else None,
                 _gradient_product_text(out, b._data.T, "{x2}.T", "{x2}") if a.requires_grad
@@ -246,6 +259,8 @@ class Linear(Op):
 
     @staticmethod
     def inline_split(out):
+        if out is None:  # the eager sweep's step, for any node (sweep_steps.py)
+            return (product_text("{g}", "{x1}"), None, "{g}"), "{g}", "{x0}"
         x, w = out._inputs[0], out._inputs[1]
         grads = (_gradient_product_text(out, w._data, "{x1}", "{x1}") if x.requires_grad
                  else None, None)
