@@ -21,6 +21,7 @@ from .tensor import Tensor, _make
 
 
 _grad_lock = threading.Lock()  # guards the check-then-write of a leaf's .grad
+_RUN = 64  # a shared weight's deferred factors are stacked by runs of this many uses
 
 
 def _apply_hooks(t, g, xp):
@@ -65,6 +66,7 @@ class _Sweep:
         self.observers = [o for o in observers if o.contributions] if observers else ()
         self.glancers = [o for o in observers if not o.contributions] if observers else ()
         self.acc, self.owned, self.pending, self.deferred_by = {}, set(), {}, {}
+        self.runs = {}  # weight -> its uses' factors stacked in runs so far (see stack_run)
 
     # ---- the capabilities an op may declare (see Op.backward_into / backward_split) -------
     def add_into(self, op, g, t):
@@ -96,6 +98,27 @@ class _Sweep:
             self.pending[weight] = parts = []
         parts.append((left, right))
         self.deferred_by.setdefault(weight, []).append((node._inputs, node._seq, node._op))
+        if len(parts) == _RUN:
+            self.stack_run(weight, parts)
+
+    def stack_run(self, weight, parts):
+        """The factors of `weight`'s last uses stacked now, while the sweep has them at hand,
+        as one pair (in the order they were recorded, as stacked_products stacks them): at
+        the end the sweep stacks a few runs, not every use's factors. In a long unroll those
+        are thousands of small arrays spread over memory, and their stacking grew faster than
+        the length. The stacks are the same arrays either way: the same product, the same
+        bits."""
+        run = parts[::-1]
+        self.runs.setdefault(weight, []).append(
+            (np.concatenate([left for left, _ in run]),
+             np.concatenate([right for _, right in run])))
+        parts.clear()
+
+    def factors(self, weight, parts):
+        """Every deferred factor pair of `weight` (stacked runs, then the uses since), in the
+        order the sweep met them."""
+        runs = self.runs.pop(weight, None)
+        return parts if runs is None else runs + parts
 
     def products(self, t, g):
         """`g` plus the deferred products of `t`'s uses as a weight, if any."""
@@ -103,7 +126,7 @@ class _Sweep:
         if parts is None:
             return g
         self.check_deferred(t)
-        return stacked_products(parts, g)
+        return stacked_products(self.factors(t, parts), g)
 
     def check_deferred(self, weight):
         for inputs, seq, op in self.deferred_by.pop(weight, ()):
@@ -149,7 +172,7 @@ class _Sweep:
         while self.pending:
             leaf, parts = self.pending.popitem()  # popped: its factors are freed once used
             self.check_deferred(leaf)
-            acc[leaf] = stacked_products(parts, acc.get(leaf))
+            acc[leaf] = stacked_products(self.factors(leaf, parts), acc.get(leaf))
             owned.add(leaf)
         parts = None
         if want is not None:

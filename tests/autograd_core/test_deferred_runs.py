@@ -1,0 +1,98 @@
+"""A shared weight's deferred factors are stacked by runs as the sweep goes (engine._RUN uses
+at a time) instead of all at the end: the same stacks, so the same gradient to the bit, for
+any number of uses, dtypes mixed within a run, and an in-place change found as before."""
+import numpy as np
+import pytest
+
+import autograd_core as ag
+from autograd_core import engine
+from autograd_core.tensor import Tensor
+
+
+def _unroll(w, h0, xs):
+    h = h0
+    for x in xs:
+        h = ag.tanh(ag.linear(h, w) + x)
+    return (h * h).sum()
+
+
+def _grads(uses, dtype=np.float32, run=None, monkeypatch=None, xdtype=None):
+    rng = np.random.default_rng(uses)
+    w = Tensor((rng.standard_normal((8, 8)) * 0.3).astype(dtype), requires_grad=True)
+    h0 = Tensor(rng.standard_normal((3, 8)).astype(dtype), requires_grad=True)
+    xs = [Tensor(rng.standard_normal((3, 8)).astype(xdtype or dtype)) for _ in range(uses)]
+    if run is not None:
+        monkeypatch.setattr(engine, "_RUN", run)
+    _unroll(w, h0, xs).backward()
+    return w.grad.numpy(), h0.grad.numpy()
+
+
+@pytest.mark.parametrize("uses", [1, 2, 63, 64, 65, 128, 129, 300])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_runs_give_the_same_bits_as_one_stack_at_the_end(monkeypatch, uses, dtype):
+    with monkeypatch.context() as m:
+        want = _grads(uses, dtype, run=10**9, monkeypatch=m)  # never a run: all at the end
+    for run in (engine._RUN, 1, 2, 7):
+        with monkeypatch.context() as m:
+            got = _grads(uses, dtype, run=run, monkeypatch=m)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def test_factors_of_mixed_dtypes_in_one_run(monkeypatch):
+    """float32 states, float64 inputs from step 3 on: the factors change dtype inside a run
+    and between runs; the stacks promote alike."""
+    def grads(run):
+        rng = np.random.default_rng(5)
+        w = Tensor((rng.standard_normal((4, 4)) * 0.3).astype(np.float32), requires_grad=True)
+        h = Tensor(rng.standard_normal((2, 4)).astype(np.float32), requires_grad=True)
+        for t in range(20):
+            x = rng.standard_normal((2, 4)).astype(np.float64 if t >= 3 else np.float32)
+            h = ag.tanh(ag.linear(h, w) + Tensor(x))
+        with monkeypatch.context() as m:
+            m.setattr(engine, "_RUN", run)
+            h.sum().backward()
+        return w.grad.numpy()
+
+    want = grads(10**9)
+    for run in (2, 3, 5):
+        got = grads(run)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    assert want.dtype == np.float32  # the weight's gradient keeps its own dtype
+
+
+def test_the_gradient_is_the_sum_of_the_uses_products():
+    rng = np.random.default_rng(3)
+    w = Tensor(rng.standard_normal((5, 5)) * 0.2, requires_grad=True)
+    xs = [Tensor(rng.standard_normal((2, 5))) for _ in range(150)]
+    outs = [ag.linear(x, w) for x in xs]  # 150 uses of w, each its own branch
+    total = outs[0].sum()
+    for o in outs[1:]:
+        total = total + (o * o).sum()
+    total.backward()
+    want = np.ones((5, 2)) @ xs[0].numpy()
+    for x, o in zip(xs[1:], outs[1:]):
+        want += (2 * o.numpy()).T @ x.numpy()
+    np.testing.assert_allclose(w.grad.numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+def test_an_in_place_change_by_a_hook_after_a_run_is_still_found(monkeypatch):
+    """A hook changes a state that early uses read, after their factors were stacked: the
+    sweep refuses, as it did when the factors waited for the end."""
+    monkeypatch.setattr(engine, "_RUN", 4)
+    rng = np.random.default_rng(4)
+    w = Tensor(rng.standard_normal((3, 3)) * 0.3, requires_grad=True)
+    h0 = Tensor(rng.standard_normal((1, 3)), requires_grad=True)
+    h = ag.tanh(ag.linear(h0, w))
+    early = h
+    for _ in range(12):
+        h = ag.tanh(ag.linear(h, w))
+
+    def change(g):  # runs when the sweep reaches early, long after the later uses' runs
+        early.data = np.zeros_like(early.data)  # assigning .data is an in-place change
+
+    early.register_hook(change)
+    h0_grad_before = h0.grad
+    with pytest.raises(RuntimeError, match="modified in place"):
+        h.sum().backward()
+    assert h0_grad_before is None and h0.grad is None and w.grad is None
