@@ -5,6 +5,7 @@ leaves (and on tensors that asked for `retain_grad()`). The walk is iterative, s
 depth (a 100,000-step unroll) work without touching Python's recursion limit.
 """
 import threading
+from operator import attrgetter
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from .tensor import Tensor, _make
 
 _grad_lock = threading.Lock()  # guards the check-then-write of a leaf's .grad
 _RUN = 64  # a shared weight's deferred factors are stacked by runs of this many uses
+_dtype = attrgetter("dtype")
 
 
 def _apply_hooks(t, g, xp):
@@ -109,9 +111,12 @@ class _Sweep:
         the length. The stacks are the same arrays either way: the same product, the same
         bits."""
         run = parts[::-1]
-        self.runs.setdefault(weight, []).append(
-            (np.concatenate([left for left, _ in run]),
-             np.concatenate([right for _, right in run])))
+        lefts, rights = [left for left, _ in run], [right for _, right in run]
+        if len(set(map(_dtype, lefts))) != 1 or len(set(map(_dtype, rights))) != 1:
+            return  # mixed dtypes: numpy's promotion of a stack of stacks could differ from
+            # the stack's (int16 and uint16 factors beside float32 ones), so this weight's
+            # factors wait for the end, as they all did before
+        self.runs.setdefault(weight, []).append((np.concatenate(lefts), np.concatenate(rights)))
         parts.clear()
 
     def factors(self, weight, parts):
@@ -137,7 +142,9 @@ class _Sweep:
     def arrive(self, t, g, want, captured):
         hooks = t._hooks
         if hooks:
-            g = _apply_hooks(t, g, self.xp)
+            if self.pending and type(g) is np.ndarray:  # g may be a deferred factor too (a
+                g = g.copy()  # bias's gradient is the linear's): a hook that changes its
+            g = _apply_hooks(t, g, self.xp)  # argument in place changes only its own
         if want is not None:
             if t in want:
                 captured[t] = g
@@ -184,27 +191,35 @@ class _Sweep:
                         captured[leaf] = g
             return
         # Backwards in several threads may share a leaf: the lock guards each check-then-write
-        # of a .grad. It is taken once for all the leaves (not once a leaf: ~0.2 us each), and
-        # let go while a leaf's hooks run, which may run a backward of their own.
-        _grad_lock.acquire()
-        try:
-            for leaf in leaves:  # each .grad written before the next leaf's hooks run, which
-                g = acc.pop(leaf, None)  # may read it; a copied gradient is freed at once
-                if g is None:
-                    continue
-                if leaf._hooks:
-                    owned.discard(leaf)  # a hook may have kept it
-                    _grad_lock.release()
-                    try:
-                        g = _apply_hooks(leaf, g, self.xp)
-                    finally:
-                        _grad_lock.acquire()
-                if leaf.grad is None and leaf in owned and g.dtype == leaf._data.dtype:
-                    leaf.grad = _make(g)  # an array only the sweep held: no copy needed
-                else:
-                    _accumulate_grad(leaf, g, self.create_graph)
-        finally:
-            _grad_lock.release()
+        # of a .grad. Without hooks it is taken once for all the leaves (~0.2 us a leaf less);
+        # hooks run user code (a backward of its own, an exception), so with them it is taken
+        # leaf by leaf, after the leaf's hooks ran.
+        for leaf in leaves:
+            if leaf._hooks:
+                break
+        else:
+            with _grad_lock:
+                for leaf in leaves:
+                    g = acc.pop(leaf, None)  # a copied gradient is freed at once
+                    if g is not None:
+                        self.write_grad(leaf, g)
+            return
+        for leaf in leaves:  # each .grad written before the next leaf's hooks run, which
+            g = acc.pop(leaf, None)  # may read it
+            if g is None:
+                continue
+            if leaf._hooks:
+                owned.discard(leaf)  # a hook may have kept it
+                g = _apply_hooks(leaf, g, self.xp)
+            with _grad_lock:
+                self.write_grad(leaf, g)
+
+    def write_grad(self, leaf, g):
+        """leaf.grad gets `g` (added to what it holds); the caller holds _grad_lock."""
+        if leaf.grad is None and leaf in self.owned and g.dtype == leaf._data.dtype:
+            leaf.grad = _make(g)  # an array only the sweep held: no copy needed
+        else:
+            _accumulate_grad(leaf, g, self.create_graph)
 
 
 def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=None):

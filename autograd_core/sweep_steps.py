@@ -45,12 +45,21 @@ def make_step(op):
 
 
 def _make_split_step(op):
-    texts = inline_text(op, "inline_split", None)
-    if texts is None:  # no text for every node (matmul: 1-D operands have no split)
+    try:
+        texts = inline_text(op, "inline_split", None)
+    except Exception:  # noqa: BLE001 - a text function written for a node only (an op
+        texts = None  # of its own whose function reads out._inputs): no step, the rule runs
         op.sweep_step = None
         return None
+    if texts is None:
+        if op.backward_split is op.described["inline_split"]:
+            op.sweep_step = None  # no text for every node (matmul: 1-D operands, no split)
+        return None  # (else a split rule put in place: asked again when it is put back)
     grads, left, right = texts
     k = op.split_input
+    if any(f"{{x{j}}}" in left + right for j in range(k + 1, len(grads))):
+        op.sweep_step = None  # the factors read an input that a node may lack: no step
+        return None
     inputs = [f"i{j}" for j in range(len(grads))]
     arrays = {f"x{j}": f"{name}._data" for j, name in enumerate(inputs)}
     # the inputs up to the weight are there on every node (left and right read only them);

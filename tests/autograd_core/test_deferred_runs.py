@@ -96,3 +96,25 @@ def test_an_in_place_change_by_a_hook_after_a_run_is_still_found(monkeypatch):
     with pytest.raises(RuntimeError, match="modified in place"):
         h.sum().backward()
     assert h0_grad_before is None and h0.grad is None and w.grad is None
+
+
+@pytest.mark.parametrize("run", [64, 10**9])
+def test_a_hook_changing_its_gradient_in_place_changes_only_its_own(monkeypatch, run):
+    """A bias of shape (n, out) gets the linear's gradient array itself, which is also the
+    weight's deferred left factor: the bias's hook multiplies its argument in place. The
+    bias's own gradient is changed, the weight's is the true one, whatever the runs."""
+    monkeypatch.setattr(engine, "_RUN", run)
+    rng = np.random.default_rng(1)
+    w = Tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    p = Tensor(rng.standard_normal((1, 3)), requires_grad=True)
+    bias = p * 1.0  # recorded before every use: the sweep reaches it last
+    bias.register_hook(lambda g: g.data.__imul__(100.0))
+    xs = [rng.standard_normal((1, 2)) for _ in range(70)]
+    total = None
+    for k, x in enumerate(xs):
+        s = (ag.linear(Tensor(x), w, bias if k == 69 else None) * float(k + 1)).sum()
+        total = s if total is None else total + s
+    total.backward()
+    want_w = sum(float(k + 1) * np.ones((3, 1)) @ x for k, x in enumerate(xs))
+    np.testing.assert_allclose(w.grad.numpy(), want_w, rtol=1e-12)
+    np.testing.assert_allclose(p.grad.numpy(), 100.0 * 70.0 * np.ones((1, 3)), rtol=1e-12)

@@ -1,6 +1,6 @@
-"""The lock around the .grad writes at the end of a backward: taken once for all the leaves,
-let go while a leaf's hooks run (which may run a backward of their own, or raise), and never
-left held."""
+"""The lock around the .grad writes at the end of a backward: taken once for all the leaves
+when none has hooks, leaf by leaf after each leaf's hooks otherwise (a hook may run a backward
+of its own, or raise), and never left held."""
 import threading
 
 import numpy as np
