@@ -38,9 +38,12 @@ def make_step(op):
     inputs = [f"i{k}" for k in range(len(text))]
     lines = ["def step(t, g, acc, owned, sweep):", f"    {', '.join(inputs)}, = t._inputs"]
     arrays = {f"x{k}": f"{name}._data" for k, name in enumerate(inputs)}
+    # A unary elementwise op's output has its input's shape, and so has g (the sweep hands
+    # each node a gradient of its shape), so the rule's result needs no shape check.
+    same_shape = op.batch == "elementwise" and len(text) == 1
     for name, expr in zip(inputs, text):
         if expr is not None:  # None: an input the rule gives nothing (not differentiated)
-            lines += _adding(name, expr.format(g="g", out="t", **arrays), "    ")
+            lines += _adding(name, expr.format(g="g", out="t", **arrays), "    ", same_shape)
     return _made(op, op.described["inline_backward"], lines, {})
 
 
@@ -89,23 +92,25 @@ def _make_split_step(op):
     return _made(op, op.backward, lines, {"split": op.described["inline_split"]})
 
 
-def _adding(name, expr, indent):
-    """The lines that compute input `name`'s gradient `expr` and add it as the sweep does."""
+def _adding(name, expr, indent, same_shape=False):
+    """The lines that compute input `name`'s gradient `expr` and add it as the sweep does
+    (summed to the input's shape first, unless it is known to have it)."""
     lines = [f"if {name}.requires_grad:",
              f"    gi = {expr}",
-             f"    prev = acc.get({name})",
-             f"    if gi.shape != {name}._data.shape:",
-             f"        gi = sum_to(gi, {name}._data.shape)",
-             "        if prev is None and type(gi) is ndarray:  # summed: a new array",
-             f"            owned.add({name})",
-             "    if prev is None:",
-             f"        acc[{name}] = gi",
-             f"    elif {name} in owned:",
-             "        prev += gi",
-             "    else:",
-             f"        acc[{name}] = prev = prev + gi",
-             "        if type(prev) is ndarray:  # 0-d results are immutable scalars",
-             f"            owned.add({name})"]
+             f"    prev = acc.get({name})"]
+    if not same_shape:
+        lines += [f"    if gi.shape != {name}._data.shape:",
+                  f"        gi = sum_to(gi, {name}._data.shape)",
+                  "        if prev is None and type(gi) is ndarray:  # summed: a new array",
+                  f"            owned.add({name})"]
+    lines += ["    if prev is None:",
+              f"        acc[{name}] = gi",
+              f"    elif {name} in owned:",
+              "        prev += gi",
+              "    else:",
+              f"        acc[{name}] = prev = prev + gi",
+              "        if type(prev) is ndarray:  # 0-d results are immutable scalars",
+              f"            owned.add({name})"]
     return [indent + line for line in lines]
 
 
