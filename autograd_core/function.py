@@ -91,7 +91,7 @@ class Op:
     - `backward_into(g, out, buf)`: for one input with a sparse gradient (indexing), add the
       input's gradient into `buf` in place.
     - `backward_split(g, out)` with `split_input`: the input at `split_input` is a matrix W
-      with gradient left^T @ right; return (the inputs' gradients with None for W, left,
+      with gradient left^T @ right (left and right 2-D); return (the inputs' gradients with None for W, left,
       right), or None where it does not apply. The sweep keeps the (left, right) pairs of
       every use of W and multiplies once, stacked, when it reaches W (a W that no other use
       reads gets left^T @ right at once).

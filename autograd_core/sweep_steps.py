@@ -87,7 +87,7 @@ def _make_split_step(op):
               f"    if {weight} in sweep.shared:  # its other uses' products come with it",
               f"        sweep.defer({weight}, left, right, t)",
               "    else:  # as defer does: its only use, so its product is its gradient",
-              f"        acc[{weight}] = {product_text('left.T', 'right')}",
+              f"        acc[{weight}] = {product_text('left.T', 'right', two_d=True)}",
               f"        owned.add({weight})"]
     return _made(op, op.backward, lines, {"split": op.described["inline_split"]})
 

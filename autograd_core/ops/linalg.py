@@ -23,13 +23,14 @@ def product(a, b):
     return np.matmul(a, b)
 
 
-def product_text(a, b):
+def product_text(a, b, two_d=False):
     """product(a, b) as generated code writes it, for two expressions of arrays (each
     evaluated once, into the names a_ and b_): the array's own dot asked for where product
     takes it, product itself otherwise (the same call and bits, without a Python call around
-    the common case)."""
-    return (f"(a_.dot(b_) if (a_ := {a}).dtype is (b_ := {b}).dtype and "
-            f"a_.ndim == 2 == b_.ndim and a_.size > 1 and b_.size > 1 else product(a_, b_))")
+    the common case). `two_d`: both are known to be 2-D (their ndim is not asked)."""
+    dims = "" if two_d else "a_.ndim == 2 == b_.ndim and "
+    return (f"(a_.dot(b_) if (a_ := {a}).dtype is (b_ := {b}).dtype and {dims}"
+            f"a_.size > 1 and b_.size > 1 else product(a_, b_))")
 
 
 def dot_applies(a, b):
@@ -176,7 +177,7 @@ class AddMM(Op):
     @staticmethod
     def inline_split(out):
         if out is None:  # the eager sweep's step, for any node (sweep_steps.py)
-            return ("{g}", product_text("{g}", "{x2}.T"), None), "{x1}", "{g}"
+            return ("{g}", product_text("{g}", "{x2}.T", two_d=True), None), "{x1}", "{g}"
         c, a, b = out._inputs
         return ("{g}" if c.requires_grad else None,
                 _gradient_product_text(out, b._data.T, "{x2}.T", "{x2}") if a.requires_grad
@@ -260,7 +261,7 @@ class Linear(Op):
     @staticmethod
     def inline_split(out):
         if out is None:  # the eager sweep's step, for any node (sweep_steps.py)
-            return (product_text("{g}", "{x1}"), None, "{g}"), "{g}", "{x0}"
+            return (product_text("{g}", "{x1}", two_d=True), None, "{g}"), "{g}", "{x0}"
         x, w = out._inputs[0], out._inputs[1]
         grads = (_gradient_product_text(out, w._data, "{x1}", "{x1}") if x.requires_grad
                  else None, None)
