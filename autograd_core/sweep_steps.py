@@ -38,13 +38,22 @@ def make_step(op):
     inputs = [f"i{k}" for k in range(len(text))]
     lines = ["def step(t, g, acc, owned, sweep):", f"    {', '.join(inputs)}, = t._inputs"]
     arrays = {f"x{k}": f"{name}._data" for k, name in enumerate(inputs)}
-    # A unary elementwise op's output has its input's shape, and so has g (the sweep hands
-    # each node a gradient of its shape), so the rule's result needs no shape check.
-    same_shape = op.batch == "elementwise" and len(text) == 1
+    same_shape = _keeps_shape(op) and len(text) == 1
     for name, expr in zip(inputs, text):
         if expr is not None:  # None: an input the rule gives nothing (not differentiated)
             lines += _adding(name, expr.format(g="g", out="t", **arrays), "    ", same_shape)
     return _made(op, op.described["inline_backward"], lines, {})
+
+
+def _keeps_shape(op):
+    """Whether a one-input op's output always has its input's shape, so that its rule's
+    result, g times a factor of that shape, needs no shape check (the sweep hands each node a
+    gradient of the node's shape): a unary elementwise op of this package, whose forward is
+    its own and takes no array argument. An op of a learner's that declares itself elementwise
+    may broadcast (batching.py allows it: x + an array it keeps), so its results are checked."""
+    owner = next((c for c in op.__mro__ if "forward" in c.__dict__), None)
+    return (op.batch == "elementwise" and len(op.inputs) == 1 and not op.constants
+            and owner is not None and owner.__module__.startswith(f"{__package__}.ops."))
 
 
 def _make_split_step(op):
