@@ -43,9 +43,11 @@ from autograd_core.ops.linalg import AddMM, Linear, product
 from autograd_core.ops.shape import broadcast_array
 from autograd_core.tensor import Tensor
 
+from tests.autograd_core.test_leaf_grad_lock import _lock_is_free
+from tests.autograd_core.test_split_steps import _without_steps as _general_path
+
 torch = pytest.importorskip("torch")
 
-SPLIT_OPS = (Linear, AddMM)
 
 
 def _same(a, b):
@@ -62,18 +64,6 @@ def _same(a, b):
     if a.dtype == object:
         return all(p is q or p == q for p, q in zip(a.flat, b.flat))
     return a.tobytes() == b.tobytes()
-
-
-def _general_path(fn):
-    """fn() with the split steps off: the engine's _split_backward and adding loop."""
-    kept = {op: op.__dict__["sweep_step"] for op in SPLIT_OPS}
-    try:
-        for op in SPLIT_OPS:
-            op.sweep_step = None
-        return fn()
-    finally:
-        for op, step in kept.items():
-            op.sweep_step = step
 
 
 # ==== 1. mean_softmax_cross_entropy's backward ===============================================
@@ -182,13 +172,6 @@ def test_mean_ce_leading_axes_keep_the_old_rule():
 
 
 # ==== 2. the .grad lock ======================================================================
-def _lock_is_free():
-    if engine._grad_lock.acquire(timeout=5):
-        engine._grad_lock.release()
-        return True
-    return False
-
-
 def test_threads_whose_leaf_hooks_run_backwards_lose_no_gradient():
     w = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
     b = Tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
