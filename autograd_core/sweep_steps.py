@@ -59,10 +59,9 @@ def _keeps_shape(op):
 def _make_split_step(op):
     try:
         texts = inline_text(op, "inline_split", None)
-    except Exception:  # noqa: BLE001 - a text function written for a node only (an op
-        texts = None  # of its own whose function reads out._inputs): no step, the rule runs
-        op.sweep_step = None
-        return None
+    except Exception:  # noqa: BLE001 - a text function written for a node only (a
+        op.sweep_step = None  # learner's op whose function reads out._inputs): no step,
+        return None  # the rule runs
     if texts is None:
         if op.backward_split is op.described["inline_split"]:
             op.sweep_step = None  # no text for every node (matmul: 1-D operands, no split)
