@@ -91,8 +91,8 @@ class Op:
     - `backward_into(g, out, buf)`: for one input with a sparse gradient (indexing), add the
       input's gradient into `buf` in place.
     - `backward_split(g, out)` with `split_input`: the input at `split_input` is a matrix W
-      with gradient left^T @ right (left and right 2-D); return (the inputs' gradients with None for W, left,
-      right), or None where it does not apply. The sweep keeps the (left, right) pairs of
+      with gradient left^T @ right (left and right 2-D); return (the inputs' gradients with
+      None for W, left, right), or None where it does not apply. The sweep keeps the (left, right) pairs of
       every use of W and multiplies once, stacked, when it reaches W (a W that no other use
       reads gets left^T @ right at once).
     - `batch`: how replay may run several copies of the op as one call on stacked operands
@@ -117,7 +117,8 @@ class Op:
       The eager sweep runs an op whose rule is text through one generated step
       (sweep_steps.py); an op with a split rule gets one where `inline_split(None)` gives
       texts for any node of the op (each input's gradient then asked for as it runs; the
-      left and right texts name only inputs up to the weight), or None where it has none. An elementwise op (`batch = "elementwise"`) whose one rule reads
+      left and right texts name only inputs up to the weight), or None where it has none.
+      An elementwise op (`batch = "elementwise"`) whose one rule reads
       `"{g} * (F)"`, F computed from `{out}._data` or `{x0}` alone, lets a replayed loop
       compute F for all its steps at once (replay_texts.factor).
     """

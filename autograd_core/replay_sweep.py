@@ -83,7 +83,7 @@ def stacked_rows(rows, pending):
 def compile_steps(nodes, index, batched):
     """The backward's steps, newest first, one per node that requires grad, with all that
     the recording fixes: the node's position in the list of gradients (`index`), its shell
-    and op, how its rule runs (`kind`: the sweep's fast paths, taken as engine._Sweep takes
+    and op, how its rule runs (`kind`: the sweep's fast paths, taken as sweep_state._Sweep takes
     them, and what that kind needs), where each result goes ((result index, position,
     shape) per input that requires grad), and what waits for it (`waits`: WEIGHT, deferred
     products of its uses as a weight; ROWS, the rows of a batched node that its extractions
@@ -146,7 +146,7 @@ def sweep(steps, acc, owned, pending):
             continue
         if kind is RULE:
             grads = op.backward(g, t, xp)
-        elif kind is SPLIT:  # engine._Sweep.defer: W's product waits for its other uses
+        elif kind is SPLIT:  # sweep_state._Sweep.defer: W's product waits for its other uses
             split = op.backward_split(g, t)
             if split is None:
                 grads = op.backward(g, t, xp)
@@ -156,7 +156,7 @@ def sweep(steps, acc, owned, pending):
                 if parts is None:
                     pending[extra] = parts = []
                 parts.append((left, right))
-        else:  # _SPARSE, engine._Sweep.add_into: one zero buffer per input
+        else:  # _SPARSE, sweep_state._Sweep.add_into: one zero buffer per input
             inp, at, shape = extra
             buf = acc[at]
             if buf is None or not owned[at]:

@@ -1,11 +1,11 @@
-"""A shared weight's deferred factors are stacked by runs as the sweep goes (engine._RUN uses
+"""A shared weight's deferred factors are stacked by runs as the sweep goes (sweep_state._RUN uses
 at a time) instead of all at the end: the same stacks, so the same gradient to the bit, for
 any number of uses, dtypes mixed within a run, and an in-place change found as before."""
 import numpy as np
 import pytest
 
 import autograd_core as ag
-from autograd_core import engine
+from autograd_core import sweep_state
 from autograd_core.tensor import Tensor
 
 
@@ -22,7 +22,7 @@ def _grads(uses, dtype=np.float32, run=None, monkeypatch=None, xdtype=None):
     h0 = Tensor(rng.standard_normal((3, 8)).astype(dtype), requires_grad=True)
     xs = [Tensor(rng.standard_normal((3, 8)).astype(xdtype or dtype)) for _ in range(uses)]
     if run is not None:
-        monkeypatch.setattr(engine, "_RUN", run)
+        monkeypatch.setattr(sweep_state, "_RUN", run)
     _unroll(w, h0, xs).backward()
     return w.grad.numpy(), h0.grad.numpy()
 
@@ -32,7 +32,7 @@ def _grads(uses, dtype=np.float32, run=None, monkeypatch=None, xdtype=None):
 def test_runs_give_the_same_bits_as_one_stack_at_the_end(monkeypatch, uses, dtype):
     with monkeypatch.context() as m:
         want = _grads(uses, dtype, run=10**9, monkeypatch=m)  # never a run: all at the end
-    for run in (engine._RUN, 1, 2, 7):
+    for run in (sweep_state._RUN, 1, 2, 7):
         with monkeypatch.context() as m:
             got = _grads(uses, dtype, run=run, monkeypatch=m)
         for a, b in zip(got, want):
@@ -50,7 +50,7 @@ def test_factors_of_mixed_dtypes_in_one_run(monkeypatch):
             x = rng.standard_normal((2, 4)).astype(np.float64 if t >= 3 else np.float32)
             h = ag.tanh(ag.linear(h, w) + Tensor(x))
         with monkeypatch.context() as m:
-            m.setattr(engine, "_RUN", run)
+            m.setattr(sweep_state, "_RUN", run)
             h.sum().backward()
         return w.grad.numpy()
 
@@ -79,7 +79,7 @@ def test_the_gradient_is_the_sum_of_the_uses_products():
 def test_an_in_place_change_by_a_hook_after_a_run_is_still_found(monkeypatch):
     """A hook changes a state that early uses read, after their factors were stacked: the
     sweep refuses, as it did when the factors waited for the end."""
-    monkeypatch.setattr(engine, "_RUN", 4)
+    monkeypatch.setattr(sweep_state, "_RUN", 4)
     rng = np.random.default_rng(4)
     w = Tensor(rng.standard_normal((3, 3)) * 0.3, requires_grad=True)
     h0 = Tensor(rng.standard_normal((1, 3)), requires_grad=True)
@@ -103,7 +103,7 @@ def test_a_hook_changing_its_gradient_in_place_changes_only_its_own(monkeypatch,
     """A bias of shape (n, out) gets the linear's gradient array itself, which is also the
     weight's deferred left factor: the bias's hook multiplies its argument in place. The
     bias's own gradient is changed, the weight's is the true one, whatever the runs."""
-    monkeypatch.setattr(engine, "_RUN", run)
+    monkeypatch.setattr(sweep_state, "_RUN", run)
     rng = np.random.default_rng(1)
     w = Tensor(rng.standard_normal((3, 2)), requires_grad=True)
     p = Tensor(rng.standard_normal((1, 3)), requires_grad=True)

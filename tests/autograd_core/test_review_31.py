@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 import autograd_core as ag
-from autograd_core import engine
+from autograd_core import sweep_state
 from autograd_core.backmath import ArrayMath
 from autograd_core.exact_scalars import exact
 from autograd_core.function import REGISTRY, record
@@ -248,14 +248,14 @@ def test_grad_api_with_a_raising_leaf_hook_takes_no_lock_and_leaves_no_grad():
     a = Tensor(np.array([1.0, 2.0]), requires_grad=True)
     b = Tensor(np.array([3.0, 4.0]), requires_grad=True)
     b.register_hook(lambda g: (_ for _ in ()).throw(KeyboardInterrupt))
-    engine._grad_lock.acquire()
+    sweep_state._grad_lock.acquire()
     try:
         with pytest.raises(KeyboardInterrupt):
             ag.grad((a * b).sum(), [a, b])
         b._hooks = None
         ga, gb = ag.grad((a * b).sum(), [a, b])
     finally:
-        engine._grad_lock.release()
+        sweep_state._grad_lock.release()
     np.testing.assert_array_equal(ga.numpy(), [3.0, 4.0])
     np.testing.assert_array_equal(gb.numpy(), [1.0, 2.0])
     assert a.grad is None and b.grad is None and _lock_is_free()
@@ -272,11 +272,11 @@ def test_bug_ctrl_c_while_retaking_the_lock_releases_another_threads_hold():
     holder_errors = []
 
     def holder():  # another thread in the middle of its own .grad writes
-        engine._grad_lock.acquire()
+        sweep_state._grad_lock.acquire()
         held.set()
         go.wait(10)
         try:
-            engine._grad_lock.release()
+            sweep_state._grad_lock.release()
         except RuntimeError as e:
             holder_errors.append(e)
 
@@ -295,7 +295,7 @@ def test_bug_ctrl_c_while_retaking_the_lock_releases_another_threads_hold():
     try:
         with pytest.raises(KeyboardInterrupt):
             (a * 3.0).sum().backward()
-        still_held_by_helper = engine._grad_lock.locked()
+        still_held_by_helper = sweep_state._grad_lock.locked()
     finally:
         go.set()
         helper.join(10)
@@ -691,7 +691,7 @@ def test_sum_and_mean_rules_spread_a_hostile_single_value():
 # ==== 5. runs of deferred factors ============================================================
 def _with_run(monkeypatch, run, fn):
     with monkeypatch.context() as m:
-        m.setattr(engine, "_RUN", run)
+        m.setattr(sweep_state, "_RUN", run)
         return fn()
 
 
@@ -729,7 +729,7 @@ def test_runs_give_one_stacks_bits_for_uneven_rows_and_mixed_float_dtypes(monkey
     grads, xs, cs, w0 = _uneven_uses(op, uses, dtypes, uses)
     for nonleaf in (False, True):
         want = _with_run(monkeypatch, 10 ** 9, lambda: grads(nonleaf))
-        for run in (engine._RUN, 1, 3, 64):
+        for run in (sweep_state._RUN, 1, 3, 64):
             got = _with_run(monkeypatch, run, lambda: grads(nonleaf))
             assert _same(got, want), (run, nonleaf)
     exact_sum = sum((c.astype(np.float64).T @ x.astype(np.float64)) if op == "linear"
@@ -779,7 +779,7 @@ def test_keyboard_interrupt_half_way_then_backward_again(monkeypatch):
     hs[100].register_hook(interrupt)
     with pytest.raises(KeyboardInterrupt):
         loss.backward(retain_graph=True)
-    assert w.grad is None and h0.grad is None and not engine._grad_lock.locked()
+    assert w.grad is None and h0.grad is None and not sweep_state._grad_lock.locked()
     loss.backward(retain_graph=True)
     got = w.grad.numpy().copy(), h0.grad.numpy().copy()
     w.grad = h0.grad = None
@@ -801,7 +801,7 @@ def test_keyboard_interrupt_without_retain_graph_frees_what_ran_as_before(monkey
         hs[50].register_hook(lambda g: (_ for _ in ()).throw(KeyboardInterrupt))
         loss = hs[-1].sum()
         with monkeypatch.context() as m:
-            m.setattr(engine, "_RUN", run)
+            m.setattr(sweep_state, "_RUN", run)
             with pytest.raises(KeyboardInterrupt):
                 loss.backward()
             with pytest.raises(RuntimeError) as info:
@@ -865,7 +865,7 @@ def test_in_place_change_of_an_input_by_a_hook_after_runs_is_the_same_error(monk
 
         early.register_hook(change)
         with monkeypatch.context() as m:
-            m.setattr(engine, "_RUN", run)
+            m.setattr(sweep_state, "_RUN", run)
             with pytest.raises(RuntimeError) as info:
                 h.sum().backward()
         return str(info.value), w.grad, x0.grad

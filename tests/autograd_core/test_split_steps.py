@@ -163,7 +163,7 @@ def test_create_graph_and_observers_take_the_general_path():
 def test_the_step_itself_adds_the_gradients_it_is_made_for():
     """Called by hand on a node: it does the work (no stepping aside), the weight's product
     made at once for a weight of one use, kept for a shared one."""
-    from autograd_core.engine import _Sweep
+    from autograd_core.sweep_state import _Sweep
     rng = np.random.default_rng(10)
     x, w, b = _t(rng, (3, 2), np.float64), _t(rng, (4, 2), np.float64), _t(rng, (4,),
                                                                              np.float64)
