@@ -737,14 +737,8 @@ def test_runs_give_one_stacks_bits_for_uneven_rows_and_mixed_float_dtypes(monkey
     np.testing.assert_allclose(want, exact_sum, rtol=2e-2, atol=2e-2)
 
 
-def test_runs_of_left_factors_of_every_float_dtype(monkeypatch):
-    """The left factors (each use's gradient) change dtype from use to use: float16, 32, 64."""
-    rng = np.random.default_rng(9)
-    w0 = rng.standard_normal((2, 3)).astype(np.float16)
-    dts = [np.float16, np.float32, np.float64]
-    xs = [rng.standard_normal((2, 3)).astype(np.float16) for _ in range(150)]
-    cs = [rng.standard_normal((2, 2)).astype(dts[j % 3]) for j in range(150)]
-
+def _weighted_uses_grad(w0, xs, cs):
+    """A function giving W's gradient of sum_j sum(linear(x_j, W) * c_j): len(xs) uses of W."""
     def grads():
         w = Tensor(w0.copy(), requires_grad=True)
         total = None
@@ -753,6 +747,18 @@ def test_runs_of_left_factors_of_every_float_dtype(monkeypatch):
             total = s if total is None else total + s
         total.backward()
         return w.grad.numpy()
+    return grads
+
+
+def test_runs_of_left_factors_of_every_float_dtype(monkeypatch):
+    """The left factors (each use's gradient) change dtype from use to use: float16, 32, 64."""
+    rng = np.random.default_rng(9)
+    w0 = rng.standard_normal((2, 3)).astype(np.float16)
+    dts = [np.float16, np.float32, np.float64]
+    xs = [rng.standard_normal((2, 3)).astype(np.float16) for _ in range(150)]
+    cs = [rng.standard_normal((2, 2)).astype(dts[j % 3]) for j in range(150)]
+
+    grads = _weighted_uses_grad(w0, xs, cs)
 
     want = _with_run(monkeypatch, 10 ** 9, grads)
     for run in (64, 5, 1):
@@ -889,14 +895,7 @@ def test_bug_runs_promote_mixed_integer_factors_otherwise(monkeypatch):
                   rng.integers(0, 60000, (3, 7)).astype(np.uint16))
     cs = [rng.standard_normal((3, 5)).astype(np.float32) for _ in xs]
 
-    def grads():
-        w = Tensor(w0.copy(), requires_grad=True)
-        total = None
-        for x, c in zip(xs, cs):
-            s = (ag.linear(Tensor(x), w) * Tensor(c)).sum()
-            total = s if total is None else total + s
-        total.backward()
-        return w.grad.numpy()
+    grads = _weighted_uses_grad(w0, xs, cs)
 
     want = _with_run(monkeypatch, 10 ** 9, grads)
     got = _with_run(monkeypatch, 64, grads)
