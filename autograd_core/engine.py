@@ -53,13 +53,13 @@ def _sweep(roots, root_grads, retain_graph, create_graph, wanted=None, observer=
                 _check_versions(t)  # a hook changed something in place meanwhile
             if glanced:
                 sweep.glance(t, g)
-            op = t._op
-            step = op.sweep_step
-            if fast and step is not None and step[0] is op.backward:  # the rule as text
-                if step[1](t, g, acc, owned, sweep) is not False:  # (False: a split step
-                    if not retain_graph:  # declined, and the general path runs the rule)
+            if fast:  # the rule as text, unless put out of use (False: a split step
+                step = t._op.eager_step  # declined, and the general path runs the rule)
+                if step is not None and step(t, g, acc, owned, sweep) is not False:
+                    if not retain_graph:
                         t._inputs = t._saved = None
                     continue
+            op = t._op
             if fast and op.fast_backward is not None:
                 grads = op.fast_backward(op, g, t, sweep)
             else:

@@ -55,7 +55,39 @@ class Memory:
         return f"Memory(same={self.same}, view={self.view}, temporaries={self.temporaries})"
 
 
-class Op:
+class _OpClass(type):
+    """The class of op classes: keeps `eager_step`, what the sweep runs for a node of the op,
+    in line with `sweep_step` and `backward` whenever either is set or deleted on the class or
+    a parent (a learner's rule put in place, a test's mock), so that the sweep asks one
+    attribute per node instead of comparing the rule each time."""
+
+    def __setattr__(cls, name, value):
+        type.__setattr__(cls, name, value)
+        if name in _STEP_INPUTS:
+            _sync_eager_steps(cls)
+
+    def __delattr__(cls, name):
+        type.__delattr__(cls, name)
+        if name in _STEP_INPUTS:
+            _sync_eager_steps(cls)
+
+
+_STEP_INPUTS = ("sweep_step", "backward")
+
+
+def _sync_eager_steps(cls):
+    """`eager_step` of `cls` and every class below it: the step of `sweep_step` while the
+    rule it was made for is the class's `backward`, else None (the general path)."""
+    todo = [cls]
+    while todo:
+        c = todo.pop()
+        todo.extend(type.__subclasses__(c))
+        made = getattr(c, "sweep_step", None)
+        step = made[1] if made is not None and made[0] is getattr(c, "backward", None) else None
+        type.__setattr__(c, "eager_step", step)
+
+
+class Op(metaclass=_OpClass):
     """A differentiable operation: one class says everything about it.
 
     Declarations (a registered op that leaves one out is refused when its class is made):
@@ -140,6 +172,7 @@ class Op:
     described = {}  # inline text name -> the function it was declared for (see inline_text)
     sweep_step = None  # (rule, step): the sweep's step made from inline_backward (at first a
     # stand-in, _first_step, that makes it when the sweep first meets the op)
+    eager_step = None  # sweep_step's step while its rule is `backward` (kept by _OpClass)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -79,17 +79,17 @@ def _claiming_walk(roots, epoch):
             after = None
             for i in t._inputs:
                 if i.requires_grad:
-                    mark = i._epoch
-                    if mark == epoch:
-                        shared.add(i)
-                    elif i._op is None:  # a leaf, unmarked or marked by an earlier walk
-                        i._epoch = epoch
-                        leaves.append(i)
-                    elif mark is None and not (readers and i in readers):
+                    mark = i._epoch  # (None is asked first: None == epoch is a slow compare)
+                    if mark is None and i._op is not None and not (readers and i in readers):
                         i._epoch = epoch
                         if after is not None:
                             stack.append(after)
                         after = i
+                    elif mark == epoch:
+                        shared.add(i)
+                    elif i._op is None:  # a leaf, unmarked or marked by an earlier walk
+                        i._epoch = epoch
+                        leaves.append(i)
                     else:
                         raise RuntimeError(_freed_message(i))  # freed, or being read
             t = after if after is not None else stack.pop() if stack else None
