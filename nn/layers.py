@@ -22,10 +22,11 @@ class Linear(Module):
         self.bias = Parameter(uniform((out_features,), bound, rng, dtype)) if bias else None
 
     def forward(self, x):
-        if x.shape[-1] != self.in_features:
+        shape = x.shape
+        if not shape or shape[-1] != self.in_features:
             raise ValueError(f"Linear: expected input with last dimension {self.in_features}, "
-                             f"got shape {tuple(x.shape)}")
-        if x.ndim == 2:  # the common case: one node for x W^T + b
+                             f"got shape {tuple(shape)}")
+        if len(shape) == 2:  # the common case: one node for x W^T + b
             return ag.linear(x, self.weight, self.bias)
         if x.ndim > 2:  # (T, B, in): one 2-D product rather than a batched one
             flat = ag.linear(x.reshape(-1, self.in_features), self.weight, self.bias)

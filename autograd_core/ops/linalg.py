@@ -187,9 +187,12 @@ class AddMM(Op):
 def _add_bias(data, c, op):
     """data + c (in place when the dtype allows: no second temporary); c must broadcast to
     data's shape without growing it."""
-    shape = data.shape
+    cd = c._data
     try:
-        data = add_bias_array(data, c._data)
+        if cd.dtype is data.dtype:  # add_bias_array's common case: in place, where numpy
+            return np.add(data, cd, data)  # refuses a bias that would grow data
+        shape = data.shape
+        data = add_bias_array(data, cd)
     except (ValueError, TypeError):
         data = None
     if data is None or data.shape != shape:
@@ -277,11 +280,16 @@ def linear(x, weight, bias=None):
     if not isinstance(weight, Tensor):
         weight = Tensor(weight)
     xd, wd = x._data, weight._data
-    if xd.ndim != 2 or wd.ndim != 2 or xd.shape[1] != wd.shape[1]:
+    xs, ws = xd.shape, wd.shape
+    if len(xs) != 2 or len(ws) != 2 or xs[1] != ws[1]:
         raise shape_error("linear", f"needs x (n, in) and weight (out, in), got shapes "
                                     f"{x.shape} and {weight.shape}")
-    data = product(xd, wd.T)
+    # product(xd, wd.T), its common case asked here (both are 2-D): no call around it
+    wt = wd.T
+    data = (xd.dot(wt) if xd.dtype is wd.dtype and xd.size > 1 and wd.size > 1
+            else product(xd, wt))
     if bias is None:
         return record(Linear, data, (x, weight))
-    bias = as_tensor(bias)
+    if not isinstance(bias, Tensor):
+        bias = Tensor(bias)
     return record(Linear, _add_bias(data, bias, "linear"), (x, weight, bias))

@@ -97,6 +97,27 @@ def test_linear_gradcheck(bias):
                      reduce=lambda o: (o * o).sum())
 
 
+@pytest.mark.parametrize("shape", [(), (4, 5), (5,)])
+def test_linear_refuses_an_input_without_its_features(shape):
+    lin = nn.Linear(3, 2, rng=0)
+    with pytest.raises(ValueError, match=re.escape(f"Linear: expected input with last "
+                                                   f"dimension 3, got shape {shape}")):
+        lin(ag.Tensor(np.ones(shape, dtype=np.float32)))
+
+
+def test_linear_bias_of_another_dtype_or_shape():
+    x, w = ag.Tensor(randn(4, 3)), ag.Tensor(randn(2, 3), requires_grad=True)
+    b32 = ag.Tensor(np.array([1.0, -2.0], dtype=np.float32), requires_grad=True)
+    out = ag.linear(x, w, b32)  # float64 product, float32 bias: added, not in place
+    np.testing.assert_array_equal(out.numpy(), x.numpy() @ w.numpy().T + b32.numpy())
+    out.sum().backward()
+    np.testing.assert_allclose(b32.grad.numpy(), [4.0, 4.0], rtol=0)
+    with pytest.raises(ValueError, match="linear: the bias of shape \\(3,\\)"):
+        ag.linear(x, w, ag.Tensor(np.ones(3)))
+    with pytest.raises(ValueError, match="linear: the bias of shape \\(5, 2\\)"):
+        ag.linear(x, w, ag.Tensor(np.ones((5, 2))))  # would grow the product
+
+
 # ------------------------------------------------------------------------- Embedding
 def test_embedding_lookup_and_repeated_indices_accumulate():
     emb = nn.Embedding(6, 3, rng=0, dtype=np.float64)
