@@ -1,6 +1,9 @@
 """A shared weight's deferred factors are stacked by runs as the sweep goes (sweep_state._RUN uses
 at a time) instead of all at the end: the same stacks, so the same gradient to the bit, for
-any number of uses, dtypes mixed within a run, and an in-place change found as before."""
+any number of uses, dtypes mixed within a run, and an in-place change found as before. The
+uses' inputs are checked for in-place changes when their factors are stacked (and then let go):
+a change made later cannot reach the product, as in PyTorch, where a saved tensor is checked when
+its rule reads it."""
 import numpy as np
 import pytest
 
@@ -118,3 +121,57 @@ def test_a_hook_changing_its_gradient_in_place_changes_only_its_own(monkeypatch,
     want_w = sum(float(k + 1) * np.ones((3, 1)) @ x for k, x in enumerate(xs))
     np.testing.assert_allclose(w.grad.numpy(), want_w, rtol=1e-12)
     np.testing.assert_allclose(p.grad.numpy(), 100.0 * 70.0 * np.ones((1, 3)), rtol=1e-12)
+
+
+def _uses_with_a_late_hook(change_use, run, monkeypatch):
+    """W read by 10 uses linear(x_k, W); a bias node, recorded before every use, is reached
+    after all of them, and its hook changes x_{change_use} in place. Returns (the error or
+    None, W.grad or None, W's gradient from the original xs)."""
+    monkeypatch.setattr(sweep_state, "_RUN", run)
+    rng = np.random.default_rng(5)
+    w = Tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    p = Tensor(rng.standard_normal((1, 3)), requires_grad=True)
+    bias = p * 1.0  # recorded first: the sweep reaches it last
+    xs = [Tensor(rng.standard_normal((1, 2))) for _ in range(10)]
+    originals = [x.numpy().copy() for x in xs]
+
+    def change(g):
+        with ag.no_grad():
+            xs[change_use].add_(1.0)
+
+    bias.register_hook(change)
+    total = None
+    for k, x in enumerate(xs):
+        s = (ag.linear(x, w, bias if k == 9 else None) * float(k + 1)).sum()
+        total = s if total is None else total + s
+    want = sum(float(k + 1) * np.ones((3, 1)) @ x for k, x in enumerate(originals))
+    try:
+        total.backward()
+    except RuntimeError as error:
+        return error, w.grad, want
+    return None, w.grad.numpy(), want
+
+
+@pytest.mark.parametrize("run", [4, 64, 10**9])
+def test_a_change_to_an_input_of_a_use_not_stacked_yet_is_refused(monkeypatch, run):
+    """x_0 is read by the oldest use, whose factors wait (10 uses: 9..6 and 5..2 are runs of
+    4, 1 and 0 are not): the change would reach W's product, so the sweep refuses, whatever
+    the runs, and writes no .grad."""
+    error, grad, _ = _uses_with_a_late_hook(0, run, monkeypatch)
+    assert error is not None and "modified in place" in str(error)
+    assert grad is None
+
+
+def test_a_change_after_a_use_was_stacked_cannot_reach_the_product(monkeypatch):
+    """x_9 is read by the newest use, stacked into a run (copied) before the hook runs: the
+    product is made from the values the forward saw, and W.grad is the true gradient."""
+    error, grad, want = _uses_with_a_late_hook(9, 4, monkeypatch)
+    assert error is None
+    np.testing.assert_allclose(grad, want, rtol=1e-12, atol=1e-12)
+
+
+def test_without_runs_the_same_change_is_refused(monkeypatch):
+    """Without runs (all factors wait for the end) x_9's factor is x_9's array itself, which
+    the change would reach: refused."""
+    error, grad, _ = _uses_with_a_late_hook(9, 10**9, monkeypatch)
+    assert error is not None and "modified in place" in str(error) and grad is None
