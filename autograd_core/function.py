@@ -56,35 +56,57 @@ class Memory:
 
 
 class _OpClass(type):
-    """The class of op classes: keeps `eager_step`, what the sweep runs for a node of the op,
-    in line with `sweep_step` and `backward` whenever either is set or deleted on the class or
-    a parent (a learner's rule put in place, a test's mock), so that the sweep asks one
-    attribute per node instead of comparing the rule each time."""
+    """The class of op classes: keeps what the sweep runs for a node of the op (`eager_step`,
+    `fast_backward`) in line with the rule they were made for, whenever the rule, the step,
+    the fast path or the bases are set or deleted on the class or an op parent (a learner's
+    rule put in place, a test's mock), so that the sweep asks one attribute per node instead
+    of comparing the rule each time."""
 
     def __setattr__(cls, name, value):
         type.__setattr__(cls, name, value)
-        if name in _STEP_INPUTS:
-            _sync_eager_steps(cls)
+        if name in _SYNCED_BY:
+            _sync_fast_paths(cls)
 
     def __delattr__(cls, name):
         type.__delattr__(cls, name)
-        if name in _STEP_INPUTS:
-            _sync_eager_steps(cls)
+        if name in _SYNCED_BY:
+            _sync_fast_paths(cls)
 
 
-_STEP_INPUTS = ("sweep_step", "backward")
+_SYNCED_BY = ("backward", "sweep_step", "fast_path", "__bases__")
 
 
-def _sync_eager_steps(cls):
-    """`eager_step` of `cls` and every class below it: the step of `sweep_step` while the
-    rule it was made for is the class's `backward`, else None (the general path)."""
+def _sync_fast_paths(cls):
+    """`eager_step` and `fast_backward` of `cls` and every class below it: the step of
+    `sweep_step` and the function of `fast_path` while the rule each was made for is the
+    class's `backward`, else None (the general path runs the rule). A class with a plain
+    (non-op) class among its parents, a mixin, gets them guarded: a rule put on the mixin
+    reaches the class without passing through here."""
     todo = [cls]
     while todo:
         c = todo.pop()
         todo.extend(type.__subclasses__(c))
-        made = getattr(c, "sweep_step", None)
-        step = made[1] if made is not None and made[0] is getattr(c, "backward", None) else None
+        rule = getattr(c, "backward", None)
+        made, fast = getattr(c, "sweep_step", None), getattr(c, "fast_path", None)
+        step = made[1] if made is not None and made[0] is rule else None
+        fast = fast[1] if fast is not None and fast[0] is rule else None
+        if any(b is not object and not isinstance(b, _OpClass) for b in c.__mro__):
+            step = None if step is None else _guarded_step(step, rule)
+            fast = None if fast is None else _guarded_fast(fast, rule)
         type.__setattr__(c, "eager_step", step)
+        type.__setattr__(c, "fast_backward", fast)
+
+
+def _guarded_step(step, rule):
+    def guarded(t, g, acc, owned, sweep):  # False: the sweep runs the rule in place now
+        return step(t, g, acc, owned, sweep) if t._op.backward is rule else False
+    return guarded
+
+
+def _guarded_fast(fast, rule):
+    def guarded(op, g, t, sweep):
+        return fast(op, g, t, sweep) if op.backward is rule else op.backward(g, t, sweep.xp)
+    return guarded
 
 
 class Op(metaclass=_OpClass):
@@ -168,7 +190,8 @@ class Op(metaclass=_OpClass):
     checked_inputs = ()  # input positions whose versions a backward checks; None: all
     reads_output = False
     constants = 0  # leading entries of `_saved` that are non-differentiated arguments
-    fast_backward = None  # the sweep's entry to the capability above, or None
+    fast_path = None  # (rule, the sweep's entry to the capability above), or None
+    fast_backward = None  # fast_path's entry while its rule is `backward` (kept by _OpClass)
     described = {}  # inline text name -> the function it was declared for (see inline_text)
     sweep_step = None  # (rule, step): the sweep's step made from inline_backward (at first a
     # stand-in, _first_step, that makes it when the sweep first meets the op)
@@ -196,8 +219,9 @@ class Op(metaclass=_OpClass):
         for text, made in _DESCRIBES.items():
             if new(made) and not new(text):
                 setattr(cls, text, None)  # a new kernel or rule: its parent's text is not it
-        cls.fast_backward = (_sparse_backward if cls.backward_into is not None else
-                             _split_backward if cls.backward_split is not None else None)
+        fast = (_sparse_backward if cls.backward_into is not None else
+                _split_backward if cls.backward_split is not None else None)
+        cls.fast_path = None if fast is None else (cls.backward, fast)
         _check_texts(cls)
         # a text declared here describes the function the class has now; an inherited one
         # the function it was declared for (not one put in the parent's place meanwhile)
