@@ -56,12 +56,6 @@ def test_mock_patch_sets_and_restores():
     np.testing.assert_array_equal(_tanh_grad(X0), EXACT)
 
 
-@pytest.fixture
-def unregister():
-    names = []
-    yield names.append
-    for name in names:
-        ag.ops_registry.pop(name, None)
 
 
 def test_a_parents_rule_replaced_reaches_a_subclass_that_inherits_it(unregister):

@@ -35,24 +35,11 @@ from autograd_core.ops.linalg import AddMM, Linear
 from autograd_core.ops.unary import Sigmoid, Tanh
 from autograd_core.tensor import Tensor
 from nn.module import Parameter
+from tests.finite_differences import central_differences
 
 
 # ---- helpers -----------------------------------------------------------------------------
-def _fd(f, arrays, k, eps=1e-6):
-    """Central finite differences of the scalar f(*arrays) with respect to arrays[k]."""
-    arrays = [np.array(a, dtype=np.float64) for a in arrays]
-    out = np.zeros_like(arrays[k])
-    it = np.nditer(arrays[k], flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = arrays[k][i]
-        arrays[k][i] = old + eps
-        hi = f(*arrays)
-        arrays[k][i] = old - eps
-        lo = f(*arrays)
-        arrays[k][i] = old
-        out[i] = (hi - lo) / (2 * eps)
-    return out
+_fd = central_differences
 
 
 X0 = np.array([-1.5, 0.0, 0.25, 2.0])
@@ -69,12 +56,6 @@ def _grad_through(op, x0=X0):
     return x.grad.numpy()
 
 
-@pytest.fixture
-def unregister():
-    names = []
-    yield names.append
-    for name in names:
-        ag.ops_registry.pop(name, None)
 
 
 @pytest.fixture

@@ -14,24 +14,11 @@ import nn
 from autograd_core.ops.linalg import add_bias_array, product
 from autograd_core.tensor import Tensor
 from tests.autograd_core.replay_checks import assert_bits, check, run
+from tests.finite_differences import central_differences
 
 DTYPES = [np.float32, np.float64, np.int64, np.dtype(">f4"), np.dtype(">f8"), np.float16]
 
-
-def _fd(f, arrays, k, eps=1e-6):
-    arrays = [np.array(a, dtype=np.float64) for a in arrays]
-    out = np.zeros_like(arrays[k])
-    it = np.nditer(arrays[k], flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = arrays[k][i]
-        arrays[k][i] = old + eps
-        hi = f(*arrays)
-        arrays[k][i] = old - eps
-        lo = f(*arrays)
-        arrays[k][i] = old
-        out[i] = (hi - lo) / (2 * eps)
-    return out
+_fd = central_differences
 
 
 def _reference(x, w, b):
