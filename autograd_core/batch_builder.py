@@ -11,6 +11,9 @@ from .ops.reductions import Sum
 from .ops.shape import Reshape
 from .tensor import Tensor, _new, fill
 
+# the ops of the nodes a Builder makes itself (beside the groups' own op)
+BUILT = (Add, GetItem, MatMul, Reshape, Stack, Sum)
+
 
 def same_nodes(a, b):
     return len(a) == len(b) and all(x is y for x, y in zip(a, b))

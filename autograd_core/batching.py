@@ -28,11 +28,14 @@ import math
 
 import numpy as np
 
-from .batch_builder import Builder, Mismatch, agrees, make_node
+from .batch_builder import BUILT, Builder, Mismatch, agrees, make_node
+from .function import as_declared
 from .ops.arithmetic import AddScalar
 from .ops.linalg import AddMM
 
 MIN_GROUP = 3  # fewer copies are not worth a gather and a scatter
+# the ops whose nodes a rewrite makes (gathers, extractions, sums of chains, fused products)
+SYNTHESIZED = (AddMM,) + BUILT
 
 
 def rewrite(nodes, root, keep=()):
@@ -40,6 +43,8 @@ def rewrite(nodes, root, keep=()):
     in `keep` stay unbatched. Returns (the new op nodes in an order to run them, the new
     root, {original node: its unbatched copy}), or None when nothing batches or the batched
     values differ from the recorded ones."""
+    if not all(map(as_declared, SYNTHESIZED)):  # their nodes would run a rule eager mode
+        return None  # does not: a learner's, or a mock's, put in place of the declared one
     graph = _Graph(nodes, root, frozenset(keep))
     graph.flatten_sums()
     graph.reassociate()
@@ -70,7 +75,7 @@ class _Graph:
     # ---- accumulating chains ------------------------------------------------------------------
     def _link(self, t, parent):
         """Whether t is an inner addition of parent's chain (used by parent only)."""
-        return (t in self.is_node and t not in self.keep and t._op.batch == "sum"
+        return (t in self.is_node and t not in self.keep and _kind(t._op) == "sum"
                 and _only(self.consumers.get(t), parent) and self._plain_sum(t)
                 and t._data.shape == parent._data.shape)
 
@@ -79,6 +84,7 @@ class _Graph:
         chain's term is then l, and the first step's term is like the others' (its value
         differs at most in the sign of a zero)."""
         if not (t in self.is_node and t not in self.keep and t._op is AddScalar
+                and as_declared(AddScalar)
                 and _only(self.consumers.get(t), parent)):
             return False
         c, (x,) = t._saved, self.inputs[t]
@@ -92,7 +98,7 @@ class _Graph:
     def flatten_sums(self):
         dropped = set()
         for top in reversed(self.nodes):  # newest first: a chain's top comes before its links
-            if top in dropped or top in self.keep or top._op.batch != "sum" or \
+            if top in dropped or top in self.keep or _kind(top._op) != "sum" or \
                     not self._plain_sum(top):
                 continue
             terms, chain, todo = [], [], [top]
@@ -155,10 +161,10 @@ class _Graph:
 
         found, ties = [], []  # (n, m, c, p, q) to rewrite; the same with p, q undecided
         for n in self.nodes:
-            if n._op.batch != "sum" or n in self.keep or n in self.flattened:
+            if _kind(n._op) != "sum" or n in self.keep or n in self.flattened:
                 continue
             for m, c in (self.inputs[n], self.inputs[n][::-1]):
-                if not (m in early and m._op.batch == "sum" and m not in self.keep
+                if not (m in early and _kind(m._op) == "sum" and m not in self.keep
                         and m not in self.flattened and _only(self.consumers.get(m), n)):
                     continue
                 p, q = self.inputs[m]
@@ -213,10 +219,10 @@ class _Graph:
         node less per step."""
         fused, dropped = {}, set()
         for n in self.nodes:
-            if n._op.batch != "sum" or n in grouped or n in self.keep or n in self.flattened:
+            if _kind(n._op) != "sum" or n in grouped or n in self.keep or n in self.flattened:
                 continue
             for m, c in (self.inputs[n], self.inputs[n][::-1]):
-                if not (m in self.is_node and m._op.batch == "matmul" and m not in grouped
+                if not (m in self.is_node and _kind(m._op) == "matmul" and m not in grouped
                         and m not in self.keep and _only(self.consumers.get(m), n)
                         and m._data.shape == n._data.shape):
                     continue
@@ -292,7 +298,7 @@ class _Graph:
         groups = [sorted(g, key=_seq) for g in found.values() if len(g) >= MIN_GROUP]
         grouped = {n for g in groups for n in g}
         # x[t] for every t computes nothing: batched, it only pays where a group reads it whole
-        return [g for g in groups if g[0]._op.batch != "index" or any(
+        return [g for g in groups if _kind(g[0]._op) != "index" or any(
             c in grouped for n in g for c in self.consumers.get(n, ()))]
 
 
@@ -346,11 +352,18 @@ def _plain(value):
     return value is None or type(value) in (int, float, bool)
 
 
+def _kind(op):
+    """How op batches (Op.batch), or None where its kernel or rule is not the one its class
+    was declared with (function.as_declared): a batched group, and each rewrite here, runs
+    the declared ones on the stacked or merged operands."""
+    return op.batch if as_declared(op) else None
+
+
 def _signature(n, inputs, fixed):
     """What copies batched together must share, or None when n cannot batch; `fixed`: the
     parameters and the nodes computed from them alone."""
     op, data = n._op, n._data
-    kind = op.batch
+    kind = _kind(op)
     if kind is None or type(data) is not np.ndarray:
         return None
     # A parameter, or what is computed from parameters alone (w.T, a slice of the bias), is

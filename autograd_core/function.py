@@ -190,6 +190,9 @@ class Op(metaclass=_OpClass):
     checked_inputs = ()  # input positions whose versions a backward checks; None: all
     reads_output = False
     constants = 0  # leading entries of `_saved` that are non-differentiated arguments
+    declared = {}  # forward, backward, backward_split as the class declared them (its op
+    # parent's where it brings none): what its texts and fast paths were made for, even when
+    # the class is made while a parent's function is replaced (a mock, a learner's rule)
     fast_path = None  # (rule, the sweep's entry to the capability above), or None
     fast_backward = None  # fast_path's entry while its rule is `backward` (kept by _OpClass)
     described = {}  # inline text name -> the function it was declared for (see inline_text)
@@ -219,16 +222,21 @@ class Op(metaclass=_OpClass):
         for text, made in _DESCRIBES.items():
             if new(made) and not new(text):
                 setattr(cls, text, None)  # a new kernel or rule: its parent's text is not it
+        # the functions this class brings, else those its op parent was declared with (not
+        # one put in the parent's place meanwhile, which is not what the texts describe)
+        cls.declared = declared = {made: getattr(cls, made) if new(made)
+                                   else parent.declared.get(made) for made in _DESCRIBES.values()}
+        rule = declared["backward"]
         fast = (_sparse_backward if cls.backward_into is not None else
                 _split_backward if cls.backward_split is not None else None)
-        cls.fast_path = None if fast is None else (cls.backward, fast)
+        cls.fast_path = None if fast is None else (rule, fast)
         _check_texts(cls)
-        # a text declared here describes the function the class has now; an inherited one
-        # the function it was declared for (not one put in the parent's place meanwhile)
-        cls.described = {text: getattr(cls, made) if new(text) else parent.described.get(text)
+        # a text declared here describes the function the class was declared with; an
+        # inherited one the function it was declared for
+        cls.described = {text: declared[made] if new(text) else parent.described.get(text)
                          for text, made in _DESCRIBES.items()}
         if cls.split_input is not None:  # a split rule's step, where it has a text
-            cls.sweep_step = ((cls.backward, _first_step) if cls.inline_split is not None
+            cls.sweep_step = ((rule, _first_step) if cls.inline_split is not None
                               and cls.backward_split is not None else None)
         elif isinstance(cls.inline_backward, tuple):
             cls.sweep_step = (cls.described["inline_backward"], _first_step)
@@ -279,6 +287,7 @@ def _derive_checks(cls):
 
 _DESCRIBES = {"inline_forward": "forward", "inline_backward": "backward",
               "inline_split": "backward_split"}
+Op.declared = {made: getattr(Op, made) for made in _DESCRIBES.values()}
 
 
 def inline_text(op, which, node, *arrays):
@@ -363,14 +372,32 @@ def _first_step(t, g, acc, owned, sweep):
     return False if step is None else step(t, g, acc, owned, sweep)
 
 
+def as_declared(op):
+    """Whether `op`'s kernel and rule are those its class was declared with, not functions
+    put in place since (a learner's, a mock): replay's rewrites (batching, buffers) stand for
+    the declared ones, so a node of an op that is not as declared runs as eager mode runs it."""
+    declared = op.declared
+    return op.backward is declared.get("backward") and op.forward is declared.get("forward")
+
+
+def fast_path_serves(op):
+    """Whether `op`'s fast path (its backward_into or backward_split) was made for the rule
+    in place: one put in place since (a learner's, a mock) runs itself."""
+    fast = op.fast_path
+    return fast is not None and fast[0] is op.backward
+
+
 def _sparse_backward(op, g, out, sweep):
+    if op.backward_into is None:  # taken away since the class was made: the rule runs
+        return op.backward(g, out, sweep.xp)
     sweep.add_into(op, g, out)
     return ()
 
 
 def _split_backward(op, g, out, sweep):
     weight = out._inputs[op.split_input]
-    split = op.backward_split(g, out) if weight.requires_grad else None
+    split_rule = op.backward_split  # None: taken away since the class was made
+    split = split_rule(g, out) if weight.requires_grad and split_rule is not None else None
     if split is None:
         return op.backward(g, out, sweep.xp)
     grads, left, right = split

@@ -28,6 +28,7 @@ from operator import is_
 import numpy as np
 
 from . import replay_texts as texts
+from .function import as_declared
 from .ops.joining import Stack
 
 OUT = "{o}"  # where a placed producer's text names the row it writes
@@ -234,7 +235,7 @@ def place(program, steps):
                 writable[id(s)] = into
     placement = Placement()
     for s, _, inputs, _ in program:
-        if s._op is Stack and s._saved == 0 and len(inputs) > 1:
+        if s._op is Stack and as_declared(Stack) and s._saved == 0 and len(inputs) > 1:
             window = _claim(placement, writable, list(inputs), copy=False)
             if window is not None:
                 placement.stacks[id(s)] = window

@@ -6,6 +6,7 @@ import numpy as np
 
 from . import stacked_products
 from .backmath import ArrayMath
+from .function import fast_path_serves
 from .ops.indexing import GetItem
 
 # how a backward step runs its op's rule
@@ -38,7 +39,8 @@ def _row_extractions(nodes):
             continue
         rows = [u._saved[0] for u in users
                 if isinstance(u._op, type) and issubclass(u._op, GetItem) and
-                u._op.backward_into is GetItem.backward_into and u._saved[1] is True
+                u._op.backward_into is GetItem.backward_into and fast_path_serves(u._op)
+                and u._saved[1] is True
                 and type(u._saved[0]) is int]
         if len(rows) == len(users) == x._data.shape[0] and sorted(rows) == list(
                 range(len(rows))):
@@ -97,12 +99,13 @@ def compile_steps(nodes, index, batched):
             continue
         op, inputs = s._op, s._inputs
         kind, extra = RULE, None
+        fast = fast_path_serves(op)
         if s in rows:  # one row of a batched node, which gathers its rows' gradients
             x = inputs[0]
             kind, extra = ROW, (-1 - index[x], s._saved[0], x._data.shape[0])
-        elif op.backward_into is not None:  # one input, which requires grad as s does
+        elif fast and op.backward_into is not None:  # one input, requiring grad as s does
             kind, extra = SPARSE, (inputs[0], index[inputs[0]], inputs[0]._data.shape)
-        elif op.backward_split is not None and inputs[op.split_input].requires_grad:
+        elif fast and op.backward_split is not None and inputs[op.split_input].requires_grad:
             kind, extra = SPLIT, index[inputs[op.split_input]]
             weights.add(extra)
         targets = tuple((k, index[i], i._data.shape) for k, i in enumerate(inputs)

@@ -35,6 +35,8 @@ def make_step(op):
     if op.split_input is not None:
         return _make_split_step(op)
     text = inline_text(op, "inline_backward", None)
+    if text is None:  # a rule put in place since the sweep asked (another thread): it runs,
+        return None  # and the step is made once the described rule is back
     inputs = [f"i{k}" for k in range(len(text))]
     lines = ["def step(t, g, acc, owned, sweep):", f"    {', '.join(inputs)}, = t._inputs"]
     arrays = {f"x{k}": f"{name}._data" for k, name in enumerate(inputs)}
@@ -97,7 +99,9 @@ def _make_split_step(op):
               "    else:  # as defer does: its only use, so its product is its gradient",
               f"        acc[{weight}] = {product_text('left.T', 'right', two_d=True)}",
               f"        owned.add({weight})"]
-    return _made(op, op.backward, lines, {"split": op.described["inline_split"]})
+    # made for the rule the class was declared with (not one put in place meanwhile, by
+    # another thread: the sweep then runs that one, and this step once the rule is back)
+    return _made(op, op.declared["backward"], lines, {"split": op.described["inline_split"]})
 
 
 def _adding(name, expr, indent, same_shape=False):
