@@ -30,11 +30,12 @@ import pytest
 
 import autograd_core as ag
 from autograd_core import sweep_state
-from autograd_core.function import Memory, Op, record
+from autograd_core.function import Op, record
 from autograd_core.ops.linalg import AddMM, Linear
 from autograd_core.ops.unary import Sigmoid, Tanh
 from autograd_core.tensor import Tensor
 from nn.module import Parameter
+from tests.autograd_core.learner_ops import cube_class
 from tests.finite_differences import central_differences
 
 
@@ -287,25 +288,7 @@ def test_a_mixin_with_its_own_rule_at_creation_runs_it(unregister):
 
 
 def test_a_learners_text_rule_replaced_later_runs_and_comes_back(unregister):
-    class Cube(Op):
-        name = "review33_cube"
-        inputs = ("x",)
-        saves = ("x",)
-        view = False
-        rule = "d x^3 = 3 x^2 g"
-        hazard = None
-        memory = Memory()
-        inline_backward = ("{g} * 3.0 * {x0} * {x0}",)
-
-        @staticmethod
-        def forward(out, x):
-            return x * x * x
-
-        @staticmethod
-        def backward(g, out, xp):
-            x = xp.val(out._inputs[0])
-            return (g * 3.0 * x * x,)
-
+    Cube = cube_class("review33_cube")
     unregister(Cube.name)
 
     def grad():

@@ -41,12 +41,13 @@ import pytest
 
 import autograd_core as ag
 from autograd_core import sweep_steps
-from autograd_core.function import Memory, Op, record
+from autograd_core.function import record
 from autograd_core.observers import SweepObserver
 from autograd_core.ops.indexing import GetItem
 from autograd_core.ops.linalg import AddMM, Linear, MatMul
 from autograd_core.ops.unary import Tanh
 from autograd_core.tensor import Tensor
+from tests.autograd_core.learner_ops import cube_class
 from tests.finite_differences import central_differences as _fd
 
 X0 = np.array([-1.5, 0.0, 0.25, 2.0])
@@ -537,24 +538,7 @@ def test_an_observer_sees_the_replaced_rules_contributions():
 
 
 def test_a_learners_text_op_follows_a_rule_put_on_its_mixin_and_taken_away():
-    class CubeBase(Op):
-        name = None
-        inputs = ("x",)
-        saves = ("x",)
-        view = False
-        rule = "d x^3 = 3 x^2 g"
-        hazard = None
-        memory = Memory()
-        inline_backward = ("{g} * 3.0 * {x0} * {x0}",)
-
-        @staticmethod
-        def forward(out, x):
-            return x * x * x
-
-        @staticmethod
-        def backward(g, out, xp):
-            x = xp.val(out._inputs[0])
-            return (g * 3.0 * x * x,)
+    CubeBase = cube_class(None)
 
     class M:
         pass
