@@ -319,7 +319,8 @@ def _merge_repeats(nodes, keep):
     same, first, kept, inputs, merged = {}, {}, [], {}, []  # node -> the one it repeats
     for n in nodes:
         ins = tuple(same.get(i, i) for i in n._inputs)
-        key = None if n in keep else _parameters_key(n._saved)
+        # (an op as declared: a learner's rule need not give one use's sum as two uses do)
+        key = None if n in keep or not as_declared(n._op) else _parameters_key(n._saved)
         if key is not None:  # the output's shape and dtype too: reshape and astype save none
             key = (n._op, tuple(map(id, ins)), key, n._data.shape, n._data.dtype)
             earlier = first.get(key)

@@ -190,7 +190,7 @@ class Op(metaclass=_OpClass):
     checked_inputs = ()  # input positions whose versions a backward checks; None: all
     reads_output = False
     constants = 0  # leading entries of `_saved` that are non-differentiated arguments
-    declared = {}  # forward, backward, backward_split as the class declared them (its op
+    declared = {}  # forward, backward and its fast paths as the class declared them (its op
     # parent's where it brings none): what its texts and fast paths were made for, even when
     # the class is made while a parent's function is replaced (a mock, a learner's rule)
     fast_path = None  # (rule, the sweep's entry to the capability above), or None
@@ -225,10 +225,10 @@ class Op(metaclass=_OpClass):
         # the functions this class brings, else those its op parent was declared with (not
         # one put in the parent's place meanwhile, which is not what the texts describe)
         cls.declared = declared = {made: getattr(cls, made) if new(made)
-                                   else parent.declared.get(made) for made in _DESCRIBES.values()}
+                                   else parent.declared.get(made) for made in _DECLARED}
         rule = declared["backward"]
-        fast = (_sparse_backward if cls.backward_into is not None else
-                _split_backward if cls.backward_split is not None else None)
+        fast = (_sparse_backward if declared["backward_into"] is not None else
+                _split_backward if declared["backward_split"] is not None else None)
         cls.fast_path = None if fast is None else (rule, fast)
         _check_texts(cls)
         # a text declared here describes the function the class was declared with; an
@@ -287,7 +287,9 @@ def _derive_checks(cls):
 
 _DESCRIBES = {"inline_forward": "forward", "inline_backward": "backward",
               "inline_split": "backward_split"}
-Op.declared = {made: getattr(Op, made) for made in _DESCRIBES.values()}
+# what `Op.declared` holds of each class: the functions its texts and fast paths stand for
+_DECLARED = (*_DESCRIBES.values(), "backward_into")
+Op.declared = {made: getattr(Op, made) for made in _DECLARED}
 
 
 def inline_text(op, which, node, *arrays):
@@ -373,11 +375,12 @@ def _first_step(t, g, acc, owned, sweep):
 
 
 def as_declared(op):
-    """Whether `op`'s kernel and rule are those its class was declared with, not functions
-    put in place since (a learner's, a mock): replay's rewrites (batching, buffers) stand for
-    the declared ones, so a node of an op that is not as declared runs as eager mode runs it."""
+    """Whether `op`'s kernel, rule and fast paths are those its class was declared with, not
+    functions put in place since (a learner's, a mock): replay's rewrites (batching, buffers)
+    stand for the declared ones, so a node of an op that is not as declared runs as eager
+    mode runs it."""
     declared = op.declared
-    return op.backward is declared.get("backward") and op.forward is declared.get("forward")
+    return all(getattr(op, made) is declared.get(made) for made in _DECLARED)
 
 
 def fast_path_serves(op):

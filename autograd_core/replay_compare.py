@@ -43,9 +43,10 @@ def functions(program):
 
 
 def functions_of(op):
-    """What of an op a plan's generated code may have replaced by its texts."""
+    """What of an op a plan's generated code may have replaced by its texts, or calls in
+    its place (the fast paths)."""
     return (getattr(op, "forward", None), getattr(op, "backward", None),
-            getattr(op, "backward_split", None))
+            getattr(op, "backward_split", None), getattr(op, "backward_into", None))
 
 
 def masks(bound):

@@ -205,6 +205,14 @@ class Plan:
         return None
 
     # ---- a replayed call --------------------------------------------------------------------
+    def replaced(self):
+        """The first op of the plan whose kernel, rule or fast paths are no longer those it
+        was recorded with, or None."""
+        for op, functions in self.functions:
+            if compare.functions_of(op) != functions:  # functions compare by identity
+                return op
+        return None
+
     def changed(self, args):
         """Why what the plan reads from outside is no longer as recorded, or None: a tensor
         of another shape or dtype, an array an op saved (a target, an index) that was
@@ -212,9 +220,9 @@ class Plan:
         selects another number of elements (the shapes after it would change), or an op whose
         kernel or rule was replaced since (a learner's own rule: the generated code may run
         the text of the one it replaced)."""
-        for op, functions in self.functions:
-            if compare.functions_of(op) != functions:  # functions compare by identity
-                return f"the kernel or rule of op {op.name!r} was replaced since it was recorded"
+        replaced = self.replaced()
+        if replaced is not None:
+            return f"the kernel or rule of op {replaced.name!r} was replaced since it was recorded"
         for arg, selected in self.masks:
             if np.count_nonzero(arg.array(args)) != selected:
                 return "a boolean mask among the arguments selects another number of elements"

@@ -63,6 +63,12 @@ def _replayed_gradients(g, out):
                     f"step was modified in place after it was used (an optimizer step or "
                     f"an in-place op between forward and backward?). Recompute the "
                     f"forward, or modify a copy.")
+        replaced = plan.replaced()
+        if replaced is not None:  # its generated code runs the rule it was recorded with
+            raise RuntimeError(
+                f"backward: the rule (or kernel) of op {replaced.name!r} was replaced after "
+                f"this replayed call ran its forward; its backward would run the old one. "
+                f"Call the function again: replay records it anew with the rule now in place.")
         return plan.gradients(g)
 
 

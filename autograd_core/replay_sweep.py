@@ -6,7 +6,7 @@ import numpy as np
 
 from . import stacked_products
 from .backmath import ArrayMath
-from .function import fast_path_serves
+from .function import as_declared, fast_path_serves
 from .ops.indexing import GetItem
 
 # how a backward step runs its op's rule
@@ -39,7 +39,7 @@ def _row_extractions(nodes):
             continue
         rows = [u._saved[0] for u in users
                 if isinstance(u._op, type) and issubclass(u._op, GetItem) and
-                u._op.backward_into is GetItem.backward_into and fast_path_serves(u._op)
+                u._op.backward_into is GetItem.declared["backward_into"] and as_declared(u._op)
                 and u._saved[1] is True
                 and type(u._saved[0]) is int]
         if len(rows) == len(users) == x._data.shape[0] and sorted(rows) == list(

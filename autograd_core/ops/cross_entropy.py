@@ -46,6 +46,12 @@ class SoftmaxCrossEntropy(Op):
         return (grad,)
 
 
+# softmax_cross_entropy's kernel and rule as declared, which the mean's run on its rows: a
+# rule put in place of softmax_cross_entropy's is that op's, not the mean's (eager mode and
+# replay then run the mean's declared rule alike)
+_rows_forward, _rows_backward = SoftmaxCrossEntropy.forward, SoftmaxCrossEntropy.backward
+
+
 class MeanSoftmaxCrossEntropy(SoftmaxCrossEntropy):
     """The mean over the rows (axis -2) of softmax_cross_entropy, in one node: logits
     (..., N, C) and targets (..., N) give (...): a batch's loss, or each step's L_t of
@@ -58,7 +64,7 @@ class MeanSoftmaxCrossEntropy(SoftmaxCrossEntropy):
 
     @staticmethod
     def forward(out, x):
-        loss = SoftmaxCrossEntropy.forward(out, x)
+        loss = _rows_forward(out, x)
         return mean_array(loss, (loss.ndim - 1,), False)
 
     @staticmethod
@@ -69,7 +75,7 @@ class MeanSoftmaxCrossEntropy(SoftmaxCrossEntropy):
         scale = 1.0 / target.shape[-1]
         if xp.recording:
             rows = xp.broadcast_to((g * scale).reshape(g.shape + (1,)), target.shape)
-            return SoftmaxCrossEntropy.backward(rows, out, xp)
+            return _rows_backward(rows, out, xp)
         row_grad = g * exact[g.dtype][scale]
         if target.ndim == 1:  # one batch (the common case): every row gets the same value, so
             # the parent's products and subtraction take it as is, not spread over the rows
@@ -78,8 +84,7 @@ class MeanSoftmaxCrossEntropy(SoftmaxCrossEntropy):
             grad = np.multiply(probs, row_grad, order="C")
             grad[_row_numbers(target.shape[0]), target] -= row_grad
             return (grad,)
-        return SoftmaxCrossEntropy.backward(broadcast_array(row_grad[..., None], target.shape),
-                                            out, xp)
+        return _rows_backward(broadcast_array(row_grad[..., None], target.shape), out, xp)
 
 
 def _row_numbers(n):
