@@ -237,7 +237,7 @@ class Op(metaclass=_OpClass):
                          for text, made in _DESCRIBES.items()}
         if cls.split_input is not None:  # a split rule's step, where it has a text
             cls.sweep_step = ((rule, _first_step) if cls.inline_split is not None
-                              and cls.backward_split is not None else None)
+                              and declared["backward_split"] is not None else None)
         elif isinstance(cls.inline_backward, tuple):
             cls.sweep_step = (cls.described["inline_backward"], _first_step)
         else:

@@ -98,6 +98,11 @@ class Plan:
         """Run the copies of an op that a loop recorded as one call where batching.rewrite
         finds them (after the second recording confirmed the graph)."""
         nodes = [entry[0] for entry in self.program]
+        # the ops whose nodes the rewrites make are read by the plan too: a rule put in place
+        # of one of them (or put back) records the plan anew, as one of its own ops' does
+        watched = {op for op, _ in self.functions}
+        self.functions += [(op, compare.functions_of(op)) for op in batching.SYNTHESIZED
+                           if op not in watched]
         result = batching.rewrite(nodes, self.root, keep={s for s, _, _ in self.bound})
         if result is None:
             return
