@@ -16,20 +16,11 @@ from autograd_core.ops.linalg import AddMM, MatMul
 from autograd_core.ops.reductions import Sum
 from autograd_core.ops.unary import Tanh
 from tests.finite_differences import central_differences
+from tests.autograd_core.replaced_rules import loop_sum, scaled_rule as _scaled
 
 RNG = np.random.default_rng(35)
 XS = RNG.standard_normal((6, 2, 3))
 U, W, V = (RNG.standard_normal((3, 3)) for _ in range(3))
-
-
-def loop_sum(xs, u, w, v):
-    """A recurrence summed step by step (a chain replay flattens, copies it groups)."""
-    h = ag.zeros((2, 3), dtype=np.float64)
-    loss = 0.0
-    for t in range(xs.shape[0]):
-        h = ag.tanh(xs[t] @ u + h @ w)
-        loss = loss + (h @ v).sum()
-    return loss
 
 
 def loop_stacked(xs, u, w, v):
@@ -49,14 +40,6 @@ def _grads(fn):
     leaves = [ag.Tensor(a.copy(), requires_grad=True) for a in (XS, U, W, V)]
     fn(*leaves).backward()
     return [None if t.grad is None else t.grad.numpy() for t in leaves]
-
-
-def _scaled(op, factor):
-    rule = op.__dict__["backward"].__func__
-
-    def scaled(g, out, xp):
-        return tuple(None if r is None else factor * r for r in rule(g, out, xp))
-    return staticmethod(scaled)
 
 
 def _assert_bits(got, want):

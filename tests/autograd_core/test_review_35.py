@@ -56,11 +56,14 @@ from autograd_core.ops.shape import Transpose
 from autograd_core.ops.unary import Sigmoid, Tanh
 from nn.models import RecurrentClassifier
 from tests.finite_differences import central_differences
+from tests.autograd_core.replaced_rules import close as _close, cross_entropy_loop, loop_sum
+from tests.autograd_core.replaced_rules import same_bits as _same_bits, scaled_rule as _scaled
 
 RNG = np.random.default_rng(3535)
 T, B, I, H, C = 5, 3, 4, 4, 3
 XS = RNG.standard_normal((T, B, I))
 YS = RNG.integers(0, C, (T, B))
+loop_cross_entropy = cross_entropy_loop(YS)
 U, W = RNG.standard_normal((I, H)), RNG.standard_normal((H, H))
 V = RNG.standard_normal((H, C))
 XM, YM = RNG.standard_normal((6, 4)), RNG.integers(0, 3, 6)
@@ -83,38 +86,6 @@ def _replayed(fn, batch, calls=4, arrays=(XS, U, W, V)):
     with warnings.catch_warnings():
         _quiet()
         return step, [_grads(step, arrays) for _ in range(calls)]
-
-
-def _same_bits(got, want):
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.dtype == w.dtype and g.shape == w.shape
-        assert g.tobytes() == w.tobytes(), np.abs(g - w).max()
-
-
-def _close(got, want, rtol=1e-10, atol=1e-12):
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
-
-
-def _scaled(op, factor=3.0):
-    """op's rule in place now, every gradient times factor, as a staticmethod."""
-    rule = op.backward
-
-    def scaled(g, out, xp):
-        return tuple(None if r is None else factor * r for r in rule(g, out, xp))
-    return staticmethod(scaled)
-
-
-def loop_sum(xs, u, w, v):
-    """h_t = tanh(x_t U + h W), loss = sum of (h_t V).sum(): grouped products, fused
-    additions, a flattened chain when batched."""
-    h = ag.zeros((B, H), dtype=np.float64)
-    loss = 0.0
-    for t in range(xs.shape[0]):
-        h = ag.tanh(xs[t] @ u + h @ w)
-        loss = loss + (h @ v).sum()
-    return loss
 
 
 # ---- what held: nn models under every replaced rule --------------------------------------
@@ -428,16 +399,6 @@ def test_bug_batched_replay_merges_repeats_of_an_op_whose_rule_is_replaced():
 
 
 # ---- 3. a declared rule that calls a replaced one --------------------------------------------
-def loop_cross_entropy(xs, u, w, v):
-    """A per-step batch-mean cross-entropy (nn.cross_entropy: mean_softmax_cross_entropy)."""
-    h = ag.zeros((B, H), dtype=np.float64)
-    loss = 0.0
-    for t in range(xs.shape[0]):
-        h = ag.tanh(xs[t] @ u + h @ w)
-        loss = loss + nn.cross_entropy(h @ v, YS[t])
-    return loss
-
-
 def test_bug_batched_replay_runs_a_replaced_softmax_cross_entropy_rule_eager_never_runs():
     """SoftmaxCrossEntropy.backward tripled. Eager mode's per-step means have 1-D targets,
     whose branch of MeanSoftmaxCrossEntropy.backward computes the gradient itself: the
