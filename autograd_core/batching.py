@@ -30,10 +30,15 @@ import numpy as np
 
 from .batch_builder import BUILT, Builder, Mismatch, agrees, make_node
 from .function import as_declared
-from .ops.arithmetic import AddScalar
-from .ops.linalg import AddMM
+from .ops.arithmetic import Add, AddScalar
+from .ops.indexing import GetItem
+from .ops.linalg import AddMM, MatMul
 
 MIN_GROUP = 3  # fewer copies are not worth a gather and a scatter
+# the kinds whose groups and rewrites are made of nodes of the op that declares them (a
+# chain's stack and sum, a 2-D product and a fused addmm, a slice of rows), whatever the
+# group's op: kind -> that op
+_MADE_AS = {op.batch: op for op in (Add, MatMul, GetItem)}
 # the ops whose nodes a rewrite makes (gathers, extractions, sums of chains, fused products)
 SYNTHESIZED = (AddMM,) + BUILT
 
@@ -356,8 +361,19 @@ def _plain(value):
 def _kind(op):
     """How op batches (Op.batch), or None where its kernel or rule is not the one its class
     was declared with (function.as_declared): a batched group, and each rewrite here, runs
-    the declared ones on the stacked or merged operands."""
-    return op.batch if as_declared(op) else None
+    the declared ones on the stacked or merged operands. The kinds whose rewrites make nodes
+    of this package's own ops (a chain's stack and sum, a fused addmm, a 2-D product, a
+    slice of rows) hold only for ops with those ops' own kernel and rule: a learner's
+    subclass with its own rule that declares such a kind runs copy by copy."""
+    if not as_declared(op):
+        return None
+    kind = op.batch
+    own = _MADE_AS.get(kind)
+    declared = op.declared
+    if own is not None and (declared["forward"] is not own.declared["forward"]
+                            or declared["backward"] is not own.declared["backward"]):
+        return None
+    return kind
 
 
 def _signature(n, inputs, fixed):

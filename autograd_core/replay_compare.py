@@ -46,7 +46,8 @@ def functions_of(op):
     """What of an op a plan's generated code may have replaced by its texts, or calls in
     its place (the fast paths)."""
     return (getattr(op, "forward", None), getattr(op, "backward", None),
-            getattr(op, "backward_split", None), getattr(op, "backward_into", None))
+            getattr(op, "backward_split", None), getattr(op, "backward_into", None),
+            getattr(op, "fast_path", None))
 
 
 def masks(bound):
