@@ -324,8 +324,10 @@ def _merge_repeats(nodes, keep):
     same, first, kept, inputs, merged = {}, {}, [], {}, []  # node -> the one it repeats
     for n in nodes:
         ins = tuple(same.get(i, i) for i in n._inputs)
-        # (an op as declared: a learner's rule need not give one use's sum as two uses do)
-        key = None if n in keep or not as_declared(n._op) else _parameters_key(n._saved)
+        # (this package's ops as declared: a learner's rule need not give one use's sum as
+        # two uses do, a clipping rule does not)
+        key = (None if n in keep or not as_declared(n._op) or not _own_rule(n._op)
+               else _parameters_key(n._saved))
         if key is not None:  # the output's shape and dtype too: reshape and astype save none
             key = (n._op, tuple(map(id, ins)), key, n._data.shape, n._data.dtype)
             earlier = first.get(key)
@@ -358,6 +360,11 @@ def _plain(value):
     return value is None or type(value) in (int, float, bool)
 
 
+def _own_rule(op):
+    """Whether op's declared rule is one of this package's ops' own."""
+    return getattr(op.declared["backward"], "__module__", "").startswith(f"{__package__}.ops.")
+
+
 def _kind(op):
     """How op batches (Op.batch), or None where its kernel or rule is not the one its class
     was declared with (function.as_declared): a batched group, and each rewrite here, runs
@@ -369,9 +376,7 @@ def _kind(op):
         return None
     kind = op.batch
     own = _MADE_AS.get(kind)
-    declared = op.declared
-    if own is not None and (declared["forward"] is not own.declared["forward"]
-                            or declared["backward"] is not own.declared["backward"]):
+    if own is not None and op.declared != own.declared:  # (functions compare by identity)
         return None
     return kind
 

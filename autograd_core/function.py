@@ -384,10 +384,11 @@ def as_declared(op):
 
 
 def fast_path_serves(op):
-    """Whether `op`'s fast path (its backward_into or backward_split) was made for the rule
-    in place: one put in place since (a learner's, a mock) runs itself."""
+    """Whether `op`'s fast path is the sweep's entry to its backward_into or backward_split,
+    made for the rule in place: one put in place since (a learner's, a mock) runs itself."""
     fast = op.fast_path
-    return fast is not None and fast[0] is op.backward
+    return (fast is not None and fast[0] is op.backward
+            and fast[1] in (_split_backward, _sparse_backward))
 
 
 def _sparse_backward(op, g, out, sweep):
