@@ -63,6 +63,8 @@ class _OpClass(type):
     of comparing the rule each time."""
 
     def __setattr__(cls, name, value):
+        if name in _DESCRIBES and value is not None and not callable(value):
+            _check_text(cls, name, value)  # as when the class is defined, naming the op
         type.__setattr__(cls, name, value)
         if name in _SYNCED_BY:
             _sync_fast_paths(cls)
@@ -226,6 +228,7 @@ class Op(metaclass=_OpClass):
         # one put in the parent's place meanwhile, which is not what the texts describe)
         cls.declared = declared = {made: getattr(cls, made) if new(made)
                                    else parent.declared.get(made) for made in _DECLARED}
+        declared.update((text, getattr(cls, text)) for text in _DESCRIBES)  # see inline_text
         rule = declared["backward"]
         fast = (_sparse_backward if declared["backward_into"] is not None else
                 _split_backward if declared["backward_split"] is not None else None)
@@ -289,7 +292,7 @@ _DESCRIBES = {"inline_forward": "forward", "inline_backward": "backward",
               "inline_split": "backward_split"}
 # what `Op.declared` holds of each class: the functions its texts and fast paths stand for
 _DECLARED = (*_DESCRIBES.values(), "backward_into")
-Op.declared = {made: getattr(Op, made) for made in _DECLARED}
+Op.declared = {made: getattr(Op, made) for made in (*_DECLARED, *_DESCRIBES)}
 
 
 def inline_text(op, which, node, *arrays):
@@ -302,6 +305,8 @@ def inline_text(op, which, node, *arrays):
         return None
     if getattr(op, _DESCRIBES[which], None) is not op.described.get(which):
         return None
+    if text is not op.declared.get(which):  # a text put in place since the class was made
+        return None  # describes no function it was declared beside: the rule runs
     return text(node, *arrays) if callable(text) else text
 
 
@@ -357,13 +362,16 @@ def check_text(op, what, text, count):
 def _check_texts(cls):
     """An op's inline texts given as text (a function of the node is checked where its
     result is used) are refused when the class is made if they are not of their form."""
-    roles = cls.inputs
-    if not isinstance(roles, tuple) or any(r.startswith("*") for r in roles):
-        return
     for what in _DESCRIBES:
         text = cls.__dict__.get(what)
         if text is not None and not callable(text):
-            check_text(cls, what, text, len(roles))
+            _check_text(cls, what, text)
+
+
+def _check_text(cls, what, text):
+    roles = cls.inputs
+    if isinstance(roles, tuple) and not any(r.startswith("*") for r in roles):
+        check_text(cls, what, text, len(roles))
 
 
 def _first_step(t, g, acc, owned, sweep):
