@@ -377,7 +377,8 @@ def _check_text(cls, what, text):
 def _first_step(t, g, acc, owned, sweep):
     """An op's sweep step until the sweep first meets the op: makes it (sweep_steps, kept as
     Op.sweep_step), then runs it; False (the op's rule runs) where it has none after all."""
-    from .sweep_steps import make_step  # (sweep_steps reads this module's texts)
+    from .sweep_steps import check_learners_text, make_step  # (they read this module's texts)
+    check_learners_text(t._op, t, g)  # before the step is kept
     step = make_step(t._op)
     return False if step is None else step(t, g, acc, owned, sweep)
 

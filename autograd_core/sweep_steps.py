@@ -47,6 +47,39 @@ def make_step(op):
     return _made(op, op.described["inline_backward"], lines, {})
 
 
+def check_learners_text(op, t, g):
+    """Raise if the rule text of an op from outside this package (a learner's) gives other
+    values than its `backward` on node t, the first the sweep runs its step on: the step runs
+    the text in place of the rule, and a text that does not say what the rule does would
+    change the gradients silently (this package's texts are held to their rules by the
+    tests). Once per step made: the rule then runs once more on this node."""
+    if op.split_input is not None:  # (a split rule's text: not asked here)
+        return
+    owner = next((c for c in op.__mro__ if "inline_backward" in c.__dict__), None)
+    if owner is None or owner.__module__.startswith(f"{__package__}."):
+        return
+    text = inline_text(op, "inline_backward", None)
+    if text is None:  # (a rule put in place since: it runs)
+        return
+    inputs = t._inputs
+    names = dict(_NAMES, g=g, t=t, **{f"i{k}": i for k, i in enumerate(inputs)})
+    arrays = {f"x{k}": f"i{k}._data" for k in range(len(inputs))}
+    rule = op.backward(g, t, ArrayMath)
+    for k, (inp, expr) in enumerate(zip(inputs, text)):
+        if not inp.requires_grad or (expr is None and rule[k] is None):
+            continue
+        got = None if expr is None else eval(expr.format(g="g", out="t", **arrays), names)
+        want = rule[k]
+        if (got is None or want is None or np.shape(got) != np.shape(want)
+                or np.result_type(got) != np.result_type(want)
+                or not np.array_equal(got, want, equal_nan=True)):
+            raise RuntimeError(
+                f"backward: the inline_backward text of op {op.name or op.__name__!r} for "
+                f"input {k} ({expr!r}) gives other values than its backward on this node; "
+                f"the text stands for the rule in the sweep, so it must make the same numpy "
+                f"calls in the same order (README, 'Adding an op')")
+
+
 def _keeps_shape(op):
     """Whether a one-input op's output always has its input's shape, so that its rule's
     result, g times a factor of that shape, needs no shape check (the sweep hands each node a
