@@ -53,3 +53,13 @@ def cross_entropy_loop(targets):
             loss = loss + nn.cross_entropy(h @ v, targets[t])
         return loss
     return loop_cross_entropy
+
+
+def loop_squares(xs, u, w):
+    """h_t = tanh(x_t U + h W), loss = sum of (h_t * h_t).sum() (float64): no output layer."""
+    h = ag.zeros((xs.shape[1], w.shape[0]), dtype=np.float64)
+    loss = 0.0
+    for t in range(xs.shape[0]):
+        h = ag.tanh(xs[t] @ u + h @ w)
+        loss = loss + (h * h).sum()
+    return loss

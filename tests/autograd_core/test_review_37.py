@@ -45,12 +45,18 @@ from autograd_core.ops.linalg import AddMM, MatMul, product
 from autograd_core.ops.shape import Reshape
 from autograd_core.ops.unary import Tanh
 from tests.autograd_core.learner_ops import cube_class
+from tests.autograd_core.replaced_rules import close, loop_squares as loop_sum
+from tests.autograd_core.replaced_rules import same_bits as _same_bits, scaled_rule as _scaled
 
 RNG = np.random.default_rng(3737)
 T, B, I, H = 5, 3, 4, 4
 XS = RNG.standard_normal((T, B, I))
 U, W = RNG.standard_normal((I, H)), RNG.standard_normal((H, H))
 ARRAYS = (XS, U, W)
+
+
+def _close(got, want, rtol=1e-12, atol=1e-12):
+    close(got, want, rtol=rtol, atol=atol)
 
 
 def _leaves(arrays=ARRAYS):
@@ -63,19 +69,6 @@ def _grads(fn, arrays=ARRAYS):
     return [t.grad.numpy() for t in leaves]
 
 
-def _same_bits(got, want):
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.dtype == w.dtype and g.shape == w.shape
-        assert g.tobytes() == w.tobytes(), np.abs(g - w).max()
-
-
-def _close(got, want, rtol=1e-12, atol=1e-12):
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
-
-
 def _plans(step):
     return [p for p in step.plans.values() if not isinstance(p, str)]
 
@@ -86,23 +79,6 @@ def _warm(fn, batch, calls=3, arrays=ARRAYS):
         warnings.simplefilter("ignore", ag.ReplayWarning)
         got = [_grads(step, arrays) for _ in range(calls)]
     return step, got
-
-
-def _scaled(op, factor=3.0):
-    rule = op.backward
-
-    def scaled(g, out, xp):
-        return tuple(None if r is None else factor * r for r in rule(g, out, xp))
-    return staticmethod(scaled)
-
-
-def loop_sum(xs, u, w):
-    h = ag.zeros((B, H), dtype=np.float64)
-    loss = 0.0
-    for t in range(xs.shape[0]):
-        h = ag.tanh(xs[t] @ u + h @ w)
-        loss = loss + (h * h).sum()
-    return loss
 
 
 # ---- learners' ops that declare how they batch, with rules of their own ------------------------
