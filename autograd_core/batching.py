@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from .batch_builder import BUILT, Builder, Mismatch, agrees, make_node
-from .function import as_declared
+from .function import as_declared, declared_by_package
 from .ops.arithmetic import Add, AddScalar
 from .ops.indexing import GetItem
 from .ops.linalg import AddMM, MatMul
@@ -326,8 +326,8 @@ def _merge_repeats(nodes, keep):
         ins = tuple(same.get(i, i) for i in n._inputs)
         # (this package's ops as declared: a learner's rule need not give one use's sum as
         # two uses do, a clipping rule does not)
-        key = (None if n in keep or not as_declared(n._op) or not _own_rule(n._op)
-               else _parameters_key(n._saved))
+        key = (None if n in keep or not as_declared(n._op)
+               or not declared_by_package(n._op, "backward") else _parameters_key(n._saved))
         if key is not None:  # the output's shape and dtype too: reshape and astype save none
             key = (n._op, tuple(map(id, ins)), key, n._data.shape, n._data.dtype)
             earlier = first.get(key)
@@ -358,11 +358,6 @@ def _parameters_key(saved):
 
 def _plain(value):
     return value is None or type(value) in (int, float, bool)
-
-
-def _own_rule(op):
-    """Whether op's declared rule is one of this package's ops' own."""
-    return getattr(op.declared["backward"], "__module__", "").startswith(f"{__package__}.ops.")
 
 
 def _kind(op):

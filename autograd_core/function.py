@@ -383,6 +383,14 @@ def _first_step(t, g, acc, owned, sweep):
     return False if step is None else step(t, g, acc, owned, sweep)
 
 
+def declared_by_package(op, name):
+    """Whether the class that gives `op` its attribute `name` (its nearest in the mro) is one
+    of this package's ops: its texts are held to its functions by the tests, its rules give
+    two uses' sum as one use does; a learner's need not."""
+    owner = next((c for c in op.__mro__ if name in c.__dict__), None)
+    return owner is not None and owner.__module__.startswith(f"{__package__}.ops.")
+
+
 def as_declared(op):
     """Whether `op`'s kernel, rule and fast paths are those its class was declared with, not
     functions put in place since (a learner's, a mock): replay's rewrites (batching, buffers)

@@ -22,7 +22,7 @@ import linecache
 import numpy as np
 
 from .backmath import ArrayMath
-from .function import inline_text
+from .function import declared_by_package, inline_text
 from .ops.linalg import product_text
 from .replay_texts import NAMES as TEXT_NAMES
 
@@ -55,8 +55,7 @@ def check_learners_text(op, t, g):
     tests). Once per step made: the rule then runs once more on this node."""
     if op.split_input is not None:  # (a split rule's text: not asked here)
         return
-    owner = next((c for c in op.__mro__ if "inline_backward" in c.__dict__), None)
-    if owner is None or owner.__module__.startswith(f"{__package__}."):
+    if declared_by_package(op, "inline_backward"):
         return
     text = inline_text(op, "inline_backward", None)
     if text is None:  # (a rule put in place since: it runs)
@@ -86,9 +85,8 @@ def _keeps_shape(op):
     gradient of the node's shape): a unary elementwise op of this package, whose forward is
     its own and takes no array argument. An op of a learner's that declares itself elementwise
     may broadcast (batching.py allows it: x + an array it keeps), so its results are checked."""
-    owner = next((c for c in op.__mro__ if "forward" in c.__dict__), None)
     return (op.batch == "elementwise" and len(op.inputs) == 1 and not op.constants
-            and owner is not None and owner.__module__.startswith(f"{__package__}.ops."))
+            and declared_by_package(op, "forward"))
 
 
 def _make_split_step(op):
