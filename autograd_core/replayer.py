@@ -119,6 +119,22 @@ class Replay:
             self._say(plan)
         return out
 
+    def __repr__(self):
+        """What each argument signature met so far gets: replayed, recorded once (the next
+        call records it again, to confirm), or run eagerly and why."""
+        name = getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        states = []
+        for key, plan in self.plans.items():
+            if not isinstance(plan, Plan):
+                state = f"runs eagerly: {plan}"
+            elif plan.confirmed:
+                state = "replayed"
+            else:
+                state = "recorded once; the next call records it again to confirm the graph"
+            states.append(f"\n  {describe(key)}: {state}")
+        return (f"Replay({name}, batch={self.batch}"
+                + ("".join(states) + "\n)" if states else "; not called yet)"))
+
     def _eager(self, why, args):
         self._say(why)
         return self.fn(*args)
