@@ -6,12 +6,12 @@ back from an input to its output, so the graph holds no reference cycles and is 
 reference counting once the last output is dropped or a backward releases it.
 """
 import itertools
-from string import Formatter
 
 from numpy import asarray, ndarray
 
 from .anomaly import remember
 from .grad_mode import _state
+from .op_texts import DESCRIBES, check_class_text, check_class_texts
 from .tensor import Tensor, fill
 
 _new = object.__new__
@@ -63,8 +63,8 @@ class _OpClass(type):
     of comparing the rule each time."""
 
     def __setattr__(cls, name, value):
-        if name in _DESCRIBES and value is not None and not callable(value):
-            _check_text(cls, name, value)  # as when the class is defined, naming the op
+        if name in DESCRIBES and value is not None and not callable(value):
+            check_class_text(cls, name, value)  # as when the class is defined, naming the op
         type.__setattr__(cls, name, value)
         if name in _SYNCED_BY:
             _sync_fast_paths(cls)
@@ -221,23 +221,23 @@ class Op(metaclass=_OpClass):
             cls.batch = None  # a new kernel or rule: how the parent batches need not hold
         if new("forward") and not new("layout"):
             cls.layout = ()  # a new kernel: its parent's need not be a product
-        for text, made in _DESCRIBES.items():
+        for text, made in DESCRIBES.items():
             if new(made) and not new(text):
                 setattr(cls, text, None)  # a new kernel or rule: its parent's text is not it
         # the functions this class brings, else those its op parent was declared with (not
         # one put in the parent's place meanwhile, which is not what the texts describe)
         cls.declared = declared = {made: getattr(cls, made) if new(made)
                                    else parent.declared.get(made) for made in _DECLARED}
-        declared.update((text, getattr(cls, text)) for text in _DESCRIBES)  # see inline_text
+        declared.update((text, getattr(cls, text)) for text in DESCRIBES)  # see inline_text
         rule = declared["backward"]
         fast = (_sparse_backward if declared["backward_into"] is not None else
                 _split_backward if declared["backward_split"] is not None else None)
         cls.fast_path = None if fast is None else (rule, fast)
-        _check_texts(cls)
+        check_class_texts(cls)
         # a text declared here describes the function the class was declared with; an
         # inherited one the function it was declared for
         cls.described = {text: declared[made] if new(text) else parent.described.get(text)
-                         for text, made in _DESCRIBES.items()}
+                         for text, made in DESCRIBES.items()}
         if cls.split_input is not None:  # a split rule's step, where it has a text
             cls.sweep_step = ((rule, _first_step) if cls.inline_split is not None
                               and declared["backward_split"] is not None else None)
@@ -288,90 +288,9 @@ def _derive_checks(cls):
         cls.checked_inputs = tuple(sorted(roles.index(r) for r in input_saves))
 
 
-_DESCRIBES = {"inline_forward": "forward", "inline_backward": "backward",
-              "inline_split": "backward_split"}
 # what `Op.declared` holds of each class: the functions its texts and fast paths stand for
-_DECLARED = (*_DESCRIBES.values(), "backward_into")
-Op.declared = {made: getattr(Op, made) for made in (*_DECLARED, *_DESCRIBES)}
-
-
-def inline_text(op, which, node, *arrays):
-    """`op`'s inline text `which` ("inline_forward", "inline_backward", "inline_split") for
-    `node` (and, for the kernel, its inputs' arrays), or None: where the op declares none, its
-    function for the node declines, or the function the text describes was replaced since
-    the class was made (a learner's own rule put in place: the text no longer says what runs)."""
-    text = getattr(op, which, None)
-    if text is None:
-        return None
-    if getattr(op, _DESCRIBES[which], None) is not op.described.get(which):
-        return None
-    if text is not op.declared.get(which):  # a text put in place since the class was made
-        return None  # describes no function it was declared beside: the rule runs
-    return text(node, *arrays) if callable(text) else text
-
-
-def check_text(op, what, text, count):
-    """Refuse (TypeError, naming the op) an inline text `what` that is not of its form for an
-    op of `count` inputs: inline_forward one expression, inline_backward one per input (or
-    None), inline_split (those, left, right); each expression Python naming only {out}, {g}
-    (not in a kernel) and {x0}..; a brace in the code itself is written {{ }}."""
-    where = f"op {op.name!r} ({op.__name__}): {what} {text!r}"
-    allowed = {f"x{k}" for k in range(count)} | {"out"} | ({"g"} if what != "inline_forward"
-                                                          else set())
-
-    def expression(part):
-        try:
-            fields = [f for _, f, spec, conv in Formatter().parse(part)
-                      if f is not None and (f not in allowed or spec or conv)]
-        except ValueError as e:
-            raise TypeError(f"{where}: {e}") from None
-        if fields:
-            raise TypeError(f"{where} names {', '.join(map(repr, fields))}: only "
-                            f"{{{'}, {'.join(sorted(allowed))}}} (a brace of the code itself "
-                            f"is written {{{{ }}}})")
-        try:
-            compile(part.format(**{n: n for n in allowed}), "<inline text>", "eval")
-        except SyntaxError as e:
-            raise TypeError(f"{where} is no Python expression ({e.msg})") from None
-
-    def rule(parts):
-        if not isinstance(parts, tuple) or len(parts) != count:
-            raise TypeError(f"{where}: a rule's text is a tuple of one expression (or None) "
-                            f"per input, {count} here")
-        for part in parts:
-            if part is not None:
-                expression(part)
-
-    if what == "inline_forward":
-        if not isinstance(text, str):
-            raise TypeError(f"{where}: a kernel's text is one expression")
-        expression(text)
-    elif what == "inline_backward":
-        rule(text)
-    else:
-        if not isinstance(text, tuple) or len(text) != 3 or not all(
-                isinstance(p, str) for p in text[1:]):
-            raise TypeError(f"{where}: a split rule's text is (one expression or None per "
-                            f"input, left, right)")
-        rule(text[0])
-        expression(text[1])
-        expression(text[2])
-    return text
-
-
-def _check_texts(cls):
-    """An op's inline texts given as text (a function of the node is checked where its
-    result is used) are refused when the class is made if they are not of their form."""
-    for what in _DESCRIBES:
-        text = cls.__dict__.get(what)
-        if text is not None and not callable(text):
-            _check_text(cls, what, text)
-
-
-def _check_text(cls, what, text):
-    roles = cls.inputs
-    if isinstance(roles, tuple) and not any(r.startswith("*") for r in roles):
-        check_text(cls, what, text, len(roles))
+_DECLARED = (*DESCRIBES.values(), "backward_into")
+Op.declared = {made: getattr(Op, made) for made in (*_DECLARED, *DESCRIBES)}
 
 
 def _first_step(t, g, acc, owned, sweep):

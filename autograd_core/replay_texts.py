@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from .function import check_text, inline_text
+from .op_texts import check_text, inline_text
 from .graph import saved_arrays
 from .exact_scalars import ONES, exact
 from .ops.linalg import product
@@ -41,7 +41,7 @@ _checked_texts = set()  # (op, which, text, inputs) already held to their form
 
 def checked(op, which, text, count):
     """`text` (a function's result: a declared text was checked with its class) held to
-    its form (function.check_text) once per op and text."""
+    its form (op_texts.check_text) once per op and text."""
     key = (op, which, text, count)
     if key not in _checked_texts:
         check_text(op, which, text, count)

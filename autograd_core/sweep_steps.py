@@ -22,7 +22,8 @@ import linecache
 import numpy as np
 
 from .backmath import ArrayMath
-from .function import declared_by_package, inline_text
+from .function import declared_by_package
+from .op_texts import inline_text
 from .ops.linalg import product_text
 from .replay_texts import NAMES as TEXT_NAMES
 

@@ -39,8 +39,8 @@ import pytest
 import autograd_core as ag
 import nn
 from autograd_core import batching
-from autograd_core.function import (Op, _DECLARED, _DESCRIBES, _split_backward, as_declared,
-                                    record)
+from autograd_core.function import Op, _DECLARED, _split_backward, as_declared, record
+from autograd_core.op_texts import DESCRIBES
 from autograd_core.ops.linalg import Linear, MatMul, product
 from nn.models import RecurrentClassifier
 from tests.autograd_core.replaced_rules import close as _close, loop_squares as loop_sum
@@ -88,7 +88,7 @@ def test_every_op_class_is_as_declared_and_batches_as_it_says():
     assert set(ag.ops_registry.values()) <= set(classes)
     for c in classes:
         assert as_declared(c), c
-        assert set(c.declared) == set(_DECLARED) | set(_DESCRIBES)  # functions, texts
+        assert set(c.declared) == set(_DECLARED) | set(DESCRIBES)  # functions, texts
         assert batching._kind(c) == c.batch, c
         if c.fast_path is not None:
             assert c.fast_path[0] is c.backward and c.fast_backward is c.fast_path[1]
