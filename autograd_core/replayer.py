@@ -124,7 +124,7 @@ class Replay:
         call records it again, to confirm), or run eagerly and why."""
         name = getattr(self.fn, "__qualname__", None) or repr(self.fn)
         states = []
-        for key, plan in self.plans.items():
+        for key, plan in list(self.plans.items()):  # (a copy: another thread may add one)
             if not isinstance(plan, Plan):
                 state = f"runs eagerly: {plan}"
             elif plan.confirmed:

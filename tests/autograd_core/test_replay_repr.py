@@ -53,3 +53,23 @@ def test_a_signature_that_runs_eagerly_says_why():
                            "reads_a_value, batch=True\n  (shapes (4, 3)): runs eagerly: ")
     assert "item()" in text
     assert w.grad is not None and np.all(w.grad.numpy() == 8.0)  # it ran, eagerly
+
+
+def test_a_signature_added_while_the_repr_is_made_does_not_break_it(monkeypatch):
+    """Another thread may call the function (and record a new signature) while one prints
+    it: the repr reads a copy of the signatures. The other thread is stood in for by the
+    repr's own description of a signature, which adds one."""
+    from autograd_core import replayer
+
+    w = ag.Tensor(np.ones((3, 2)), requires_grad=True)
+    step = ag.replay(_square_sum(w))
+    _quiet_calls(step, (np.ones((4, 3)),))
+    describe = replayer.describe
+
+    def describing_while_a_call_records(key):
+        step.plans[("another",)] = "a reason"
+        return describe(key)
+
+    monkeypatch.setattr(replayer, "describe", describing_while_a_call_records)
+    assert repr(step).startswith("Replay(_square_sum.<locals>.fn, batch=True\n  (shapes (4, 3)): "
+                                 "recorded once")
