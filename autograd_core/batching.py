@@ -14,7 +14,8 @@ in order respects every dependency.
 
 The rewritten graph uses existing ops only (stack to gather operands, reshape, getitem to hand
 each copy's value to its consumers, and the batched op itself), so its backward is the ops' own
-rules. Whether and how an op batches is declared by its class (`Op.batch`):
+rules. Whether and how an op batches is declared by its class (`Op.batch`; what that asks of
+each node is in batch_kinds.py):
 - "elementwise": broadcasting ops; a varying operand is stacked along a new first axis (with
   axes of length 1 so that it broadcasts as before), a shared one is passed as it is;
 - "sum": elementwise addition, which may also be a chain that only accumulates;
@@ -24,21 +25,13 @@ rules. Whether and how an op batches is declared by its class (`Op.batch`):
 - "index": x[t] with one tensor x and an integer t per copy (a slice or an index array).
 `rewrite` checks the values of the batched graph against the recorded ones before it is used.
 """
-import math
-
-import numpy as np
-
 from .batch_builder import BUILT, Builder, Mismatch, agrees, make_node
-from .function import as_declared, declared_by_package
-from .ops.arithmetic import Add, AddScalar
-from .ops.indexing import GetItem
-from .ops.linalg import AddMM, MatMul
+from .batch_kinds import kind, merge_repeats, signature_of
+from .function import as_declared
+from .ops.arithmetic import AddScalar
+from .ops.linalg import AddMM
 
 MIN_GROUP = 3  # fewer copies are not worth a gather and a scatter
-# the kinds whose groups and rewrites are made of nodes of the op that declares them (a
-# chain's stack and sum, a 2-D product and a fused addmm, a slice of rows), whatever the
-# group's op: kind -> that op
-_MADE_AS = {op.batch: op for op in (Add, MatMul, GetItem)}
 # the ops whose nodes a rewrite makes (gathers, extractions, sums of chains, fused products)
 SYNTHESIZED = (AddMM,) + BUILT
 
@@ -71,7 +64,7 @@ class _Graph:
 
     def __init__(self, nodes, root, keep):
         self.root, self.keep = root, keep
-        self.nodes, self.inputs, self.merged = _merge_repeats(nodes, keep)
+        self.nodes, self.inputs, self.merged = merge_repeats(nodes, keep)
         self.is_node = set(self.nodes)
         self.flattened = {}  # the top of an accumulating chain -> its terms
         self.reassociated = set()  # sums whose operands reassociate() changed (other rounding)
@@ -80,7 +73,7 @@ class _Graph:
     # ---- accumulating chains ------------------------------------------------------------------
     def _link(self, t, parent):
         """Whether t is an inner addition of parent's chain (used by parent only)."""
-        return (t in self.is_node and t not in self.keep and _kind(t._op) == "sum"
+        return (t in self.is_node and t not in self.keep and kind(t._op) == "sum"
                 and _only(self.consumers.get(t), parent) and self._plain_sum(t)
                 and t._data.shape == parent._data.shape)
 
@@ -103,7 +96,7 @@ class _Graph:
     def flatten_sums(self):
         dropped = set()
         for top in reversed(self.nodes):  # newest first: a chain's top comes before its links
-            if top in dropped or top in self.keep or _kind(top._op) != "sum" or \
+            if top in dropped or top in self.keep or kind(top._op) != "sum" or \
                     not self._plain_sum(top):
                 continue
             terms, chain, todo = [], [], [top]
@@ -162,14 +155,14 @@ class _Graph:
             return early.get(t, 0)
 
         def signature(t):
-            return _signature(t, self.inputs[t], fixed) if t in self.inputs else None
+            return signature_of(t, self.inputs[t], fixed) if t in self.inputs else None
 
         found, ties = [], []  # (n, m, c, p, q) to rewrite; the same with p, q undecided
         for n in self.nodes:
-            if _kind(n._op) != "sum" or n in self.keep or n in self.flattened:
+            if kind(n._op) != "sum" or n in self.keep or n in self.flattened:
                 continue
             for m, c in (self.inputs[n], self.inputs[n][::-1]):
-                if not (m in early and _kind(m._op) == "sum" and m not in self.keep
+                if not (m in early and kind(m._op) == "sum" and m not in self.keep
                         and m not in self.flattened and _only(self.consumers.get(m), n)):
                     continue
                 p, q = self.inputs[m]
@@ -224,10 +217,10 @@ class _Graph:
         node less per step."""
         fused, dropped = {}, set()
         for n in self.nodes:
-            if _kind(n._op) != "sum" or n in grouped or n in self.keep or n in self.flattened:
+            if kind(n._op) != "sum" or n in grouped or n in self.keep or n in self.flattened:
                 continue
             for m, c in (self.inputs[n], self.inputs[n][::-1]):
-                if not (m in self.is_node and _kind(m._op) == "matmul" and m not in grouped
+                if not (m in self.is_node and kind(m._op) == "matmul" and m not in grouped
                         and m not in self.keep and _only(self.consumers.get(m), n)
                         and m._data.shape == n._data.shape):
                     continue
@@ -277,7 +270,7 @@ class _Graph:
         so that every input has a lower level than its consumer."""
         early, late = self.bounds()
         fixed = self.fixed()
-        self.signature = {n: _signature(n, self.inputs[n], fixed) for n in self.nodes
+        self.signature = {n: signature_of(n, self.inputs[n], fixed) for n in self.nodes
                           if n not in self.keep and n not in self.flattened}
         count = {}
         for n, sig in self.signature.items():
@@ -303,7 +296,7 @@ class _Graph:
         groups = [sorted(g, key=_seq) for g in found.values() if len(g) >= MIN_GROUP]
         grouped = {n for g in groups for n in g}
         # x[t] for every t computes nothing: batched, it only pays where a group reads it whole
-        return [g for g in groups if _kind(g[0]._op) != "index" or any(
+        return [g for g in groups if kind(g[0]._op) != "index" or any(
             c in grouped for n in g for c in self.consumers.get(n, ()))]
 
 
@@ -315,95 +308,3 @@ def _only(nodes, node):
     """Whether `nodes` (a list or None) is `node` alone (tensors compare by identity here:
     their == compares values)."""
     return nodes is not None and len(nodes) == 1 and nodes[0] is node
-
-
-def _merge_repeats(nodes, keep):
-    """(the nodes without repeats, {node: its inputs}): a node that applies the same op with
-    the same parameters to the same inputs as an earlier one (w.T or u[:, :h] written inside
-    the loop) is dropped, and its consumers read the earlier one."""
-    same, first, kept, inputs, merged = {}, {}, [], {}, []  # node -> the one it repeats
-    for n in nodes:
-        ins = tuple(same.get(i, i) for i in n._inputs)
-        # (this package's ops as declared: a learner's rule need not give one use's sum as
-        # two uses do, a clipping rule does not)
-        key = (None if n in keep or not as_declared(n._op)
-               or not declared_by_package(n._op, "backward") else _parameters_key(n._saved))
-        if key is not None:  # the output's shape and dtype too: reshape and astype save none
-            key = (n._op, tuple(map(id, ins)), key, n._data.shape, n._data.dtype)
-            earlier = first.get(key)
-            if earlier is not None:
-                same[n] = earlier
-                merged.append((n, earlier))
-                continue
-            first[key] = n
-        kept.append(n)
-        inputs[n] = ins
-    return kept, inputs, merged
-
-
-def _parameters_key(saved):
-    """A hashable stand-in for an op's saved parameters, or None when they hold arrays (or
-    anything else that is not a plain value)."""
-    if type(saved) is float:  # -0.0 == 0.0, but x * -0.0 is not x * 0.0
-        return None if saved != saved else ("float", saved, math.copysign(1.0, saved))
-    if _plain(saved) or type(saved) is str:
-        return (type(saved).__name__, saved)
-    if type(saved) is slice:
-        return ("slice", saved.start, saved.stop, saved.step)
-    if type(saved) is tuple:
-        parts = tuple(_parameters_key(v) for v in saved)
-        return None if any(p is None for p in parts) else ("tuple",) + parts
-    return None
-
-
-def _plain(value):
-    return value is None or type(value) in (int, float, bool)
-
-
-def _kind(op):
-    """How op batches (Op.batch), or None where its kernel or rule is not the one its class
-    was declared with (function.as_declared): a batched group, and each rewrite here, runs
-    the declared ones on the stacked or merged operands. The kinds whose rewrites make nodes
-    of this package's own ops (a chain's stack and sum, a fused addmm, a 2-D product, a
-    slice of rows) hold only for ops with those ops' own kernel and rule: a learner's
-    subclass with its own rule that declares such a kind runs copy by copy."""
-    if not as_declared(op):
-        return None
-    kind = op.batch
-    own = _MADE_AS.get(kind)
-    if own is not None and op.declared != own.declared:  # (functions compare by identity)
-        return None
-    return kind
-
-
-def _signature(n, inputs, fixed):
-    """What copies batched together must share, or None when n cannot batch; `fixed`: the
-    parameters and the nodes computed from them alone."""
-    op, data = n._op, n._data
-    kind = _kind(op)
-    if kind is None or type(data) is not np.ndarray:
-        return None
-    # A parameter, or what is computed from parameters alone (w.T, a slice of the bias), is
-    # an operand the copies share: copies with another one go to another group, rather than
-    # stacking parameters.
-    operands = tuple((i._data.shape, i._data.dtype, id(i) if i in fixed else None)
-                     for i in inputs)
-    common = (op, data.shape, data.dtype, operands)
-    saved = _parameters_key(n._saved)
-    if kind in ("elementwise", "sum"):
-        return common + (saved,) if _plain(n._saved) and saved is not None else None
-    if kind == "matmul":  # the right operand (the weight) is shared: one 2-D product
-        if not all(len(i._data.shape) == 2 for i in inputs):
-            return None
-        return common + (id(inputs[1]),)
-    if kind == "reduce":
-        return common + (saved,) if saved is not None else None
-    if kind == "rows":
-        target = n._saved[0]
-        return common + (target.shape, target.dtype)
-    if kind == "index":
-        index, basic = n._saved
-        if type(index) is not int or not basic:
-            return None
-        return common + (id(inputs[0]),)
-    return None

@@ -84,6 +84,8 @@ def check_class_texts(cls):
 
 
 def check_class_text(cls, what, text):
+    """check_text for an op class whose inputs are a fixed tuple of roles (a class taking
+    `*leaves` is checked where its text is used, against the node's inputs)."""
     roles = cls.inputs
     if isinstance(roles, tuple) and not any(r.startswith("*") for r in roles):
         check_text(cls, what, text, len(roles))

@@ -381,7 +381,7 @@ def loop_transposed(xs, u, w, v):
 def test_bug_batched_replay_merges_repeats_of_an_op_whose_rule_is_replaced():
     """Transpose's rule replaced by a learner's that clips its gradient to [-0.05, 0.05]:
     eager mode runs it once per step's w.T and adds the clipped results. Batched replay
-    merges the repeated w.T nodes into one (batching._merge_repeats, which asks no op
+    merges the repeated w.T nodes into one (batch_kinds.merge_repeats, which asks no op
     whether it is as declared) and clips the summed gradient once: w's gradient differs."""
     rule = Transpose.backward
 

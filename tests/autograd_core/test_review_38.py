@@ -1,5 +1,6 @@
 """Review 38: b47fcf3..4d9a822 attacked as a whole (Op.declared, as_declared, fast_path_serves,
-batching's _kind / _MADE_AS / SYNTHESIZED, the merged repeats, the replayed backward's check).
+batch_kinds' kind / _MADE_AS, batching's SYNTHESIZED, the merged repeats, the replayed
+backward's check).
 
 What held (tests without the bug_ prefix): in normal use nothing regressed against b47fcf3~1:
 every op class (registered or not) is as declared and batches as its `batch` says; classes
@@ -9,7 +10,7 @@ replay with eager mode's bits (batch=False) or within 1e-12 (batched), with no R
 and the loops batch into the same ops as before the series.
 
 The bugs (test_bug_*):
-1. batching._kind holds a "matmul" (or "sum", "index") op to MatMul's own kernel and rule
+1. batch_kinds.kind holds a "matmul" (or "sum", "index") op to MatMul's own kernel and rule
    only: a learner's MatMul subclass with MatMul's forward and backward but a split rule of
    its own (backward_split, which eager mode's fast path runs) is grouped, and the builder
    stands plain MatMul / AddMM nodes in for it: their split rules run, not the learner's.
@@ -38,7 +39,7 @@ import pytest
 
 import autograd_core as ag
 import nn
-from autograd_core import batching
+from autograd_core import batch_kinds, batching
 from autograd_core.function import Op, _DECLARED, _split_backward, as_declared, record
 from autograd_core.op_texts import DESCRIBES
 from autograd_core.ops.linalg import Linear, MatMul, product
@@ -89,10 +90,10 @@ def test_every_op_class_is_as_declared_and_batches_as_it_says():
     for c in classes:
         assert as_declared(c), c
         assert set(c.declared) == set(_DECLARED) | set(DESCRIBES)  # functions, texts
-        assert batching._kind(c) == c.batch, c
+        assert batch_kinds.kind(c) == c.batch, c
         if c.fast_path is not None:
             assert c.fast_path[0] is c.backward and c.fast_backward is c.fast_path[1]
-    assert batching._kind(MatMul) == "matmul"
+    assert batch_kinds.kind(MatMul) == "matmul"
     assert all(map(as_declared, batching.SYNTHESIZED))
 
 
@@ -231,7 +232,7 @@ def loop_split_twice(xs, u, w):
 
 def test_bug_a_learners_matmul_with_its_own_split_rule_loses_it_when_batched():
     """SplitTwice(MatMul) keeps MatMul's forward and backward and declares its own
-    backward_split. batching._kind compares only forward/backward with MatMul's declared
+    backward_split. batch_kinds.kind compares only forward/backward with MatMul's declared
     ones, so the x_t @ u copies are grouped and the builder makes plain MatMul / AddMM nodes:
     MatMul's split runs, xs's and u's gradients are those of plain MatMul (units off eager
     mode's), silently. batch=False gives eager mode's bits."""
