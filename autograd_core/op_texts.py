@@ -84,8 +84,8 @@ def check_class_texts(cls):
 
 
 def check_class_text(cls, what, text):
-    """check_text for an op class whose inputs are a fixed tuple of roles (a class taking
-    `*leaves` is checked where its text is used, against the node's inputs)."""
+    """check_text for an op class whose inputs are a fixed tuple of roles (for one taking a
+    variable number, `*leaves`, the count is known only per node: not checked here)."""
     roles = cls.inputs
     if isinstance(roles, tuple) and not any(r.startswith("*") for r in roles):
         check_text(cls, what, text, len(roles))
