@@ -133,7 +133,7 @@ class Replay:
                 state = "recorded once; the next call records it again to confirm the graph"
             states.append(f"\n  {describe(key)}: {state}")
         return (f"Replay({name}, batch={self.batch}"
-                + ("".join(states) + "\n)" if states else "; not called yet)"))
+                + ("".join(states) + "\n)" if states else "; no signature recorded yet)"))
 
     def _eager(self, why, args):
         self._say(why)

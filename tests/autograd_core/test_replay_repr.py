@@ -20,9 +20,16 @@ def _square_sum(w):
     return fn
 
 
-def test_a_replay_not_called_yet_says_so():
-    assert repr(ag.replay(_square_sum(None))) == "Replay(_square_sum.<locals>.fn, batch=True; " \
-                                                 "not called yet)"
+def test_a_replay_with_nothing_recorded_says_so():
+    """Not called yet, or called only where it runs eagerly without recording (no_grad)."""
+    want = "Replay(_square_sum.<locals>.fn, batch=True; no signature recorded yet)"
+    w = ag.Tensor(np.ones((3, 2)), requires_grad=True)
+    step = ag.replay(_square_sum(w))
+    assert repr(step) == want
+    with ag.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ag.ReplayWarning)
+        assert step(np.ones((4, 3))).item() == 4 * 2 * 3.0 ** 2  # it ran, eagerly
+    assert repr(step) == want
 
 
 def test_each_signature_is_recorded_once_then_replayed():
